@@ -1,0 +1,17 @@
+from setuptools import setup, find_packages
+
+setup(
+    name="refsnn",
+    version="0.1.0",
+    description="Framework-free exact reference implementation for training spiking neural networks",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["refsnn", "refsnn.*", "verify", "verify.*", "bench", "bench.*"]),
+    install_requires=["numpy", "numba", "scipy", "tqdm"],
+    extras_require={
+        "test": ["pytest", "hypothesis"],
+        "verify": ["torch==2.13.0", "spikingjelly==2.0.0", "snntorch", "safetensors"],
+    },
+    entry_points={"console_scripts": ["refsnn=refsnn.cli:main"]},
+)

@@ -7,7 +7,12 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["refsnn", "refsnn.*", "verify", "verify.*", "bench", "bench.*"]),
+    packages=find_packages(include=["refsnn", "refsnn.*", "verify", "verify.*", "bench", "bench.*"])
+    + ["refsnn.data_files"],
+    # The shipped data sets live in the top-level data/ folder; install them as the package
+    # refsnn.data_files so that refsnn.data finds them after a non-editable install too.
+    package_dir={"refsnn.data_files": "data"},
+    package_data={"refsnn.data_files": ["*.gz", "README.md"]},
     install_requires=["numpy", "numba", "scipy", "tqdm"],
     extras_require={
         "test": ["pytest", "hypothesis"],

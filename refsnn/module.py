@@ -30,9 +30,13 @@ def check_float_array(x, name="input", min_ndim=1):
     return np.ascontiguousarray(x)
 
 
+class NonFiniteError(ValueError):
+    """A NaN or Inf where a finite number is required (the trainer reports it as divergence)."""
+
+
 def check_finite(x, name="input"):
     if not np.all(np.isfinite(x)):
-        raise ValueError(f"{name} contains NaN or Inf")
+        raise NonFiniteError(f"{name} contains NaN or Inf")
     return x
 
 

@@ -2,9 +2,11 @@
 
 Every model follows neurons.md to the operation. Input ``x`` is ``[T, N, ...]``; the kernels
 see it as ``[T, M]`` (M = N·features) and run one parallel loop over blocks of neurons with
-the time loop inside, so the membrane of a block stays in a small local array.
+the time loop inside.
 
-The forward saves only the charged potential ``H[T, M]``. The backward recomputes from it
+Each block's state lives in a small local array while the time loop sweeps the block's
+contiguous slice of every time step (looping time innermost instead would stride by M and
+thrash the cache). The forward saves only the charged potential ``H[T, M]``. The backward recomputes from it
 whatever else it needs (the spike S = Θ(H − V_th), the previous membrane V[t−1] = reset(H[t−1]),
 CLIF's M), which is exact because it repeats the forward's own floating-point operations.
 
@@ -17,7 +19,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from .module import Module, check_float_array
+from .module import Module, NonFiniteError, check_float_array
 from .surrogate import Surrogate, fire, fire_grad, stable_sigmoid
 
 BLOCK = 1024  # neurons per parallel work item
@@ -54,28 +56,22 @@ def _reset(h, s, v_threshold, v_reset, hard):
 @numba.njit(cache=True, parallel=True)
 def lif_forward_kernel(x, v_init, mode, leak, decay_input, v_threshold, v_reset, hard,
                        scale, code, alpha, beta, smooth, strict, store_v,
-                       spikes, h_seq, v_seq, v_final, n_nonfinite):
+                       spikes, h_seq, v_seq, v_final):
     T, M = x.shape
-    n_blocks = (M + BLOCK - 1) // BLOCK
-    for b in prange(n_blocks):
+    for b in prange((M + BLOCK - 1) // BLOCK):
         lo = b * BLOCK
         hi = min(lo + BLOCK, M)
-        bad = 0
-        for j in range(lo, hi):
-            v = v_init[j]
-            for t in range(T):
-                xv = x[t, j]
-                if not math.isfinite(xv):
-                    bad += 1
-                h = _charge(mode, v, xv, leak, v_reset, decay_input)
+        v = v_init[lo:hi].copy()  # the block's membranes, kept local across the time loop
+        for t in range(T):
+            for j in range(lo, hi):
+                h = _charge(mode, v[j - lo], x[t, j], leak, v_reset, decay_input)
                 s = fire(h, v_threshold, scale, code, alpha, beta, smooth, strict)
-                v = _reset(h, s, v_threshold, v_reset, hard)
+                v[j - lo] = _reset(h, s, v_threshold, v_reset, hard)
                 h_seq[t, j] = h
                 spikes[t, j] = s
                 if store_v:
-                    v_seq[t, j] = v
-            v_final[j] = v
-        n_nonfinite[b] = bad
+                    v_seq[t, j] = v[j - lo]
+        v_final[lo:hi] = v
 
 
 @numba.njit(cache=True, parallel=True)
@@ -90,7 +86,6 @@ def lif_backward_kernel(grad_s, grad_v, has_grad_v, grad_v_final, h_seq, x, v_in
         PLIF: dL/dk += gH·dH/dk,  dH/dk = X − (V[t−1] − vr) (decay_input) or −(V[t−1] − vr)
     """
     T, M = h_seq.shape
-    n_blocks = (M + BLOCK - 1) // BLOCK
     if mode == IF_CHARGE:
         dh_dx, dh_dv = 1.0, 1.0
     elif mode == LIF_CHARGE:
@@ -99,15 +94,16 @@ def lif_backward_kernel(grad_s, grad_v, has_grad_v, grad_v_final, h_seq, x, v_in
     else:
         dh_dx = leak if decay_input else 1.0
         dh_dv = 1.0 - leak
-    for b in prange(n_blocks):
+    for b in prange((M + BLOCK - 1) // BLOCK):
         lo = b * BLOCK
         hi = min(lo + BLOCK, M)
+        gv = grad_v_final[lo:hi].copy()  # dL/dV[t] for the block
         g_leak = 0.0
-        for j in range(lo, hi):
-            gv = grad_v_final[j]
-            for t in range(T - 1, -1, -1):
+        for t in range(T - 1, -1, -1):
+            for j in range(lo, hi):
+                g = gv[j - lo]
                 if has_grad_v:
-                    gv += grad_v[t, j]
+                    g += grad_v[t, j]
                 h = h_seq[t, j]
                 s = fire(h, v_threshold, scale, code, alpha, beta, smooth, strict)
                 if hard:
@@ -116,8 +112,8 @@ def lif_backward_kernel(grad_s, grad_v, has_grad_v, grad_v_final, h_seq, x, v_in
                     dv_dh, dv_ds = 1.0, -v_threshold
                 gs = grad_s[t, j]
                 if not detach_reset:
-                    gs += gv * dv_ds
-                gh = gv * dv_dh + gs * fire_grad(h, v_threshold, scale, code, alpha, beta)
+                    gs += g * dv_ds
+                gh = g * dv_dh + gs * fire_grad(h, v_threshold, scale, code, alpha, beta)
                 grad_x[t, j] = gh * dh_dx
                 if mode == PLIF_CHARGE:
                     if t > 0:
@@ -128,8 +124,8 @@ def lif_backward_kernel(grad_s, grad_v, has_grad_v, grad_v_final, h_seq, x, v_in
                         v_prev = v_init[j]
                     dh_dk = x[t, j] - (v_prev - v_reset) if decay_input else -(v_prev - v_reset)
                     g_leak += gh * dh_dk
-                gv = gh * dh_dv
-            grad_v_init[j] = gv
+                gv[j - lo] = gh * dh_dv
+        grad_v_init[lo:hi] = gv
         grad_leak[b] = g_leak
 
 
@@ -138,33 +134,30 @@ def lif_backward_kernel(grad_s, grad_v, has_grad_v, grad_v_final, h_seq, x, v_in
 # ------------------------------------------------------------------------------------------
 @numba.njit(cache=True, parallel=True)
 def clif_forward_kernel(x, v_init, m_init, tau, v_threshold, scale, code, alpha, beta, smooth, strict,
-                        store_v, spikes, h_seq, v_seq, m_seq, v_final, m_final, n_nonfinite):
+                        store_v, spikes, h_seq, v_seq, m_seq, v_final, m_final):
     """H = V − V/tau + X ;  S = Θ(H − V_th) ;  M = M·σ(H/tau) + S ;  V = H − S·(V_th + σ(M))."""
     T, M_ = x.shape
-    n_blocks = (M_ + BLOCK - 1) // BLOCK
-    for b in prange(n_blocks):
+    for b in prange((M_ + BLOCK - 1) // BLOCK):
         lo = b * BLOCK
         hi = min(lo + BLOCK, M_)
-        bad = 0
-        for j in range(lo, hi):
-            v = v_init[j]
-            m = m_init[j]
-            for t in range(T):
-                xv = x[t, j]
-                if not math.isfinite(xv):
-                    bad += 1
-                h = v - v / tau + xv
+        v = v_init[lo:hi].copy()
+        m = m_init[lo:hi].copy()
+        for t in range(T):
+            for j in range(lo, hi):
+                vj = v[j - lo]
+                h = vj - vj / tau + x[t, j]
                 s = fire(h, v_threshold, scale, code, alpha, beta, smooth, strict)
-                m = m * stable_sigmoid(h / tau) + s
-                v = h - s * (v_threshold + stable_sigmoid(m))
+                mj = m[j - lo] * stable_sigmoid(h / tau) + s
+                vj = h - s * (v_threshold + stable_sigmoid(mj))
+                v[j - lo] = vj
+                m[j - lo] = mj
                 h_seq[t, j] = h
                 spikes[t, j] = s
                 if store_v:
-                    v_seq[t, j] = v
-                    m_seq[t, j] = m
-            v_final[j] = v
-            m_final[j] = m
-        n_nonfinite[b] = bad
+                    v_seq[t, j] = vj
+                    m_seq[t, j] = mj
+        v_final[lo:hi] = v
+        m_final[lo:hi] = m
 
 
 @numba.njit(cache=True, parallel=True)
@@ -181,35 +174,36 @@ def clif_backward_kernel(grad_s, grad_v, has_grad_v, grad_v_final, grad_m_final,
     M[t] is recomputed forward from H (the same operations as the forward kernel).
     """
     T, M_ = h_seq.shape
-    n_blocks = (M_ + BLOCK - 1) // BLOCK
-    for b in prange(n_blocks):
+    for b in prange((M_ + BLOCK - 1) // BLOCK):
         lo = b * BLOCK
         hi = min(lo + BLOCK, M_)
-        m_hist = np.empty(T + 1)  # m_hist[t + 1] = M[t], m_hist[0] = M[-1]
-        for j in range(lo, hi):
-            m_hist[0] = m_init[j]
-            for t in range(T):
+        m_hist = np.empty((T + 1, hi - lo), h_seq.dtype)  # m_hist[t + 1] = M[t], m_hist[0] = M[-1]
+        m_hist[0] = m_init[lo:hi]
+        for t in range(T):
+            for j in range(lo, hi):
                 h = h_seq[t, j]
-                m_hist[t + 1] = m_hist[t] * stable_sigmoid(h / tau) + fire(
+                m_hist[t + 1, j - lo] = m_hist[t, j - lo] * stable_sigmoid(h / tau) + fire(
                     h, v_threshold, scale, code, alpha, beta, smooth, strict)
-            gv = grad_v_final[j]
-            gm = grad_m_final[j]
-            for t in range(T - 1, -1, -1):
+        gv = grad_v_final[lo:hi].copy()
+        gm = grad_m_final[lo:hi].copy()
+        for t in range(T - 1, -1, -1):
+            for j in range(lo, hi):
+                g = gv[j - lo]
                 if has_grad_v:
-                    gv += grad_v[t, j]
+                    g += grad_v[t, j]
                 h = h_seq[t, j]
                 s = fire(h, v_threshold, scale, code, alpha, beta, smooth, strict)
-                q = stable_sigmoid(m_hist[t + 1])
+                q = stable_sigmoid(m_hist[t + 1, j - lo])
                 d = stable_sigmoid(h / tau)
-                gmt = gm - gv * s * q * (1.0 - q)
-                gs = grad_s[t, j] - gv * (v_threshold + q) + gmt
-                gh = gv + gmt * m_hist[t] * d * (1.0 - d) / tau + gs * fire_grad(
+                gmt = gm[j - lo] - g * s * q * (1.0 - q)
+                gs = grad_s[t, j] - g * (v_threshold + q) + gmt
+                gh = g + gmt * m_hist[t, j - lo] * d * (1.0 - d) / tau + gs * fire_grad(
                     h, v_threshold, scale, code, alpha, beta)
                 grad_x[t, j] = gh
-                gv = gh * (1.0 - 1.0 / tau)
-                gm = gmt * d
-            grad_v_init[j] = gv
-            grad_m_init[j] = gm
+                gv[j - lo] = gh * (1.0 - 1.0 / tau)
+                gm[j - lo] = gmt * d
+        grad_v_init[lo:hi] = gv
+        grad_m_init[lo:hi] = gm
 
 
 # ------------------------------------------------------------------------------------------
@@ -301,10 +295,14 @@ class BaseNeuron(Module):
                 finals[name] = np.zeros(feat, self._dtype)
         return gs, gv, has_gv, finals
 
-    def _raise_if_nonfinite(self, n_nonfinite):
-        n = int(n_nonfinite.sum())
+    def _raise_if_nonfinite(self, v_final):
+        """A NaN or ±Inf anywhere in the input propagates into the final membrane (NaN stays NaN,
+        Inf survives or becomes NaN through the leak and the reset), so checking the final
+        state, M values instead of T·M, finds every non-finite input."""
+        n = int(np.count_nonzero(~np.isfinite(v_final)))
         if n:
-            raise ValueError(f"{type(self).__name__}: input contains {n} NaN/Inf value(s)")
+            raise NonFiniteError(f"{type(self).__name__}: input contains NaN/Inf "
+                             f"({n} neuron(s) end in a non-finite state)")
 
     def _unflatten_state(self, arrays):
         return {k: v.reshape(self._shape[1:]) for k, v in arrays.items()}
@@ -347,13 +345,12 @@ class _LIFFamily(BaseNeuron):
         h_seq = np.empty_like(x2)
         v_seq = np.empty_like(x2) if self.store_v_seq else np.empty((0, 0), dt)
         v_final = np.empty(M, dt)
-        bad = np.zeros((M + BLOCK - 1) // BLOCK, np.int64)
         th, scale, code, alpha, beta = self._surrogate_args()
         _, vr, hard = self._reset_args()
         lif_forward_kernel(x2, init["v"], self.mode, self._leak(), self.decay_input, th, vr, hard,
                            scale, code, alpha, beta, self.smooth, self.strict, self.store_v_seq,
-                           spikes, h_seq, v_seq, v_final, bad)
-        self._raise_if_nonfinite(bad)
+                           spikes, h_seq, v_seq, v_final)
+        self._raise_if_nonfinite(v_final)
         self._dtype = dt
         self._saved = (h_seq, init, x2 if self.mode == PLIF_CHARGE else np.empty((0, 0), dt))
         self.h_seq = h_seq.reshape(self._shape)
@@ -470,11 +467,10 @@ class CLIF(BaseNeuron):
         shape_v = (T, M) if self.store_v_seq else (0, 0)
         v_seq, m_seq = np.empty(shape_v, dt), np.empty(shape_v, dt)
         v_final, m_final = np.empty(M, dt), np.empty(M, dt)
-        bad = np.zeros((M + BLOCK - 1) // BLOCK, np.int64)
         th, scale, code, alpha, beta = self._surrogate_args()
         clif_forward_kernel(x2, init["v"], init["m"], self.tau, th, scale, code, alpha, beta, self.smooth,
-                            self.strict, self.store_v_seq, spikes, h_seq, v_seq, m_seq, v_final, m_final, bad)
-        self._raise_if_nonfinite(bad)
+                            self.strict, self.store_v_seq, spikes, h_seq, v_seq, m_seq, v_final, m_final)
+        self._raise_if_nonfinite(v_final)
         self._dtype = dt
         self._saved = (h_seq, init)
         self.h_seq = h_seq.reshape(self._shape)

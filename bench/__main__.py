@@ -1,0 +1,43 @@
+"""``python -m bench [--only neurons] [--repeats N] [--threads N]``: run the benchmarks.
+
+Thread counts are fixed on every side before anything is timed: Numba
+(``numba.set_num_threads``), torch (``torch.set_num_threads``) and BLAS (threadpoolctl when
+installed, otherwise OPENBLAS_NUM_THREADS / OMP_NUM_THREADS / MKL_NUM_THREADS, which this
+script sets before NumPy is first imported; set them yourself when importing bench elsewhere).
+"""
+import argparse
+import importlib
+import os
+
+from bench import BENCHMARKS, set_blas_thread_variables
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--only", action="append", choices=BENCHMARKS, metavar="NAME",
+                        help=f"run only this benchmark (repeatable; one of {', '.join(BENCHMARKS)})")
+    parser.add_argument("--repeats", type=int, default=20, metavar="N",
+                        help="timed repeats per candidate; the median is reported (default 20)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), metavar="N",
+                        help="threads for Numba, torch and BLAS (default: all logical CPUs)")
+    parser.add_argument("--compile", choices=("all", "lif", "none"), default="all",
+                        help="torch.compile the plain time loop of every model, of LIF only, or none "
+                             "(each compile takes tens of seconds; default all)")
+    parser.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
+    args = parser.parse_args(argv)
+    if args.repeats < 1 or args.threads < 1:
+        parser.error("--repeats and --threads must be >= 1")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    blas_in_time = set_blas_thread_variables(args.threads)  # before NumPy's first import
+    for name in dict.fromkeys(args.only or BENCHMARKS):
+        module = importlib.import_module(f"bench.{name}")
+        module.run(repeats=args.repeats, threads=args.threads, blas_in_time=blas_in_time,
+                   compile_models=args.compile, write=not args.no_write)
+
+
+if __name__ == "__main__":
+    main()

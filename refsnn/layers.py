@@ -1,0 +1,750 @@
+"""Stateless and batch-statistics layers: Linear, Conv2d, pooling, BatchNorm, Dropout, Flatten, ReLU.
+
+Every layer takes time-major input ``[T, N, ...]``. Layers without memory across time fold T into
+the batch (``[T*N, ...]``), so one call processes all steps. The maths follows PyTorch's modules
+(same parameter names, shapes, default initialisation, output sizes and tie rules), which the
+tests check against torch autograd.
+
+``forward`` saves what ``backward`` needs; ``backward`` consumes it (a second ``backward`` for one
+``forward`` raises, as PyTorch does without ``retain_graph``), returns the input gradient and adds
+the parameter gradients into ``self.grads``. Computation runs in the dtype of the input;
+parameters are cast to it when they differ.
+"""
+import math
+
+import numba
+import numpy as np
+from numba import prange
+
+from .module import Module, check_float_array
+
+
+# ------------------------------------------------------------------------------------------
+# shared checks
+# ------------------------------------------------------------------------------------------
+def _check_input(layer, x, ndims, min_ndim=None):
+    """``x`` as a contiguous float array whose rank is in ``ndims`` (or at least ``min_ndim``)."""
+    name = f"{type(layer).__name__} input"
+    x = check_float_array(x, name)
+    if min_ndim is not None:
+        if x.ndim < min_ndim:
+            raise ValueError(f"{name} must have at least {min_ndim} dimensions [T, N, ...], got shape {x.shape}")
+    elif x.ndim not in ndims:
+        want = " or ".join(str(n) for n in ndims)
+        raise ValueError(f"{name} must have {want} dimensions, got shape {x.shape}")
+    return x
+
+
+def _check_channels(layer, x, axis, expected, what="channels"):
+    if x.shape[axis] != expected:
+        raise ValueError(f"{type(layer).__name__} expects {expected} {what} on axis {axis}, "
+                         f"got input of shape {x.shape}")
+
+
+def _saved_for(layer, grad_out):
+    """The forward's saved tuple and the checked ``grad_out``; the saved state is then released."""
+    saved = layer._saved
+    if saved is None:
+        raise ValueError(f"{type(layer).__name__}.backward called before forward "
+                         "(or a second time for one forward)")
+    grad_out = check_float_array(grad_out, "grad_out")
+    out_shape, dtype = saved[0], saved[1]
+    if grad_out.shape != out_shape:
+        raise ValueError(f"{type(layer).__name__}: grad_out has shape {grad_out.shape}, "
+                         f"expected the forward output shape {out_shape}")
+    layer._saved = None
+    return saved[2:], grad_out.astype(dtype, copy=False)
+
+
+def _pair(value, name):
+    if isinstance(value, (int, np.integer)):
+        value = (value, value)
+    if (not isinstance(value, (tuple, list)) or len(value) != 2
+            or not all(isinstance(v, (int, np.integer)) for v in value)):
+        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+    return int(value[0]), int(value[1])
+
+
+def _uniform(rng, bound, shape, dtype):
+    return rng.uniform(-bound, bound, size=shape).astype(dtype)
+
+
+# ------------------------------------------------------------------------------------------
+# Linear:  y = x W^T + b  on the last axis
+# ------------------------------------------------------------------------------------------
+class Linear(Module):
+    """``y = x Wᵀ + b`` on the last axis of ``[T, N, ..., in_features]``; weight ``[out, in]``.
+
+    Initialisation as ``torch.nn.Linear``: W, b ~ U(-1/√in, 1/√in).
+    """
+
+    def __init__(self, in_features, out_features, bias=True, rng=None, dtype=np.float32):
+        super().__init__()
+        if in_features < 1 or out_features < 1:
+            raise ValueError(f"in_features and out_features must be >= 1, got {in_features}, {out_features}")
+        rng = np.random.default_rng(0) if rng is None else rng
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        bound = 1.0 / math.sqrt(in_features)
+        self.add_param("weight", _uniform(rng, bound, (out_features, in_features), dtype))
+        if bias:
+            self.add_param("bias", _uniform(rng, bound, (out_features,), dtype))
+        self._saved = None
+
+    def forward(self, x):
+        x = _check_input(self, x, None, min_ndim=3)
+        _check_channels(self, x, -1, self.in_features, "features")
+        weight = self.params["weight"].astype(x.dtype, copy=False)
+        x2 = x.reshape(-1, self.in_features)
+        y = x2 @ weight.T
+        if "bias" in self.params:
+            y += self.params["bias"].astype(x.dtype, copy=False)
+        out_shape = x.shape[:-1] + (self.out_features,)
+        self._saved = (out_shape, x.dtype, x2, weight, x.shape)
+        return y.reshape(out_shape)
+
+    def backward(self, grad_out):
+        (x2, weight, in_shape), g = _saved_for(self, grad_out)
+        g2 = g.reshape(-1, self.out_features)
+        self.grads["weight"] += g2.T @ x2           # dL/dW = Gᵀ X
+        if "bias" in self.params:
+            self.grads["bias"] += g2.sum(axis=0)    # dL/db = Σ_rows G
+        return (g2 @ weight).reshape(in_shape)      # dL/dX = G W
+
+    def extra_repr(self):
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={'bias' in self.params}"
+
+
+# ------------------------------------------------------------------------------------------
+# Conv2d
+#
+# Algorithm: im2col + GEMM on NumPy's BLAS.
+#   im2col (Numba, parallel over (image, channel) planes) writes the patch matrix
+#       cols[(c, i, j), (b, ho, wo)] = x_padded[b, c, ho·sh + i, wo·sw + j]      [K = C·kh·kw, B·Ho·Wo]
+#   forward        Y  = W · cols                  (one GEMM per group)   then [O, B, P] -> [B, O, P]
+#   weight grad    dW = G · colsᵀ                 (reuses the forward's cols)
+#   input grad     dcols = Wᵀ · G, written into the cols buffer, then col2im scatter-adds it back
+#                  into dX (Numba, parallel over planes, so no two threads touch the same pixel).
+# With groups g the rows of cols split into g contiguous blocks, one per group, and the three
+# products are stacked matmuls over the group axis.
+# ------------------------------------------------------------------------------------------
+@numba.njit(cache=True)
+def _valid_range(n_out, stride, offset, size):
+    """Output positions o in [lo, hi) whose input index o·stride + offset lies in [0, size)."""
+    lo = 0 if offset >= 0 else (stride - 1 - offset) // stride
+    hi = (size - 1 - offset) // stride + 1
+    lo = min(lo, n_out)
+    return lo, max(lo, min(hi, n_out))
+
+
+@numba.njit(cache=True, parallel=True)
+def _im2col(x, kh, kw, sh, sw, ph, pw, Ho, Wo, cols):
+    B, C, H, W = x.shape
+    P = Ho * Wo
+    for bc in prange(B * C):
+        b = bc // C
+        c = bc - b * C
+        for i in range(kh):
+            for j in range(kw):
+                row = (c * kh + i) * kw + j
+                w_lo, w_hi = _valid_range(Wo, sw, j - pw, W)
+                for ho in range(Ho):
+                    h = ho * sh + i - ph
+                    base = b * P + ho * Wo
+                    if h < 0 or h >= H:
+                        for wo in range(Wo):
+                            cols[row, base + wo] = 0
+                        continue
+                    for wo in range(w_lo):
+                        cols[row, base + wo] = 0
+                    for wo in range(w_lo, w_hi):
+                        cols[row, base + wo] = x[b, c, h, wo * sw + j - pw]
+                    for wo in range(w_hi, Wo):
+                        cols[row, base + wo] = 0
+
+
+@numba.njit(cache=True, parallel=True)
+def _col2im(cols, kh, kw, sh, sw, ph, pw, Ho, Wo, dx):
+    B, C, H, W = dx.shape
+    P = Ho * Wo
+    for bc in prange(B * C):
+        b = bc // C
+        c = bc - b * C
+        for i in range(kh):
+            for j in range(kw):
+                row = (c * kh + i) * kw + j
+                w_lo, w_hi = _valid_range(Wo, sw, j - pw, W)
+                for ho in range(Ho):
+                    h = ho * sh + i - ph
+                    if h < 0 or h >= H:
+                        continue
+                    base = b * P + ho * Wo
+                    for wo in range(w_lo, w_hi):
+                        dx[b, c, h, wo * sw + j - pw] += cols[row, base + wo]
+
+
+class Conv2d(Module):
+    """2-D convolution (cross-correlation, as PyTorch) of ``[T, N, C, H, W]``.
+
+    Weight ``[out_channels, in_channels/groups, kh, kw]``; initialisation as ``torch.nn.Conv2d``:
+    W, b ~ U(-1/√fan_in, 1/√fan_in), fan_in = in_channels/groups·kh·kw. Output size
+    ``(H + 2·padding - kh) // stride + 1``. See the comment above for the algorithm.
+
+    Memory: the forward keeps the patch matrix (kh·kw times the input) for the weight gradient.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
+                 groups=1, rng=None, dtype=np.float32):
+        super().__init__()
+        if groups < 1 or in_channels % groups or out_channels % groups:
+            raise ValueError(f"in_channels ({in_channels}) and out_channels ({out_channels}) "
+                             f"must be divisible by groups ({groups})")
+        self.kernel_size = _pair(kernel_size, "kernel_size")
+        self.stride = _pair(stride, "stride")
+        self.padding = _pair(padding, "padding")
+        if min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.padding) < 0:
+            raise ValueError(f"need kernel_size >= 1, stride >= 1, padding >= 0; got "
+                             f"{self.kernel_size}, {self.stride}, {self.padding}")
+        self.in_channels, self.out_channels, self.groups = int(in_channels), int(out_channels), int(groups)
+        rng = np.random.default_rng(0) if rng is None else rng
+        kh, kw = self.kernel_size
+        fan_in = in_channels // groups * kh * kw
+        bound = 1.0 / math.sqrt(fan_in)
+        self.add_param("weight", _uniform(rng, bound, (out_channels, in_channels // groups, kh, kw), dtype))
+        if bias:
+            self.add_param("bias", _uniform(rng, bound, (out_channels,), dtype))
+        self._saved = None
+        self._cols = None   # patch-matrix workspace, reused across calls of the same shape
+
+    def _cols_buffer(self, shape, dtype):
+        if self._cols is None or self._cols.shape != shape or self._cols.dtype != dtype:
+            self._cols = np.empty(shape, dtype=dtype)
+        return self._cols
+
+    def output_size(self, H, W):
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        return (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
+
+    def forward(self, x):
+        x = _check_input(self, x, (5,))
+        _check_channels(self, x, 2, self.in_channels)
+        T, N, C, H, W = x.shape
+        Ho, Wo = self.output_size(H, W)
+        if Ho < 1 or Wo < 1:
+            raise ValueError(f"Conv2d: input {H}x{W} with padding {self.padding} is smaller than "
+                             f"the kernel {self.kernel_size}")
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        B, P, O, g = T * N, Ho * Wo, self.out_channels, self.groups
+        cols = self._cols_buffer((C * kh * kw, B * P), x.dtype)
+        _im2col(x.reshape(B, C, H, W), kh, kw, sh, sw, ph, pw, Ho, Wo, cols)
+        cols_g = cols.reshape(g, -1, B * P)                              # [g, K/g, B·P]
+        weight_g = self.params["weight"].astype(x.dtype, copy=False).reshape(g, O // g, -1)
+        y = np.empty((g, O // g, B * P), dtype=x.dtype)
+        for k in range(g):
+            np.matmul(weight_g[k], cols_g[k], out=y[k])                  # Y = W · cols
+        y = y.reshape(O, B, P)
+        out = np.empty((B, O, P), dtype=x.dtype)
+        if "bias" in self.params:
+            np.add(y.transpose(1, 0, 2), self.params["bias"].astype(x.dtype, copy=False)[:, None], out=out)
+        else:
+            out[...] = y.transpose(1, 0, 2)
+        out_shape = (T, N, O, Ho, Wo)
+        self._saved = (out_shape, x.dtype, cols, weight_g, x.shape)
+        return out.reshape(out_shape)
+
+    def backward(self, grad_out):
+        (cols, weight_g, in_shape), g_out = _saved_for(self, grad_out)
+        T, N, C, H, W = in_shape
+        _, _, O, Ho, Wo = g_out.shape
+        B, P, g = T * N, Ho * Wo, self.groups
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        # G laid out like Y: [O, B·P]
+        g_t = np.ascontiguousarray(g_out.reshape(B, O, P).transpose(1, 0, 2)).reshape(g, O // g, B * P)
+        if "bias" in self.params:
+            self.grads["bias"] += g_t.reshape(O, B * P).sum(axis=1)                    # db = Σ G
+        cols_g = cols.reshape(g, -1, B * P)
+        grad_weight_g = self.grads["weight"].reshape(g, O // g, -1)
+        for k in range(g):
+            # dW = G · colsᵀ, computed as (cols · Gᵀ)ᵀ: OpenBLAS is several times faster this way round
+            grad_weight_g[k] += (cols_g[k] @ g_t[k].T).T
+            np.matmul(weight_g[k].T, g_t[k], out=cols_g[k])          # dcols = Wᵀ G, into the cols buffer
+        dx = np.zeros((B, C, H, W), dtype=g_out.dtype)
+        _col2im(cols, kh, kw, sh, sw, ph, pw, Ho, Wo, dx)
+        return dx.reshape(in_shape)
+
+    def extra_repr(self):
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}, groups={self.groups}, "
+                f"bias={'bias' in self.params}")
+
+
+# ------------------------------------------------------------------------------------------
+# Pooling. Each output (ho, wo) reads the window rows [h_start[ho], h_end[ho]) and columns
+# [w_start[wo], w_end[wo]), already clipped to the input; kernels run in parallel over planes.
+# ------------------------------------------------------------------------------------------
+def _pool_windows(size, kernel, stride, padding):
+    """PyTorch's windows (ceil_mode=False): start = o·s - p, end = start + k, clipped to [0, size)."""
+    n_out = (size + 2 * padding - kernel) // stride + 1
+    start = np.arange(n_out, dtype=np.int64) * stride - padding
+    return np.maximum(start, 0), np.minimum(start + kernel, size)
+
+
+def _adaptive_windows(size, n_out):
+    """PyTorch's adaptive windows: start = ⌊o·size/n⌋, end = ⌈(o+1)·size/n⌉."""
+    o = np.arange(n_out, dtype=np.int64)
+    return (o * size) // n_out, ((o + 1) * size + n_out - 1) // n_out
+
+
+@numba.njit(cache=True, parallel=True)
+def _avg_pool_forward(x, h_start, h_end, w_start, w_end, divisor, out):
+    B, C = x.shape[0], x.shape[1]
+    for bc in prange(B * C):
+        b = bc // C
+        c = bc - b * C
+        for ho in range(h_start.size):
+            for wo in range(w_start.size):
+                total = 0.0
+                for h in range(h_start[ho], h_end[ho]):
+                    for w in range(w_start[wo], w_end[wo]):
+                        total += x[b, c, h, w]
+                out[b, c, ho, wo] = total / divisor[ho, wo]
+
+
+@numba.njit(cache=True, parallel=True)
+def _avg_pool_backward(g, h_start, h_end, w_start, w_end, divisor, dx):
+    B, C = dx.shape[0], dx.shape[1]
+    for bc in prange(B * C):
+        b = bc // C
+        c = bc - b * C
+        for ho in range(h_start.size):
+            for wo in range(w_start.size):
+                share = g[b, c, ho, wo] / divisor[ho, wo]
+                for h in range(h_start[ho], h_end[ho]):
+                    for w in range(w_start[wo], w_end[wo]):
+                        dx[b, c, h, w] += share
+
+
+@numba.njit(cache=True, parallel=True)
+def _max_pool_forward(x, h_start, h_end, w_start, w_end, out, argmax):
+    """PyTorch's CPU rule: scan rows then columns, take a value if it is > the best so far or NaN,
+    so ties go to the first maximum and NaN propagates. ``argmax`` is the index h·W + w."""
+    B, C, H, W = x.shape
+    for bc in prange(B * C):
+        b = bc // C
+        c = bc - b * C
+        for ho in range(h_start.size):
+            for wo in range(w_start.size):
+                best = -np.inf
+                best_index = h_start[ho] * W + w_start[wo]
+                for h in range(h_start[ho], h_end[ho]):
+                    for w in range(w_start[wo], w_end[wo]):
+                        v = x[b, c, h, w]
+                        if v > best or np.isnan(v):
+                            best = v
+                            best_index = h * W + w
+                out[b, c, ho, wo] = best
+                argmax[b, c, ho, wo] = best_index
+
+
+@numba.njit(cache=True, parallel=True)
+def _max_pool_backward(g, argmax, dx):
+    """dx[b, c, argmax] += g[b, c, ho, wo]; ``dx`` is [B, C, H·W]."""
+    B, C, Ho, Wo = g.shape
+    for bc in prange(B * C):
+        b = bc // C
+        c = bc - b * C
+        for ho in range(Ho):
+            for wo in range(Wo):
+                dx[b, c, argmax[b, c, ho, wo]] += g[b, c, ho, wo]
+
+
+class _Pool2d(Module):
+    """Shared plumbing: fold [T, N, C, H, W] to [B, C, H, W], compute windows, run the kernels."""
+
+    def __init__(self):
+        super().__init__()
+        self._saved = None
+
+    def _fold(self, x):
+        x = _check_input(self, x, (5,))
+        T, N, C, H, W = x.shape
+        h_start, h_end, w_start, w_end = self._windows(H, W)
+        if h_start.size < 1 or w_start.size < 1:
+            raise ValueError(f"{type(self).__name__}: input {H}x{W} is too small for {self.extra_repr()}")
+        return x.reshape(T * N, C, H, W), (h_start, h_end, w_start, w_end)
+
+
+class _FixedWindowPool(_Pool2d):
+    def __init__(self, kernel_size, stride=None, padding=0):
+        super().__init__()
+        self.kernel_size = _pair(kernel_size, "kernel_size")
+        self.stride = self.kernel_size if stride is None else _pair(stride, "stride")
+        self.padding = _pair(padding, "padding")
+        if min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.padding) < 0:
+            raise ValueError(f"need kernel_size >= 1, stride >= 1, padding >= 0; got "
+                             f"{self.kernel_size}, {self.stride}, {self.padding}")
+        if any(2 * p > k for p, k in zip(self.padding, self.kernel_size)):
+            raise ValueError(f"padding {self.padding} must be at most half of kernel_size {self.kernel_size}")
+
+    def _windows(self, H, W):
+        return (*_pool_windows(H, self.kernel_size[0], self.stride[0], self.padding[0]),
+                *_pool_windows(W, self.kernel_size[1], self.stride[1], self.padding[1]))
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class _AveragePool(_Pool2d):
+    def _divisor(self, windows):
+        raise NotImplementedError
+
+    def forward(self, x):
+        x4, windows = self._fold(x)
+        divisor = self._divisor(windows)
+        B, C, H, W = x4.shape
+        out = np.empty((B, C, windows[0].size, windows[2].size), dtype=x4.dtype)
+        _avg_pool_forward(x4, *windows, divisor, out)
+        out_shape = x.shape[:3] + out.shape[2:]
+        self._saved = (out_shape, x4.dtype, windows, divisor, x.shape)
+        return out.reshape(out_shape)
+
+    def backward(self, grad_out):
+        (windows, divisor, in_shape), g = _saved_for(self, grad_out)
+        T, N, C, H, W = in_shape
+        dx = np.zeros((T * N, C, H, W), dtype=g.dtype)
+        _avg_pool_backward(g.reshape((T * N, C) + g.shape[3:]), *windows, divisor, dx)
+        return dx.reshape(in_shape)
+
+
+class AvgPool2d(_FixedWindowPool, _AveragePool):
+    """Average pooling as ``torch.nn.AvgPool2d`` (ceil_mode=False, count_include_pad=True):
+    every window sum is divided by kh·kw, padded zeros included."""
+
+    def _divisor(self, windows):
+        kh, kw = self.kernel_size
+        return np.full((windows[0].size, windows[2].size), float(kh * kw))
+
+
+class AdaptiveAvgPool2d(_AveragePool):
+    """``torch.nn.AdaptiveAvgPool2d``: output (oh, ow); window o covers [⌊o·H/oh⌋, ⌈(o+1)·H/oh⌉)
+    and is averaged over its own size. ``output_size=1`` is the global average; ``None`` in a pair
+    keeps that input size."""
+
+    def __init__(self, output_size):
+        super().__init__()
+        if isinstance(output_size, (int, np.integer)) or output_size is None:
+            output_size = (output_size, output_size)
+        if (not isinstance(output_size, (tuple, list)) or len(output_size) != 2
+                or not all(s is None or (isinstance(s, (int, np.integer)) and s >= 1) for s in output_size)):
+            raise ValueError(f"output_size must be a positive int or a pair of positive ints/None, got {output_size!r}")
+        self.output_size = tuple(output_size)
+
+    def _windows(self, H, W):
+        oh, ow = self.output_size
+        return (*_adaptive_windows(H, H if oh is None else oh),
+                *_adaptive_windows(W, W if ow is None else ow))
+
+    def _divisor(self, windows):
+        h_start, h_end, w_start, w_end = windows
+        return np.outer(h_end - h_start, w_end - w_start).astype(np.float64)
+
+    def extra_repr(self):
+        return f"output_size={self.output_size}"
+
+
+class MaxPool2d(_FixedWindowPool):
+    """Max pooling as ``torch.nn.MaxPool2d`` (ceil_mode=False, dilation=1). The gradient of each
+    window goes to its first maximum (row-major scan), like PyTorch's CPU kernel."""
+
+    def forward(self, x):
+        x4, windows = self._fold(x)
+        B, C, H, W = x4.shape
+        shape = (B, C, windows[0].size, windows[2].size)
+        out = np.empty(shape, dtype=x4.dtype)
+        argmax = np.empty(shape, dtype=np.int32 if H * W < 2 ** 31 else np.int64)
+        _max_pool_forward(x4, *windows, out, argmax)
+        out_shape = x.shape[:3] + shape[2:]
+        self._saved = (out_shape, x4.dtype, argmax, x.shape)
+        return out.reshape(out_shape)
+
+    def backward(self, grad_out):
+        (argmax, in_shape), g = _saved_for(self, grad_out)
+        T, N, C, H, W = in_shape
+        dx = np.zeros((T * N, C, H * W), dtype=g.dtype)
+        _max_pool_backward(g.reshape(argmax.shape), argmax, dx)
+        return dx.reshape(in_shape)
+
+
+# ------------------------------------------------------------------------------------------
+# BatchNorm
+#
+# x is viewed as [T, N, C, S] (S = flattened spatial size, 1 for [T, N, C]). A statistics group is
+# a channel c over (t, n, s) (default: SpikingJelly's multi-step BatchNorm, i.e. torch BatchNorm
+# on [T·N, C, ...]) or a pair (t, c) over (n, s) (per_step=True). With M elements per group:
+#   μ = mean x,  σ² = mean (x - μ)²  (biased, two passes),  x̂ = (x - μ)/√(σ² + ε),  y = γ x̂ + β
+#   running = (1 - m)·running + m·batch  with the unbiased σ²·M/(M-1) for running_var
+#   dx = γ/√(σ² + ε) · (g - Σg/M - x̂ · Σ(g x̂)/M),  dγ = Σ g x̂,  dβ = Σ g
+# Eval mode uses the running statistics as constants: x̂ = (x - running_mean)/√(running_var + ε),
+# dx = γ g /√(running_var + ε). The forward keeps x itself (not x̂) and the backward recomputes x̂
+# with the same operations. Kernels run in parallel over groups and accumulate in float64.
+# ------------------------------------------------------------------------------------------
+@numba.njit(cache=True)
+def _group_steps(group, C, T, per_step):
+    """Group index -> (step index into the [steps, C] statistics, channel, first t, end t)."""
+    step = group // C
+    c = group - step * C
+    return (step, c, step, step + 1) if per_step else (0, c, 0, T)
+
+
+@numba.njit(cache=True, parallel=True)
+def _bn_statistics(x, per_step, mean, var):
+    T, N, C, S = x.shape
+    steps = T if per_step else 1
+    for group in prange(steps * C):
+        step, c, t0, t1 = _group_steps(group, C, T, per_step)
+        count = (t1 - t0) * N * S
+        total = 0.0
+        for t in range(t0, t1):
+            for n in range(N):
+                for s in range(S):
+                    total += x[t, n, c, s]
+        mu = total / count
+        squares = 0.0
+        for t in range(t0, t1):
+            for n in range(N):
+                for s in range(S):
+                    d = x[t, n, c, s] - mu
+                    squares += d * d
+        mean[step, c] = mu
+        var[step, c] = squares / count
+
+
+@numba.njit(cache=True, parallel=True)
+def _bn_normalise(x, per_step, mean, inv_std, gamma, beta, y):
+    """y = (x - μ)·(γ/√(σ²+ε)) + β."""
+    T, N, C, S = x.shape
+    steps = T if per_step else 1
+    for group in prange(steps * C):
+        step, c, t0, t1 = _group_steps(group, C, T, per_step)
+        mu, scale, shift = mean[step, c], gamma[c] * inv_std[step, c], beta[c]
+        for t in range(t0, t1):
+            for n in range(N):
+                for s in range(S):
+                    y[t, n, c, s] = (x[t, n, c, s] - mu) * scale + shift
+
+
+@numba.njit(cache=True, parallel=True)
+def _bn_backward(g, x, per_step, training, mean, inv_std, gamma, sum_g, sum_g_xhat, dx):
+    """Fills Σg and Σ g·x̂ per group, then dx (see the comment above)."""
+    T, N, C, S = x.shape
+    steps = T if per_step else 1
+    for group in prange(steps * C):
+        step, c, t0, t1 = _group_steps(group, C, T, per_step)
+        mu, r = mean[step, c], inv_std[step, c]
+        count = (t1 - t0) * N * S
+        total_g = 0.0
+        total_g_xhat = 0.0
+        for t in range(t0, t1):
+            for n in range(N):
+                for s in range(S):
+                    total_g += g[t, n, c, s]
+                    total_g_xhat += g[t, n, c, s] * ((x[t, n, c, s] - mu) * r)
+        sum_g[step, c] = total_g
+        sum_g_xhat[step, c] = total_g_xhat
+        scale = gamma[c] * r
+        mean_g = total_g / count if training else 0.0
+        mean_g_xhat = total_g_xhat / count if training else 0.0
+        for t in range(t0, t1):
+            for n in range(N):
+                for s in range(S):
+                    x_hat = (x[t, n, c, s] - mu) * r
+                    dx[t, n, c, s] = scale * (g[t, n, c, s] - mean_g - x_hat * mean_g_xhat)
+
+
+class _BatchNorm(Module):
+    _ndims = ()
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, per_step=False, dtype=np.float32):
+        super().__init__()
+        if num_features < 1:
+            raise ValueError(f"num_features must be >= 1, got {num_features}")
+        if momentum is not None and not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"momentum must be in [0, 1] or None (cumulative average), got {momentum}")
+        if not eps > 0:
+            raise ValueError(f"eps must be > 0, got {eps}")
+        self.num_features, self.eps, self.momentum = int(num_features), float(eps), momentum
+        self.affine, self.per_step = bool(affine), bool(per_step)
+        if affine:
+            self.add_param("weight", np.ones(num_features, dtype=dtype))
+            self.add_param("bias", np.zeros(num_features, dtype=dtype))
+        self.buffers["running_mean"] = np.zeros(num_features, dtype=dtype)
+        self.buffers["running_var"] = np.ones(num_features, dtype=dtype)
+        self.buffers["num_batches_tracked"] = np.zeros((), dtype=np.int64)
+        self._saved = None
+
+    def _affine(self):
+        """γ and β as float64 (ones and zeros without affine)."""
+        if self.affine:
+            return self.params["weight"].astype(np.float64), self.params["bias"].astype(np.float64)
+        return np.ones(self.num_features), np.zeros(self.num_features)
+
+    def _update_running(self, means, variances, count):
+        """One PyTorch update per row of ``means``/``variances`` ([steps, C]), in order."""
+        running_mean, running_var = self.buffers["running_mean"], self.buffers["running_var"]
+        tracked = self.buffers["num_batches_tracked"]
+        for mean, var in zip(means, variances):
+            tracked += 1
+            m = 1.0 / float(tracked) if self.momentum is None else self.momentum
+            running_mean[...] = (1 - m) * running_mean + m * mean
+            running_var[...] = (1 - m) * running_var + m * var * (count / (count - 1))
+
+    def forward(self, x):
+        x = _check_input(self, x, self._ndims)
+        _check_channels(self, x, 2, self.num_features)
+        T, N, C = x.shape[:3]
+        x4 = x.reshape(T, N, C, -1)
+        if self.training:
+            count = N * x4.shape[3] * (1 if self.per_step else T)
+            if count < 2:
+                raise ValueError(f"{type(self).__name__}: expected more than 1 value per channel when "
+                                 f"training, got input of shape {x.shape}")
+            steps = T if self.per_step else 1
+            mean, var = np.empty((steps, C)), np.empty((steps, C))
+            _bn_statistics(x4, self.per_step, mean, var)
+            self._update_running(mean, var, count)
+        else:
+            mean = self.buffers["running_mean"].astype(np.float64).reshape(1, C)
+            var = self.buffers["running_var"].astype(np.float64).reshape(1, C)
+        inv_std = 1.0 / np.sqrt(var + self.eps)
+        gamma, beta = self._affine()
+        y = np.empty_like(x4)
+        _bn_normalise(x4, self.per_step and self.training, mean, inv_std, gamma, beta, y)
+        self._saved = (x.shape, x.dtype, x4, mean, inv_std, self.training)
+        return y.reshape(x.shape)
+
+    def backward(self, grad_out):
+        (x4, mean, inv_std, training), g = _saved_for(self, grad_out)
+        per_step = self.per_step and training
+        sum_g, sum_g_xhat = np.empty_like(mean), np.empty_like(mean)
+        dx = np.empty_like(x4)
+        _bn_backward(g.reshape(x4.shape), x4, per_step, training, mean, inv_std, self._affine()[0],
+                     sum_g, sum_g_xhat, dx)
+        if self.affine:
+            self.grads["weight"] += sum_g_xhat.sum(axis=0)   # dγ = Σ g x̂
+            self.grads["bias"] += sum_g.sum(axis=0)          # dβ = Σ g
+        return dx.reshape(g.shape)
+
+    def extra_repr(self):
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+                f"per_step={self.per_step}")
+
+
+class BatchNorm1d(_BatchNorm):
+    """BatchNorm over channels of ``[T, N, C]`` or ``[T, N, C, L]`` (see the comment above)."""
+    _ndims = (3, 4)
+
+
+class BatchNorm2d(_BatchNorm):
+    """BatchNorm over channels of ``[T, N, C, H, W]`` (see the comment above)."""
+    _ndims = (5,)
+
+
+# ------------------------------------------------------------------------------------------
+# Dropout, Flatten, ReLU, ClippedReLU
+# ------------------------------------------------------------------------------------------
+class Dropout(Module):
+    """Dropout with one mask per forward, shape ``[1, N, ...]``, shared by all T steps
+    (SpikingJelly ``layer.Dropout``): y = x · mask, mask ∈ {0, 1/(1-p)}, P(keep) = 1 - p.
+    Identity in eval mode. The mask is drawn from ``self.rng`` (an ``np.random.Generator``)."""
+
+    def __init__(self, p=0.5, rng=None):
+        super().__init__()
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1], got {p}")
+        self.p = float(p)
+        self.rng = np.random.default_rng(0) if rng is None else rng
+        self._saved = None
+
+    def forward(self, x):
+        x = _check_input(self, x, None, min_ndim=2)
+        if not self.training or self.p == 0.0:
+            mask = None
+            y = x
+        else:
+            keep = self.rng.random((1,) + x.shape[1:]) < 1.0 - self.p
+            scale = 0.0 if self.p == 1.0 else 1.0 / (1.0 - self.p)
+            mask = keep.astype(x.dtype) * x.dtype.type(scale)
+            y = x * mask
+        self._saved = (x.shape, x.dtype, mask)
+        return y
+
+    def backward(self, grad_out):
+        (mask,), g = _saved_for(self, grad_out)
+        return g.copy() if mask is None else g * mask
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+
+class Flatten(Module):
+    """``[T, N, ...]`` -> ``[T, N, prod(...)]``."""
+
+    def __init__(self):
+        super().__init__()
+        self._saved = None
+
+    def forward(self, x):
+        x = _check_input(self, x, None, min_ndim=3)
+        out_shape = x.shape[:2] + (int(np.prod(x.shape[2:], dtype=np.int64)),)
+        self._saved = (out_shape, x.dtype, x.shape)
+        return x.reshape(out_shape)
+
+    def backward(self, grad_out):
+        (in_shape,), g = _saved_for(self, grad_out)
+        return g.reshape(in_shape)
+
+
+class ReLU(Module):
+    """y = max(x, 0); dy/dx = 1{x > 0} (0 at x = 0, as PyTorch)."""
+
+    def __init__(self):
+        super().__init__()
+        self._saved = None
+
+    def forward(self, x):
+        x = _check_input(self, x, None, min_ndim=2)
+        positive = x > 0
+        self._saved = (x.shape, x.dtype, positive)
+        return np.maximum(x, 0)
+
+    def backward(self, grad_out):
+        (positive,), g = _saved_for(self, grad_out)
+        return g * positive
+
+
+class ClippedReLU(Module):
+    """PACT clipped ReLU y = min(max(x, 0), μ) with a learnable scalar μ = ``threshold`` (shape ()).
+
+    dy/dx = 1{0 < x ≤ μ},  dy/dμ = 1{max(x, 0) > μ}  (= 1{x > μ} for μ ≥ 0)."""
+
+    def __init__(self, init_threshold=4.0, dtype=np.float32):
+        super().__init__()
+        if not (math.isfinite(init_threshold) and init_threshold > 0):
+            raise ValueError(f"init_threshold must be a finite number > 0, got {init_threshold!r}")
+        self.add_param("threshold", np.array(init_threshold, dtype=dtype))
+        self._saved = None
+
+    def forward(self, x):
+        x = _check_input(self, x, None, min_ndim=2)
+        mu = self.params["threshold"].astype(x.dtype)
+        relu = np.maximum(x, 0)
+        clipped = relu > mu
+        self._saved = (x.shape, x.dtype, (x > 0) & ~clipped, clipped)
+        return np.minimum(relu, mu)
+
+    def backward(self, grad_out):
+        (passing, clipped), g = _saved_for(self, grad_out)
+        self.grads["threshold"] += np.sum(g, where=clipped)
+        return g * passing
+
+    def extra_repr(self):
+        return f"threshold={float(self.params['threshold'])}"

@@ -1,0 +1,382 @@
+"""Optimisers and learning-rate schedules with PyTorch's numerics.
+
+Each update follows torch.optim's single-tensor CPU implementation (``foreach=False``):
+the same formula, the same order of operations, hyperparameters rounded to the parameter's
+dtype where torch rounds them. The optimiser takes ``model.named_parameters()`` (triples
+``(name, param, grad)``) and updates the parameter arrays *in place*, so build it after
+``model.to(dtype)`` (which replaces the arrays).
+
+Two details make float32 results bit-for-bit equal to torch on FMA hardware (AVX2/AVX-512):
+
+* torch's vectorised kernels for ``add(x, alpha=a)``, ``lerp`` and ``addcmul`` evaluate
+  ``a·b + c`` with one rounding (``vec::fmadd``); ``_fma`` reproduces that in float32;
+* a Python scalar meets a float32 tensor as ``float32(scalar)``: ``cast(lr)`` etc. below.
+
+What remains: torch's ``sqrt`` (MKL/VML) is not correctly rounded (≤ 0.75 ulp, against
+numpy's 0.5), so Adam's denominator can differ by one ulp from torch's in either dtype.
+
+State dicts are flat ``{name: np.ndarray}`` (scalars as 0-d arrays), savable with
+``np.savez`` and loadable with ``np.load(..., allow_pickle=False)``:
+``"lr"``, the hyperparameters, ``"step"`` (Adam) and ``"state.<param name>.<buffer>"``.
+"""
+import math
+
+import numpy as np
+
+
+def _fma(a, b, c):
+    """a·b + c rounded once, as torch's ``vec::fmadd``.
+
+    float32: the product of two float32 numbers is exact in float64, so one float64 addition
+    and the cast back give the fused result (a double rounding can only differ on a float32
+    tie reached by the float64 sum, about one case in 2^29). float64: plain a·b + c, whose
+    one extra rounding is far inside the float64 tolerance.
+    """
+    if a.dtype == np.float32:
+        return (a.astype(np.float64) * np.asarray(b, dtype=np.float64) + c).astype(np.float32)
+    return a * b + c
+
+
+def _lerp(start, end, weight):
+    """torch.lerp with a scalar weight w (its numerically careful form, fused):
+    start + w·(end - start) for |w| < 0.5, else end + (w - 1)·(end - start)."""
+    difference = end - start
+    if abs(weight) < 0.5:
+        return _fma(difference, weight, start)
+    return _fma(difference, weight - 1, end)
+
+
+def _collect_parameters(params):
+    """Validate ``(name, param, grad)`` triples: unique names, float arrays, matching grads."""
+    entries, names = [], set()
+    for entry in params:
+        if not (isinstance(entry, tuple) and len(entry) == 3):
+            raise TypeError("params must yield (name, param, grad) triples, as Module.named_parameters()")
+        name, param, grad = entry
+        if not isinstance(name, str):
+            raise TypeError(f"parameter names must be strings, got {name!r}")
+        if name in names:
+            raise ValueError(f"parameter {name!r} appears twice")
+        for what, array in (("parameter", param), ("gradient", grad)):
+            if not isinstance(array, np.ndarray) or array.dtype not in (np.float32, np.float64):
+                raise TypeError(f"{what} {name!r} must be a float32 or float64 numpy array")
+        if grad.shape != param.shape or grad.dtype != param.dtype:
+            raise ValueError(f"gradient of {name!r} is {grad.dtype}{list(grad.shape)}, "
+                             f"parameter is {param.dtype}{list(param.shape)}")
+        names.add(name)
+        entries.append((name, param, grad))
+    if not entries:
+        raise ValueError("optimizer got an empty parameter list")
+    return entries
+
+
+class Optimizer:
+    """Shared machinery: parameters, per-parameter state, ``lr``, zero_grad and state dicts.
+
+    Subclasses define ``HYPERPARAMETERS`` (names of attributes saved in the state dict),
+    ``BUFFERS`` (per-parameter state arrays), ``_validate()`` and ``step()``.
+    """
+    HYPERPARAMETERS = ()
+    BUFFERS = ()
+
+    def __init__(self, params, lr):
+        self.params = _collect_parameters(params)
+        self.lr = lr
+        self.initial_lr = None          # set by the first scheduler, as torch's group["initial_lr"]
+        self.state = {name: {} for name, _, _ in self.params}
+
+    def _validate(self):
+        if not (math.isfinite(self.lr) and self.lr >= 0.0):
+            raise ValueError(f"Invalid learning rate: {self.lr}")
+        if not self.weight_decay >= 0.0:
+            raise ValueError(f"Invalid weight_decay value: {self.weight_decay}")
+
+    def zero_grad(self):
+        for _, _, grad in self.params:
+            grad[...] = 0
+
+    # -- state dicts ------------------------------------------------------------------
+    def state_dict(self):
+        """Flat dict of arrays: hyperparameters, ``initial_lr`` (if set), then
+        ``state.<param>.<buffer>`` copies."""
+        out = {"lr": np.asarray(self.lr, dtype=np.float64)}
+        out.update((key, np.asarray(getattr(self, key))) for key in self.HYPERPARAMETERS)
+        if self.initial_lr is not None:
+            out["initial_lr"] = np.asarray(self.initial_lr, dtype=np.float64)
+        for name, buffers in self.state.items():
+            out.update((f"state.{name}.{key}", value.copy()) for key, value in buffers.items())
+        return out
+
+    def load_state_dict(self, state):
+        """Restore exactly what ``state_dict`` saved (a dict or an ``np.load`` result)."""
+        state = {key: np.asarray(state[key]) for key in state.keys()}
+        missing = [key for key in ("lr",) + self.HYPERPARAMETERS if key not in state]
+        if missing:
+            raise ValueError(f"optimizer state dict is missing {missing}")
+        previous = {key: getattr(self, key) for key in ("lr", "initial_lr") + self.HYPERPARAMETERS}
+        try:
+            self.lr = float(state["lr"])
+            for key in self.HYPERPARAMETERS:
+                setattr(self, key, state[key].item() if state[key].ndim == 0 else tuple(state[key].tolist()))
+            self.initial_lr = float(state["initial_lr"]) if "initial_lr" in state else None
+            self._validate()
+            self.state = self._parse_buffers(state)
+        except (ValueError, TypeError):      # leave the optimiser as it was
+            for key, value in previous.items():
+                setattr(self, key, value)
+            raise
+        return self
+
+    def _parse_buffers(self, state):
+        """``state.<param>.<buffer>`` entries -> {param: {buffer: array in the param's dtype}}."""
+        parameters = {name: param for name, param, _ in self.params}
+        buffers = {name: {} for name in parameters}
+        for key, value in state.items():
+            if not key.startswith("state."):
+                continue
+            name, _, buffer = key[len("state."):].rpartition(".")
+            if name not in parameters or buffer not in self.BUFFERS:
+                raise ValueError(f"state dict entry {key!r} matches no parameter buffer of this "
+                                 f"{type(self).__name__} (buffers: {self.BUFFERS})")
+            if value.shape != parameters[name].shape:
+                raise ValueError(f"{key}: shape {value.shape} in the state dict, "
+                                 f"{parameters[name].shape} in the model")
+            buffers[name][buffer] = value.astype(parameters[name].dtype)   # copies, as torch casts
+        self._check_buffers(buffers)
+        return buffers
+
+    def _check_buffers(self, buffers):
+        """Every parameter has the same set of buffers (the optimiser's state is all-or-none)."""
+        kinds = {tuple(sorted(b)) for b in buffers.values()}
+        if len(kinds) > 1:
+            raise ValueError(f"state dict has buffers for some parameters only: {sorted(kinds)}")
+
+    def __repr__(self):
+        options = ", ".join(f"{k}={getattr(self, k)}" for k in ("lr",) + self.HYPERPARAMETERS)
+        return f"{type(self).__name__}({len(self.params)} parameters, {options})"
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with momentum (torch.optim.SGD):
+
+        g <- g + wd·p                                   (weight_decay)
+        b <- g at the first step, else μ·b + (1 - τ)·g  (momentum μ, dampening τ)
+        g <- g + μ·b if nesterov else b
+        p <- p - lr·g
+    """
+    HYPERPARAMETERS = ("momentum", "dampening", "weight_decay", "nesterov")
+    BUFFERS = ("momentum_buffer",)
+
+    def __init__(self, params, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
+        super().__init__(params, lr)
+        self.momentum, self.dampening = momentum, dampening
+        self.weight_decay, self.nesterov = weight_decay, bool(nesterov)
+        self._validate()
+
+    def _validate(self):
+        super()._validate()
+        if not self.momentum >= 0.0:
+            raise ValueError(f"Invalid momentum value: {self.momentum}")
+        if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
+            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+
+    def step(self):
+        for name, param, grad in self.params:
+            cast = param.dtype.type
+            if self.weight_decay != 0:
+                grad = _fma(param, cast(self.weight_decay), grad)
+            if self.momentum != 0:
+                state = self.state[name]
+                if "momentum_buffer" not in state:
+                    buffer = state["momentum_buffer"] = grad.copy()
+                else:
+                    buffer = state["momentum_buffer"]
+                    buffer *= cast(self.momentum)
+                    buffer[...] = _fma(grad, cast(1 - self.dampening), buffer)
+                grad = _fma(buffer, cast(self.momentum), grad) if self.nesterov else buffer
+            param[...] = _fma(grad, cast(-self.lr), param)
+
+
+class Adam(Optimizer):
+    """Adam / AMSGrad (torch.optim.Adam), L2 weight decay added to the gradient:
+
+        g <- g + wd·p
+        m <- lerp(m, g, 1 - β1)              v <- β2·v + (1 - β2)·g²
+        v̂ <- max(v̂, v) if amsgrad else v
+        p <- p - (lr / (1 - β1^t)) · m / (sqrt(v̂) / sqrt(1 - β2^t) + eps)
+    """
+    HYPERPARAMETERS = ("betas", "eps", "weight_decay", "amsgrad")
+    decoupled_weight_decay = False
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False):
+        super().__init__(params, lr)
+        self.betas, self.eps = tuple(float(b) for b in betas), eps
+        self.weight_decay, self.amsgrad = weight_decay, bool(amsgrad)
+        self.step_count = 0
+        self._validate()
+        for name, param, _ in self.params:
+            self.state[name] = {key: np.zeros_like(param) for key in self.BUFFERS}
+
+    @property
+    def BUFFERS(self):
+        return ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if self.amsgrad else ())
+
+    def _validate(self):
+        super()._validate()
+        if not self.eps >= 0.0:
+            raise ValueError(f"Invalid epsilon value: {self.eps}")
+        if len(self.betas) != 2:
+            raise ValueError(f"betas must be a pair, got {self.betas}")
+        for index, beta in enumerate(self.betas):
+            if not 0.0 <= beta < 1.0:
+                raise ValueError(f"Invalid beta parameter at index {index}: {beta}")
+
+    def _check_buffers(self, buffers):
+        for name, found in buffers.items():
+            if set(found) != set(self.BUFFERS):
+                raise ValueError(f"state dict has buffers {sorted(found)} for {name!r}, "
+                                 f"expected {sorted(self.BUFFERS)}")
+
+    def state_dict(self):
+        out = super().state_dict()
+        out["step"] = np.asarray(self.step_count)
+        return out
+
+    def load_state_dict(self, state):
+        if "step" not in state.keys() or not int(state["step"]) >= 0:
+            raise ValueError("Adam state dict needs a non-negative 'step'")
+        super().load_state_dict(state)
+        self.step_count = int(state["step"])
+        return self
+
+    def step(self):
+        self.step_count += 1
+        beta1, beta2 = self.betas
+        bias_correction1 = 1 - beta1 ** float(self.step_count)
+        bias_correction2 = 1 - beta2 ** float(self.step_count)
+        step_size = self.lr / bias_correction1
+        bias_correction2_sqrt = bias_correction2 ** 0.5
+        for name, param, grad in self.params:
+            cast = param.dtype.type
+            state = self.state[name]
+            if self.weight_decay != 0:
+                if self.decoupled_weight_decay:
+                    param *= cast(1 - self.lr * self.weight_decay)
+                else:
+                    grad = _fma(param, cast(self.weight_decay), grad)
+            exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+            exp_avg[...] = _lerp(exp_avg, grad, cast(1 - beta1))
+            exp_avg_sq *= cast(beta2)
+            exp_avg_sq[...] = _fma(cast(1 - beta2) * grad, grad, exp_avg_sq)
+            if self.amsgrad:
+                second_moment = np.maximum(state["max_exp_avg_sq"], exp_avg_sq, out=state["max_exp_avg_sq"])
+            else:
+                second_moment = exp_avg_sq
+            denominator = np.sqrt(second_moment) / cast(bias_correction2_sqrt) + cast(self.eps)
+            param += cast(-step_size) * exp_avg / denominator
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (torch.optim.AdamW): p <- p·(1 - lr·wd) first,
+    then the Adam update without wd in the gradient."""
+    decoupled_weight_decay = True
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False):
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad)
+
+
+# -- learning-rate schedules ----------------------------------------------------------------
+class _Scheduler:
+    """torch.optim.lr_scheduler semantics: construction performs an initial step
+    (``last_epoch`` -1 -> 0) that leaves ``lr`` unchanged, then each ``step()`` (once per epoch,
+    after the optimiser's steps) advances ``last_epoch`` and sets ``optimizer.lr``.
+
+    ``base_lr`` is the optimiser's ``initial_lr``, recorded by the first scheduler attached.
+    Resuming with ``last_epoch >= 0`` needs that ``initial_lr`` (restored by the optimiser's
+    ``load_state_dict``); usually one builds with the default and loads the scheduler's state.
+    """
+    HYPERPARAMETERS = ()
+
+    def __init__(self, optimizer, last_epoch=-1):
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"{type(optimizer).__name__} is not a refsnn Optimizer")
+        if last_epoch == -1:
+            if optimizer.initial_lr is None:
+                optimizer.initial_lr = optimizer.lr
+        elif optimizer.initial_lr is None:
+            raise ValueError("resuming a scheduler with last_epoch >= 0 needs optimizer.initial_lr "
+                             "(load the optimizer's state dict first)")
+        self.optimizer = optimizer
+        self.base_lr = optimizer.initial_lr
+        self.last_epoch = int(last_epoch)
+        self._advance(initial=True)
+
+    def _advance(self, initial):
+        self.last_epoch += 1
+        self.optimizer.lr = self._next_lr(self.optimizer.lr, initial)
+
+    def step(self):
+        self._advance(initial=False)
+
+    def state_dict(self):
+        out = {"last_epoch": np.asarray(self.last_epoch), "base_lr": np.asarray(self.base_lr)}
+        out.update((key, np.asarray(getattr(self, key))) for key in self.HYPERPARAMETERS)
+        return out
+
+    def load_state_dict(self, state):
+        """Restore the schedule's position (the optimiser's ``lr`` comes with its own state)."""
+        missing = [key for key in ("last_epoch", "base_lr") + self.HYPERPARAMETERS if key not in state]
+        if missing:
+            raise ValueError(f"scheduler state dict is missing {missing}")
+        self.last_epoch = int(state["last_epoch"])
+        self.base_lr = float(state["base_lr"])
+        for key in self.HYPERPARAMETERS:
+            setattr(self, key, np.asarray(state[key]).item())
+        return self
+
+
+class StepLR(_Scheduler):
+    """lr <- lr·γ whenever last_epoch is a positive multiple of step_size."""
+    HYPERPARAMETERS = ("step_size", "gamma")
+
+    def __init__(self, optimizer, step_size, gamma=0.1, last_epoch=-1):
+        if not (isinstance(step_size, (int, np.integer)) and step_size > 0):
+            raise ValueError(f"step_size must be a positive integer, got {step_size}")
+        if not math.isfinite(gamma):
+            raise ValueError(f"gamma must be finite, got {gamma}")
+        self.step_size, self.gamma = int(step_size), gamma
+        super().__init__(optimizer, last_epoch)
+
+    def _next_lr(self, lr, initial):
+        if self.last_epoch == 0 or self.last_epoch % self.step_size != 0:
+            return lr
+        return lr * self.gamma
+
+
+class CosineAnnealingLR(_Scheduler):
+    """torch's recursive cosine schedule (not the closed form; they differ in the last bits):
+
+        lr_e = η_min + (lr_{e-1} - η_min) · (1 + cos(π·e/T)) / (1 + cos(π·(e-1)/T))
+
+    and at e = T + 1 (mod 2T), where that ratio is 0/0, the closed-form increment
+    lr_e = lr_{e-1} + (base_lr - η_min)·(1 - cos(π/T))/2 (the schedule climbs back up after T).
+    """
+    HYPERPARAMETERS = ("T_max", "eta_min")
+
+    def __init__(self, optimizer, T_max, eta_min=0.0, last_epoch=-1):
+        if not (isinstance(T_max, (int, np.integer)) and T_max > 0):
+            raise ValueError(f"T_max must be a positive integer, got {T_max}")
+        if not math.isfinite(eta_min):
+            raise ValueError(f"eta_min must be finite, got {eta_min}")
+        self.T_max, self.eta_min = int(T_max), eta_min
+        super().__init__(optimizer, last_epoch)
+
+    def _next_lr(self, lr, initial):
+        epoch, period = self.last_epoch, self.T_max
+        if initial:
+            return lr
+        if (epoch - 1 - period) % (2 * period) == 0:
+            return lr + (self.base_lr - self.eta_min) * (1 - math.cos(math.pi / period)) / 2
+        return ((1 + math.cos(math.pi * epoch / period))
+                / (1 + math.cos(math.pi * (epoch - 1) / period))
+                * (lr - self.eta_min) + self.eta_min)

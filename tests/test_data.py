@@ -1,0 +1,563 @@
+"""Data layer: real file formats written here byte by byte, the shipped sets, splits, batches, encoders.
+
+The IDX and CIFAR files are produced by writers in this file that follow the format
+specifications (struct/pickle), never by refsnn, so a reader bug cannot cancel out.
+"""
+import gzip
+import hashlib
+import io
+import os
+import pickle
+import re
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from refsnn import data
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Writers for the real on-disk formats
+# ---------------------------------------------------------------------------------------------
+IDX_CODES = {np.uint8: 0x08, np.int8: 0x09, np.int16: 0x0B, np.int32: 0x0C, np.float32: 0x0D, np.float64: 0x0E}
+
+
+def idx_bytes(array):
+    """IDX: 0, 0, type code, ndim; big-endian uint32 sizes; big-endian payload."""
+    code = IDX_CODES[array.dtype.type]
+    header = struct.pack(">BBBB", 0, 0, code, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.astype(array.dtype.newbyteorder(">")).tobytes()
+
+
+def write_idx(path, array, compress):
+    content = idx_bytes(array)
+    Path(path).write_bytes(gzip.compress(content) if compress else content)
+    return path
+
+
+def random_array(dtype, shape, rng):
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return rng.integers(info.min, info.max, size=shape, endpoint=True).astype(dtype)
+    return rng.standard_normal(shape).astype(dtype) * 1e3
+
+
+def cifar_record_bytes(pixels, *label_columns):
+    """Binary version: per image, its label byte(s) then 3072 pixel bytes."""
+    return np.concatenate([np.stack(label_columns, 1).astype(np.uint8), pixels], 1).tobytes()
+
+
+class Python2Pickler(pickle._Pickler):
+    """Writes bytes as Python 2 ``str`` (BINSTRING opcodes), as the real CIFAR pickles do."""
+
+    dispatch = pickle._Pickler.dispatch.copy()
+
+    def save_py2_str(self, obj):
+        n = len(obj)
+        self.write(pickle.SHORT_BINSTRING + bytes([n]) + obj if n < 256
+                   else pickle.BINSTRING + struct.pack("<i", n) + obj)
+        self.memoize(obj)
+
+    dispatch[bytes] = save_py2_str
+
+    def reducer_override(self, obj):
+        if isinstance(obj, np.dtype):  # numpy 1.x under Python 2 pickled its dtype state as str
+            fn, args, state = obj.__reduce__()
+            as_str = lambda v: v.encode() if isinstance(v, str) else v
+            return fn, tuple(map(as_str, args)), tuple(map(as_str, state))
+        return NotImplemented
+
+
+def dump_cifar_pickle(path, batch, python2):
+    """A dict with bytes keys, protocol 2, like ``cifar-10-batches-py/data_batch_1``."""
+    if python2:
+        buffer = io.BytesIO()
+        Python2Pickler(buffer, protocol=2).dump(batch)
+        # numpy 1.x (Python 2 era) named the reconstructor numpy.core.multiarray._reconstruct.
+        Path(path).write_bytes(buffer.getvalue().replace(b"numpy._core.multiarray\n", b"numpy.core.multiarray\n"))
+    else:
+        with open(path, "wb") as f:
+            pickle.dump(batch, f, protocol=2)
+
+
+def cifar_batch(rng, n, cifar100=False):
+    pixels = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
+    fine = rng.integers(0, 100 if cifar100 else 10, size=n)
+    coarse = rng.integers(0, 20, size=n)
+    return pixels, fine, coarse
+
+
+def as_images(pixels):
+    return pixels.reshape(-1, 3, 32, 32).astype(np.float32) / np.float32(255)
+
+
+# ---------------------------------------------------------------------------------------------
+# IDX
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", list(IDX_CODES))
+@pytest.mark.parametrize("compress", [False, True])
+def test_read_idx_round_trip_every_dtype(tmp_path, dtype, compress):
+    rng = np.random.default_rng(1)
+    for shape in [(7,), (3, 5, 4), (2, 1, 3, 2)]:
+        expected = random_array(dtype, shape, rng)
+        path = write_idx(tmp_path / f"x{len(shape)}", expected, compress)
+        got = data.read_idx(path)
+        assert got.dtype == np.dtype(dtype) and got.dtype.isnative
+        assert got.shape == shape
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_read_idx_detects_gzip_by_magic_not_name(tmp_path):
+    expected = np.arange(24, dtype=np.int16).reshape(2, 3, 4) * 1000 - 7000
+    gz_without_suffix = write_idx(tmp_path / "images-idx3-ubyte", expected, compress=True)
+    raw_with_suffix = write_idx(tmp_path / "images-idx3-ubyte.gz", expected, compress=False)
+    np.testing.assert_array_equal(data.read_idx(gz_without_suffix), expected)
+    np.testing.assert_array_equal(data.read_idx(raw_with_suffix), expected)
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_read_idx_rejects_corrupt_files(tmp_path, compress):
+    good = idx_bytes(np.arange(60, dtype=np.uint8).reshape(3, 4, 5))
+    cases = {
+        "truncated payload": (good[:-1], "truncated IDX payload"),
+        "trailing bytes": (good + b"\x00", "trailing bytes"),
+        "bad magic": (b"\x01\x00" + good[2:], "magic"),
+        "unknown dtype": (good[:2] + b"\x0a" + good[3:], "type code 0x0A"),
+        "truncated header": (good[:9], "truncated IDX header"),
+        "empty": (b"", "too short"),
+    }
+    for what, (content, message) in cases.items():
+        path = tmp_path / what.replace(" ", "_")
+        path.write_bytes(gzip.compress(content) if compress else content)
+        with pytest.raises(ValueError, match=message) as err:
+            data.read_idx(path)
+        assert path.name in str(err.value), what
+
+
+def test_read_idx_rejects_truncated_gzip_stream(tmp_path):
+    content = gzip.compress(idx_bytes(np.arange(1000, dtype=np.int32)))
+    path = tmp_path / "cut.gz"
+    path.write_bytes(content[: len(content) // 2])
+    with pytest.raises(ValueError, match="gzip") as err:
+        data.read_idx(path)
+    assert "cut.gz" in str(err.value)
+
+
+def write_idx_set(folder, kind, n, rng, compress_images=True, compress_labels=False, hw=(5, 4)):
+    prefix = {"train": "train", "test": "t10k"}[kind]
+    images = rng.integers(0, 256, size=(n, *hw), dtype=np.uint8)
+    labels = rng.integers(0, 10, size=n).astype(np.uint8)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_idx(folder / (f"{prefix}-images-idx3-ubyte" + (".gz" if compress_images else "")), images, compress_images)
+    write_idx(folder / (f"{prefix}-labels-idx1-ubyte" + (".gz" if compress_labels else "")), labels, compress_labels)
+    return images, labels
+
+
+def test_load_idx_dataset_reads_standard_names(tmp_path):
+    rng = np.random.default_rng(2)
+    train_images, train_labels = write_idx_set(tmp_path, "train", 6, rng)
+    test_images, test_labels = write_idx_set(tmp_path / "raw", "test", 3, rng, compress_images=False, compress_labels=True)
+    x, y = data.load_idx_dataset(tmp_path, "train")
+    assert x.dtype == np.float32 and y.dtype == np.int64 and x.shape == (6, 1, 5, 4)
+    np.testing.assert_array_equal(x[:, 0] * 255, train_images)
+    np.testing.assert_array_equal(y, train_labels)
+    x, y = data.load_idx_dataset(tmp_path, "test")  # torchvision's raw/ subfolder
+    np.testing.assert_array_equal(np.round(x[:, 0] * 255), test_images)
+    np.testing.assert_array_equal(y, test_labels)
+
+
+def test_load_idx_dataset_mirror_spelling(tmp_path):
+    images = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    write_idx(tmp_path / "t10k-images.idx3-ubyte", images, compress=False)  # as some mirrors name them
+    write_idx(tmp_path / "t10k-labels.idx1-ubyte.gz", np.array([3, 1], np.uint8), compress=True)
+    x, y = data.load_idx_dataset(tmp_path, "test")
+    np.testing.assert_array_equal(x[:, 0] * 255, images)
+    np.testing.assert_array_equal(y, [3, 1])
+
+
+def test_load_idx_dataset_missing_or_mismatched(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does-not-exist"):
+        data.load_idx_dataset(tmp_path / "does-not-exist")
+    with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte"):
+        data.load_idx_dataset(tmp_path, "train")
+    rng = np.random.default_rng(3)
+    write_idx_set(tmp_path, "train", 4, rng)
+    (tmp_path / "train-labels-idx1-ubyte").unlink()
+    with pytest.raises(FileNotFoundError, match="train-labels-idx1-ubyte"):
+        data.load_idx_dataset(tmp_path, "train")
+    write_idx(tmp_path / "train-labels-idx1-ubyte", np.zeros(5, np.uint8), compress=False)
+    with pytest.raises(ValueError, match="4 images but .* 5 labels"):
+        data.load_idx_dataset(tmp_path, "train")
+
+
+def test_get_dataset_idx_sets_from_data_dir(tmp_path):
+    rng = np.random.default_rng(4)
+    train_images, train_labels = write_idx_set(tmp_path / "FashionMNIST" / "raw", "train", 5, rng, hw=(28, 28))
+    test_images, test_labels = write_idx_set(tmp_path / "FashionMNIST" / "raw", "test", 2, rng, hw=(28, 28))
+    train_x, train_y, test_x, test_y, info = data.get_dataset("fashion-mnist", data_dir=tmp_path)
+    np.testing.assert_array_equal(train_x[:, 0] * 255, train_images)
+    np.testing.assert_array_equal(test_y, test_labels)
+    assert info["num_classes"] == 10 and info["input_shape"] == (1, 28, 28)
+    assert (info["n_train"], info["n_test"]) == (5, 2)
+    with pytest.raises(ValueError, match="data_dir"):
+        data.get_dataset("kmnist")
+    with pytest.raises(ValueError, match="unknown dataset"):
+        data.get_dataset("imagenet")
+
+
+# ---------------------------------------------------------------------------------------------
+# CIFAR
+# ---------------------------------------------------------------------------------------------
+def test_cifar10_binary_version(tmp_path):
+    rng = np.random.default_rng(5)
+    folder = tmp_path / "cifar-10-batches-bin"
+    folder.mkdir()
+    batches = [cifar_batch(rng, 3) for _ in range(6)]
+    for i, (pixels, fine, _) in enumerate(batches[:5], start=1):
+        (folder / f"data_batch_{i}.bin").write_bytes(cifar_record_bytes(pixels, fine))
+    (folder / "test_batch.bin").write_bytes(cifar_record_bytes(batches[5][0], batches[5][1]))
+
+    x, y = data.load_cifar(tmp_path, "cifar10", "train")  # found through the standard subfolder
+    assert x.shape == (15, 3, 32, 32) and x.dtype == np.float32 and y.dtype == np.int64
+    np.testing.assert_array_equal(x, as_images(np.concatenate([b[0] for b in batches[:5]])))
+    np.testing.assert_array_equal(y, np.concatenate([b[1] for b in batches[:5]]))
+    x, y = data.load_cifar(folder, "cifar10", "test")
+    np.testing.assert_array_equal(x, as_images(batches[5][0]))
+    np.testing.assert_array_equal(y, batches[5][1])
+    # channel planes: the first 1024 bytes are red, row-major
+    assert x[0, 0, 0, 1] == np.float32(batches[5][0][0, 1]) / np.float32(255)
+    assert x[0, 2, 31, 31] == np.float32(batches[5][0][0, 3071]) / np.float32(255)
+
+
+def test_cifar100_binary_version_coarse_then_fine(tmp_path):
+    rng = np.random.default_rng(6)
+    pixels, fine, coarse = cifar_batch(rng, 4, cifar100=True)
+    (tmp_path / "train.bin").write_bytes(cifar_record_bytes(pixels, coarse, fine))
+    x, y = data.load_cifar(tmp_path, "cifar100", "train")
+    np.testing.assert_array_equal(x, as_images(pixels))
+    np.testing.assert_array_equal(y, fine)
+    _, y = data.load_cifar(tmp_path, "cifar100", "train", label_type="coarse")
+    np.testing.assert_array_equal(y, coarse)
+
+
+def test_cifar_binary_truncated(tmp_path):
+    pixels, fine, _ = cifar_batch(np.random.default_rng(7), 2)
+    (tmp_path / "test_batch.bin").write_bytes(cifar_record_bytes(pixels, fine)[:-5])
+    with pytest.raises(ValueError, match="test_batch.bin"):
+        data.load_cifar(tmp_path, "cifar10", "test")
+
+
+@pytest.mark.parametrize("python2", [False, True])
+def test_cifar10_python_version(tmp_path, python2):
+    rng = np.random.default_rng(8)
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    batches = [cifar_batch(rng, 2) for _ in range(6)]
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for name, (pixels, fine, _) in zip(names, batches):
+        batch = {b"batch_label": f"{name} of 6".encode(), b"labels": [int(v) for v in fine],
+                 b"data": pixels, b"filenames": [b"img_%d.png" % i for i in range(len(fine))]}
+        dump_cifar_pickle(folder / name, batch, python2)
+    raw = (folder / "test_batch").read_bytes()
+    assert raw[:2] == b"\x80\x02"  # protocol 2, like the real files
+    assert (b"U\x04data" in raw) == python2  # Python 2 str opcode for the key b"data"
+
+    x, y = data.load_cifar(tmp_path, "cifar10", "train")
+    np.testing.assert_array_equal(x, as_images(np.concatenate([b[0] for b in batches[:5]])))
+    np.testing.assert_array_equal(y, np.concatenate([b[1] for b in batches[:5]]))
+    x, y = data.load_cifar(tmp_path, "cifar10", "test")
+    np.testing.assert_array_equal(x, as_images(batches[5][0]))
+    np.testing.assert_array_equal(y, batches[5][1])
+    batch = data.read_cifar_pickle(folder / "test_batch")
+    assert batch["batch_label"] == b"test_batch of 6" and batch["filenames"][1] == b"img_1.png"
+
+
+@pytest.mark.parametrize("python2", [False, True])
+def test_cifar100_python_version_and_registry(tmp_path, python2):
+    rng = np.random.default_rng(9)
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    sets = {}
+    for kind, n in [("train", 5), ("test", 3)]:
+        pixels, fine, coarse = sets[kind] = cifar_batch(rng, n, cifar100=True)
+        dump_cifar_pickle(folder / kind, {b"filenames": [b"f"] * n, b"batch_label": kind.encode(),
+                                          b"fine_labels": fine.tolist(), b"coarse_labels": coarse.tolist(),
+                                          b"data": pixels}, python2)
+    train_x, train_y, test_x, test_y, info = data.get_dataset("cifar100", data_dir=tmp_path)
+    np.testing.assert_array_equal(train_x, as_images(sets["train"][0]))
+    np.testing.assert_array_equal(train_y, sets["train"][1])
+    np.testing.assert_array_equal(test_x, as_images(sets["test"][0]))
+    np.testing.assert_array_equal(test_y, sets["test"][1])
+    assert info["num_classes"] == 100 and info["input_shape"] == (3, 32, 32)
+    _, coarse = data.load_cifar(tmp_path, "cifar100", "test", label_type="coarse")
+    np.testing.assert_array_equal(coarse, sets["test"][2])
+
+
+class SystemCall:
+    """Pickles as a call to os.system: what an attacker would put in a "CIFAR batch"."""
+
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+class EvalCall:
+    def __reduce__(self):
+        return eval, ("__import__('pathlib').Path('evaluated').touch()",)
+
+
+def test_malicious_pickle_is_refused_and_not_run(tmp_path):
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps({b"data": SystemCall(f"touch {marker}"), b"labels": [0]}, protocol=2)
+    # control: an ordinary unpickler does run the command
+    pickle.loads(payload, encoding="bytes")
+    assert marker.exists()
+    marker.unlink()
+
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    (folder / "test_batch").write_bytes(payload)
+    with pytest.raises(pickle.UnpicklingError, match=r"refusing to load global (posix|os)\.system") as err:
+        data.load_cifar(tmp_path, "cifar10", "test")
+    assert "test_batch" in str(err.value)
+    assert not marker.exists()
+
+    (folder / "test_batch").write_bytes(pickle.dumps({b"data": EvalCall()}, protocol=2))
+    with pytest.raises(pickle.UnpicklingError, match=r"(builtins|__builtin__)\.eval"):
+        data.read_cifar_pickle(folder / "test_batch")
+    assert not Path("evaluated").exists()
+
+
+def test_restricted_codecs_encode_only_latin1(tmp_path):
+    # GLOBAL '_codecs encode' called with a non-latin1 codec is refused
+    payload = b"\x80\x02c_codecs\nencode\nX\x03\x00\x00\x00abcX\x05\x00\x00\x00rot13\x86R."
+    path = tmp_path / "b"
+    path.write_bytes(payload)
+    assert pickle.loads(payload) == "nop"  # control: the stream is a valid call
+    with pytest.raises(pickle.UnpicklingError, match="only latin1"):
+        data.read_cifar_pickle(path)
+
+
+def test_cifar_missing_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        data.load_cifar(tmp_path / "nowhere")
+    for i in range(1, 5):  # data_batch_5 missing: the set is incomplete
+        (tmp_path / f"data_batch_{i}").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="data_batch_5"):
+        data.load_cifar(tmp_path, "cifar10", "train")
+    with pytest.raises(ValueError, match="data_dir"):
+        data.get_dataset("cifar10")
+
+
+# ---------------------------------------------------------------------------------------------
+# Shipped data
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def mnist():
+    return data.load_mnist_t10k()
+
+
+def test_shipped_md5_match_readme_and_files():
+    folder = data.shipped_data_dir()
+    readme = (REPO / "data" / "README.md").read_text()
+    for name, md5 in data.SHIPPED_MD5.items():
+        row = next(line for line in readme.splitlines() if line.startswith(f"| `{name}` |") and re.search("[0-9a-f]{32}", line))
+        assert re.findall("[0-9a-f]{32}", row)[0] == md5
+        assert hashlib.md5(gzip.decompress((folder / name).read_bytes())).hexdigest() == md5
+    # the md5 the shared data folder's README gives for the MNIST images
+    assert data.SHIPPED_MD5["t10k-images-idx3-ubyte.gz"] == "2646ac647ad5339dbf082846283269ea"
+
+
+def test_shipped_mnist(mnist):
+    images, labels = mnist
+    assert images.shape == (10000, 1, 28, 28) and images.dtype == np.float32
+    assert labels.shape == (10000,) and labels.dtype == np.int64
+    # known facts about the MNIST test set
+    np.testing.assert_array_equal(labels[:10], [7, 2, 1, 0, 4, 1, 4, 9, 5, 9])
+    np.testing.assert_array_equal(np.bincount(labels), [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009])
+    # pixels equal the raw bytes after the 16-byte header, divided by 255
+    raw = np.frombuffer(gzip.decompress((data.shipped_data_dir() / "t10k-images-idx3-ubyte.gz").read_bytes()),
+                        np.uint8, offset=16).reshape(10000, 28, 28)
+    np.testing.assert_array_equal(images[:, 0], raw.astype(np.float32) / np.float32(255))
+    assert images.min() == 0 and images.max() == 1
+
+
+def test_shipped_digits():
+    images, labels = data.load_digits()
+    assert images.shape == (1797, 1, 8, 8) and images.dtype == np.float32 and labels.dtype == np.int64
+    np.testing.assert_array_equal(np.bincount(labels), [178, 182, 177, 183, 181, 182, 181, 179, 174, 180])
+    text = gzip.decompress((data.shipped_data_dir() / "digits.csv.gz").read_bytes()).decode()
+    rows = [list(map(int, line.split(","))) for line in text.strip().splitlines()]
+    np.testing.assert_array_equal(images.reshape(1797, 64) * 16, [r[:64] for r in rows])
+    np.testing.assert_array_equal(labels, [r[64] for r in rows])
+    assert images.min() == 0 and images.max() == 1
+
+
+def test_shipped_corrupt_copy_is_refused(tmp_path):
+    folder = data.shipped_data_dir()
+    for name in data.SHIPPED_MD5:
+        (tmp_path / name).write_bytes((folder / name).read_bytes())
+    labels = bytearray(gzip.decompress((folder / "t10k-labels-idx1-ubyte.gz").read_bytes()))
+    labels[100] = (labels[100] + 1) % 10  # a valid IDX file, one wrong label
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(bytes(labels)))
+    with pytest.raises(ValueError, match="md5") as err:
+        data.load_mnist_t10k(tmp_path)
+    assert "t10k-labels-idx1-ubyte.gz" in str(err.value)
+    (tmp_path / "digits.csv.gz").write_bytes((folder / "digits.csv.gz").read_bytes()[:-100])
+    with pytest.raises(ValueError, match="digits.csv.gz"):
+        data.load_digits(tmp_path)
+
+
+def test_fixed_splits(mnist):
+    images, labels = mnist
+    train_x, train_y, test_x, test_y = data.mnist_t10k_split()
+    np.testing.assert_array_equal(train_x, images[:8000])
+    np.testing.assert_array_equal(test_y, labels[8000:])
+    assert len(train_y) == 8000 and len(test_x) == 2000
+
+    all_x, all_y = data.load_digits()
+    train_x, train_y, test_x, test_y = data.digits_split()
+    assert (len(train_x), len(test_x)) == (1437, 360)
+    order = np.random.default_rng(0).permutation(1797)
+    np.testing.assert_array_equal(train_y, all_y[order[:1437]])
+    np.testing.assert_array_equal(test_x, all_x[order[1437:]])
+    again = data.digits_split()
+    np.testing.assert_array_equal(again[0], train_x)
+    assert not np.array_equal(data.digits_split(seed=1)[1], train_y)
+
+    *_, info = data.get_dataset("mnist-t10k")
+    assert info == {"name": "mnist-t10k", "num_classes": 10, "input_shape": (1, 28, 28), "n_train": 8000, "n_test": 2000}
+
+
+def test_train_test_split():
+    x = np.arange(20, dtype=np.float32).reshape(10, 2)
+    y = np.arange(10)
+    train_x, train_y, test_x, test_y = data.train_test_split(x, y, fraction=0.75, seed=3)
+    assert len(train_y) == 7 and len(test_y) == 3  # floor(7.5)
+    assert sorted(np.concatenate([train_y, test_y]).tolist()) == list(range(10))
+    np.testing.assert_array_equal(train_x[:, 0], 2 * train_y)
+    same = data.train_test_split(x, y, n_train=7, seed=3)
+    np.testing.assert_array_equal(same[1], train_y)
+    with pytest.raises(ValueError, match="exactly one"):
+        data.train_test_split(x, y, n_train=3, fraction=0.5)
+    with pytest.raises(ValueError, match="n_train"):
+        data.train_test_split(x, y, n_train=10)
+
+
+# ---------------------------------------------------------------------------------------------
+# Batches
+# ---------------------------------------------------------------------------------------------
+def collect(batches):
+    return [(x.copy(), y.copy()) for x, y in batches]
+
+
+def test_batches_shuffle_is_a_function_of_seed_and_epoch():
+    x = np.arange(23, dtype=np.float32)[:, None] * np.ones((1, 3), np.float32)
+    y = np.arange(23)
+    loader = data.Batches(x, y, batch_size=5)
+    assert len(loader) == 5 and len(data.Batches(x, y, 5, drop_last=True)) == 4
+    orders = {}
+    for epoch in range(3):
+        loader.set_epoch(epoch)
+        batches = collect(loader)
+        assert [len(b[1]) for b in batches] == [5, 5, 5, 5, 3]
+        order = np.concatenate([b[1] for b in batches])
+        assert sorted(order.tolist()) == list(range(23))  # each epoch is a permutation
+        for bx, by in batches:
+            np.testing.assert_array_equal(bx[:, 0], by)
+        orders[epoch] = order
+    assert not np.array_equal(orders[0], orders[1]) and not np.array_equal(orders[1], orders[2])
+    resumed = data.Batches(x, y, batch_size=5)  # a fresh loader jumping straight to epoch 1
+    resumed.set_epoch(1)
+    np.testing.assert_array_equal(np.concatenate([b for _, b in resumed]), orders[1])
+    other_seed = data.Batches(x, y, batch_size=5, seed=1)
+    assert not np.array_equal(np.concatenate([b for _, b in other_seed]), orders[0])
+    in_order = data.Batches(x, y, batch_size=5, shuffle=False, drop_last=True)
+    np.testing.assert_array_equal(np.concatenate([b for _, b in in_order]), np.arange(20))
+
+
+def crop_flip_candidates(image, padding=4):
+    c, h, w = image.shape
+    padded = np.pad(image, ((0, 0), (padding, padding), (padding, padding)))
+    for top in range(2 * padding + 1):
+        for left in range(2 * padding + 1):
+            window = padded[:, top:top + h, left:left + w]
+            yield window
+            yield window[:, :, ::-1]
+
+
+def test_batches_crop_flip_augmentation():
+    rng = np.random.default_rng(10)
+    x = rng.random((12, 3, 32, 32)).astype(np.float32) + 0.5  # no zero pixel in the originals
+    y = np.arange(12)
+    loader = data.Batches(x, y, batch_size=4, seed=7, augment="crop_flip")
+    loader.set_epoch(2)
+    first = collect(loader)
+    again = collect(loader)
+    shifted = flipped = unflipped = 0
+    for (bx, by), (ax, _) in zip(first, again):
+        np.testing.assert_array_equal(bx, ax)  # pure function of (seed, epoch, batch)
+        assert bx.shape == (4, 3, 32, 32) and bx.dtype == np.float32
+        for out, label in zip(bx, by):
+            matches = np.flatnonzero([np.array_equal(out, cand) for cand in crop_flip_candidates(x[label])])
+            assert len(matches) == 1  # exactly one padded crop of the original, mirrored or not
+            shifted += matches[0] // 2 != 4 * 9 + 4  # not the centred window
+            flipped += matches[0] % 2
+            unflipped += 1 - matches[0] % 2
+    assert shifted > 0 and flipped > 0 and unflipped > 0
+    loader.set_epoch(3)
+    assert not all(np.array_equal(a[0], b[0]) for a, b in zip(first, collect(loader)))
+    with pytest.raises(ValueError, match="augment"):
+        data.Batches(x, y, 4, augment="mixup")
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoders and normalisation
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_direct_encoder(dtype):
+    x = np.random.default_rng(11).random((3, 1, 4, 4)).astype(dtype)
+    s = data.direct(x, 5)
+    assert s.shape == (5, 3, 1, 4, 4) and s.dtype == dtype and s.flags.c_contiguous and s.flags.writeable
+    for t in range(5):
+        np.testing.assert_array_equal(s[t], x)
+    s[0, 0, 0, 0, 0] = 42
+    assert x[0, 0, 0, 0] != 42 and s[1, 0, 0, 0, 0] != 42  # own memory, not a view of x
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_poisson_encoder_rate_and_seed(dtype):
+    x = np.array([[-0.5, 0.0, 0.1, 0.5, 0.9, 1.0, 1.7]], dtype=dtype)
+    T = 20000
+    s = data.poisson(x, T, np.random.default_rng(12))
+    assert s.shape == (T, 1, 7) and s.dtype == dtype
+    assert set(np.unique(s).tolist()) <= {0.0, 1.0}
+    p = np.clip(x, 0, 1)[0]
+    rate = s.mean(axis=0)[0]
+    np.testing.assert_array_less(np.abs(rate - p), 5 * np.sqrt(p * (1 - p) / T) + 1e-12)
+    assert rate[0] == 0 and rate[1] == 0 and rate[5] == 1 and rate[6] == 1
+    np.testing.assert_array_equal(data.poisson(x, 50, np.random.default_rng(5)), data.poisson(x, 50, np.random.default_rng(5)))
+    assert not np.array_equal(data.poisson(x, 50, np.random.default_rng(5)), data.poisson(x, 50, np.random.default_rng(6)))
+    with pytest.raises(ValueError, match="NaN"):
+        data.poisson(np.array([np.nan], dtype=dtype), 2)
+    with pytest.raises(TypeError, match="dtype"):
+        data.poisson(np.array([1, 0]), 2)
+
+
+def test_normalize_per_channel():
+    x = np.random.default_rng(13).random((2, 3, 4, 4)).astype(np.float32)
+    mean, std = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+    out = data.normalize(x, mean, std)
+    assert out.dtype == np.float32
+    for c in range(3):
+        np.testing.assert_allclose(out[:, c], (x[:, c] - mean[c]) / std[c], rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="per channel"):
+        data.normalize(x, (0.5,), (0.5, 0.5))
+    with pytest.raises(ValueError, match="positive"):
+        data.normalize(x, mean, (0.2, 0.0, 0.2))

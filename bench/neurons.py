@@ -26,6 +26,7 @@ with the bandwidth of a large ``np.copyto`` (bytes read + written per second, se
 import contextlib
 import datetime
 import logging
+import os
 import signal
 import sys
 import time
@@ -173,8 +174,16 @@ def time_limit(seconds):
         signal.signal(signal.SIGALRM, previous)
 
 
+def exception_chain(e):
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        yield e
+        e = e.__cause__ or e.__context__
+
+
 def compiled_candidate(model, x, g):
-    """Compile the plain loop; returns ((prepare, run), out, compile seconds) or (None, reason)."""
+    """Compile the plain loop: (((prepare, run), outputs), seconds of compile + first call), or (None, reason)."""
     torch._dynamo.reset()
     fn = torch.compile(PLAIN_LOOPS[model], dynamic=False)
     x_t, g_t = torch.from_numpy(x.copy()).requires_grad_(), torch.from_numpy(g)
@@ -195,11 +204,10 @@ def compiled_candidate(model, x, g):
         with time_limit(COMPILE_TIMEOUT):
             prepare()
             run()
-    except CompileTimeout:
-        torch._dynamo.reset()
-        return None, f"skipped: compile > {COMPILE_TIMEOUT:.0f} s"
     except Exception as e:  # any compiler failure is a result to report, not a crash
         torch._dynamo.reset()
+        if any(isinstance(c, CompileTimeout) for c in exception_chain(e)):  # dynamo may wrap it
+            return None, f"skipped: compile > {COMPILE_TIMEOUT:.0f} s"
         first_line = (str(e).strip().splitlines() or [""])[0][:90]
         return None, f"failed: {type(e).__name__}: {first_line}"
     return ((prepare, run), out), time.perf_counter() - t0
@@ -237,7 +245,7 @@ def bench_row(model, shape, repeats, compile_this, bandwidth, rng, log):
             compile_note = info
         else:
             candidates["compile"], outputs["compile"] = compiled
-            compile_note = f"compiled in {info:.1f} s"
+            compile_note = f"compile + first call {info:.1f} s"
     log(f"  {model} {SHAPE_NAMES[shape]}: timing {', '.join(candidates)} x {repeats} ...")
 
     times = interleaved_medians(candidates, repeats)
@@ -313,6 +321,12 @@ def run(repeats=20, threads=None, blas_in_time=False, compile_models="all", writ
         "",
         check_table,
     ])
+    busy = float(load_start.split()[0])  # at the end it includes this benchmark's own threads
+    if busy > 0.5:
+        body += (f"\n\nWarning: load average {busy:.1f} on {os.cpu_count()} CPUs before this started. Other "
+                 "processes took cores, and OpenMP code (torch's many small parallel regions above all) slows "
+                 "down and scatters badly when a thread waiting at a barrier is descheduled. Rerun on an idle "
+                 "machine, or compare with `--threads 1`.")
     print(f"\n{HEADING}\n\n{body}\n", flush=True)
     if write:
         write_section(HEADING, body)

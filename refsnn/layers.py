@@ -8,7 +8,8 @@ tests check against torch autograd.
 ``forward`` saves what ``backward`` needs; ``backward`` consumes it (a second ``backward`` for one
 ``forward`` raises, as PyTorch does without ``retain_graph``), returns the input gradient and adds
 the parameter gradients into ``self.grads``. Computation runs in the dtype of the input;
-parameters are cast to it when they differ.
+parameters are cast to it when they differ. Layers keep references to their inputs rather than
+copies (Linear, BatchNorm): do not modify an input in place between forward and backward.
 """
 import math
 
@@ -54,6 +55,22 @@ def _saved_for(layer, grad_out):
                          f"expected the forward output shape {out_shape}")
     layer._saved = None
     return saved[2:], grad_out.astype(dtype, copy=False)
+
+
+PARALLEL_MIN_WORK = 1 << 16  # elements; below this a kernel runs on one thread
+
+
+def _launch(kernel, work, *args):
+    """Call a parallel kernel, on a single thread when ``work`` (elements touched) is small:
+    waking the thread pool then costs more than it saves, and far more on a busy machine."""
+    if work >= PARALLEL_MIN_WORK:
+        return kernel(*args)
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        return kernel(*args)
+    finally:
+        numba.set_num_threads(threads)
 
 
 def _pair(value, name):
@@ -124,8 +141,9 @@ class Linear(Module):
 #   weight grad    dW = G · colsᵀ                 (reuses the forward's cols)
 #   input grad     dcols = Wᵀ · G, written into the cols buffer, then col2im scatter-adds it back
 #                  into dX (Numba, parallel over planes, so no two threads touch the same pixel).
-# With groups g the rows of cols split into g contiguous blocks, one per group, and the three
-# products are stacked matmuls over the group axis.
+# With groups g the rows of cols split into g contiguous blocks, one per group, and each of the
+# three products is one GEMM per group. The cols buffer is kept by the layer and reused by the
+# next call of the same shape (no page faults from a fresh 9x-input-sized allocation each step).
 # ------------------------------------------------------------------------------------------
 @numba.njit(cache=True)
 def _valid_range(n_out, stride, offset, size):
@@ -144,22 +162,20 @@ def _im2col(x, kh, kw, sh, sw, ph, pw, Ho, Wo, cols):
         b = bc // C
         c = bc - b * C
         for i in range(kh):
+            h_lo, h_hi = _valid_range(Ho, sh, i - ph, H)
             for j in range(kw):
-                row = (c * kh + i) * kw + j
                 w_lo, w_hi = _valid_range(Wo, sw, j - pw, W)
-                for ho in range(Ho):
-                    h = ho * sh + i - ph
-                    base = b * P + ho * Wo
-                    if h < 0 or h >= H:
-                        for wo in range(Wo):
-                            cols[row, base + wo] = 0
-                        continue
-                    for wo in range(w_lo):
-                        cols[row, base + wo] = 0
-                    for wo in range(w_lo, w_hi):
-                        cols[row, base + wo] = x[b, c, h, wo * sw + j - pw]
-                    for wo in range(w_hi, Wo):
-                        cols[row, base + wo] = 0
+                # what kernel tap (i, j) sees of image b, channel c: zeros where it falls in the
+                # padding, a strided window of x inside
+                patch = cols[(c * kh + i) * kw + j, b * P:(b + 1) * P].reshape((Ho, Wo))
+                patch[:h_lo, :] = 0
+                patch[h_hi:, :] = 0
+                patch[h_lo:h_hi, :w_lo] = 0
+                patch[h_lo:h_hi, w_hi:] = 0
+                if h_hi > h_lo and w_hi > w_lo:
+                    h0, w0 = h_lo * sh + i - ph, w_lo * sw + j - pw
+                    patch[h_lo:h_hi, w_lo:w_hi] = x[b, c, h0:h0 + (h_hi - h_lo - 1) * sh + 1:sh,
+                                                    w0:w0 + (w_hi - w_lo - 1) * sw + 1:sw]
 
 
 @numba.njit(cache=True, parallel=True)
@@ -178,8 +194,12 @@ def _col2im(cols, kh, kw, sh, sw, ph, pw, Ho, Wo, dx):
                     if h < 0 or h >= H:
                         continue
                     base = b * P + ho * Wo
-                    for wo in range(w_lo, w_hi):
-                        dx[b, c, h, wo * sw + j - pw] += cols[row, base + wo]
+                    if sw == 1:
+                        for wo in range(w_lo, w_hi):
+                            dx[b, c, h, wo + j - pw] += cols[row, base + wo]
+                    else:
+                        for wo in range(w_lo, w_hi):
+                            dx[b, c, h, wo * sw + j - pw] += cols[row, base + wo]
 
 
 class Conv2d(Module):
@@ -189,7 +209,8 @@ class Conv2d(Module):
     W, b ~ U(-1/√fan_in, 1/√fan_in), fan_in = in_channels/groups·kh·kw. Output size
     ``(H + 2·padding - kh) // stride + 1``. See the comment above for the algorithm.
 
-    Memory: the forward keeps the patch matrix (kh·kw times the input) for the weight gradient.
+    Memory: the layer keeps the patch matrix (kh·kw times the input) for the weight gradient and
+    reuses it as its workspace across calls.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
@@ -235,7 +256,7 @@ class Conv2d(Module):
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
         B, P, O, g = T * N, Ho * Wo, self.out_channels, self.groups
         cols = self._cols_buffer((C * kh * kw, B * P), x.dtype)
-        _im2col(x.reshape(B, C, H, W), kh, kw, sh, sw, ph, pw, Ho, Wo, cols)
+        _launch(_im2col, cols.size, x.reshape(B, C, H, W), kh, kw, sh, sw, ph, pw, Ho, Wo, cols)
         cols_g = cols.reshape(g, -1, B * P)                              # [g, K/g, B·P]
         weight_g = self.params["weight"].astype(x.dtype, copy=False).reshape(g, O // g, -1)
         y = np.empty((g, O // g, B * P), dtype=x.dtype)
@@ -264,11 +285,10 @@ class Conv2d(Module):
         cols_g = cols.reshape(g, -1, B * P)
         grad_weight_g = self.grads["weight"].reshape(g, O // g, -1)
         for k in range(g):
-            # dW = G · colsᵀ, computed as (cols · Gᵀ)ᵀ: OpenBLAS is several times faster this way round
-            grad_weight_g[k] += (cols_g[k] @ g_t[k].T).T
+            grad_weight_g[k] += g_t[k] @ cols_g[k].T                      # dW = G · colsᵀ
             np.matmul(weight_g[k].T, g_t[k], out=cols_g[k])          # dcols = Wᵀ G, into the cols buffer
         dx = np.zeros((B, C, H, W), dtype=g_out.dtype)
-        _col2im(cols, kh, kw, sh, sw, ph, pw, Ho, Wo, dx)
+        _launch(_col2im, cols.size, cols, kh, kw, sh, sw, ph, pw, Ho, Wo, dx)
         return dx.reshape(in_shape)
 
     def extra_repr(self):
@@ -402,7 +422,7 @@ class _AveragePool(_Pool2d):
         divisor = self._divisor(windows)
         B, C, H, W = x4.shape
         out = np.empty((B, C, windows[0].size, windows[2].size), dtype=x4.dtype)
-        _avg_pool_forward(x4, *windows, divisor, out)
+        _launch(_avg_pool_forward, x4.size, x4, *windows, divisor, out)
         out_shape = x.shape[:3] + out.shape[2:]
         self._saved = (out_shape, x4.dtype, windows, divisor, x.shape)
         return out.reshape(out_shape)
@@ -411,7 +431,7 @@ class _AveragePool(_Pool2d):
         (windows, divisor, in_shape), g = _saved_for(self, grad_out)
         T, N, C, H, W = in_shape
         dx = np.zeros((T * N, C, H, W), dtype=g.dtype)
-        _avg_pool_backward(g.reshape((T * N, C) + g.shape[3:]), *windows, divisor, dx)
+        _launch(_avg_pool_backward, dx.size, g.reshape((T * N, C) + g.shape[3:]), *windows, divisor, dx)
         return dx.reshape(in_shape)
 
 
@@ -461,7 +481,7 @@ class MaxPool2d(_FixedWindowPool):
         shape = (B, C, windows[0].size, windows[2].size)
         out = np.empty(shape, dtype=x4.dtype)
         argmax = np.empty(shape, dtype=np.int32 if H * W < 2 ** 31 else np.int64)
-        _max_pool_forward(x4, *windows, out, argmax)
+        _launch(_max_pool_forward, x4.size, x4, *windows, out, argmax)
         out_shape = x.shape[:3] + shape[2:]
         self._saved = (out_shape, x4.dtype, argmax, x.shape)
         return out.reshape(out_shape)
@@ -470,7 +490,7 @@ class MaxPool2d(_FixedWindowPool):
         (argmax, in_shape), g = _saved_for(self, grad_out)
         T, N, C, H, W = in_shape
         dx = np.zeros((T * N, C, H * W), dtype=g.dtype)
-        _max_pool_backward(g.reshape(argmax.shape), argmax, dx)
+        _launch(_max_pool_backward, dx.size, g.reshape(argmax.shape), argmax, dx)
         return dx.reshape(in_shape)
 
 
@@ -609,7 +629,7 @@ class _BatchNorm(Module):
                                  f"training, got input of shape {x.shape}")
             steps = T if self.per_step else 1
             mean, var = np.empty((steps, C)), np.empty((steps, C))
-            _bn_statistics(x4, self.per_step, mean, var)
+            _launch(_bn_statistics, x4.size, x4, self.per_step, mean, var)
             self._update_running(mean, var, count)
         else:
             mean = self.buffers["running_mean"].astype(np.float64).reshape(1, C)
@@ -617,17 +637,17 @@ class _BatchNorm(Module):
         inv_std = 1.0 / np.sqrt(var + self.eps)
         gamma, beta = self._affine()
         y = np.empty_like(x4)
-        _bn_normalise(x4, self.per_step and self.training, mean, inv_std, gamma, beta, y)
-        self._saved = (x.shape, x.dtype, x4, mean, inv_std, self.training)
+        _launch(_bn_normalise, x4.size, x4, self.per_step and self.training, mean, inv_std, gamma, beta, y)
+        self._saved = (x.shape, x.dtype, x4, mean, inv_std, gamma, self.training)
         return y.reshape(x.shape)
 
     def backward(self, grad_out):
-        (x4, mean, inv_std, training), g = _saved_for(self, grad_out)
+        (x4, mean, inv_std, gamma, training), g = _saved_for(self, grad_out)
         per_step = self.per_step and training
         sum_g, sum_g_xhat = np.empty_like(mean), np.empty_like(mean)
         dx = np.empty_like(x4)
-        _bn_backward(g.reshape(x4.shape), x4, per_step, training, mean, inv_std, self._affine()[0],
-                     sum_g, sum_g_xhat, dx)
+        _launch(_bn_backward, x4.size, g.reshape(x4.shape), x4, per_step, training, mean, inv_std, gamma,
+                sum_g, sum_g_xhat, dx)
         if self.affine:
             self.grads["weight"] += sum_g_xhat.sum(axis=0)   # dγ = Σ g x̂
             self.grads["bias"] += sum_g.sum(axis=0)          # dβ = Σ g

@@ -13,6 +13,7 @@ CLIF's M), which is exact because it repeats the forward's own floating-point op
 Notation (neurons.md): Θ fires on ``>=`` (``strict=True``: ``>``), g' is the surrogate
 derivative, Ŝ = S.detach() when ``detach_reset`` else S, vr = v_reset (0 for soft reset).
 """
+import functools
 import math
 
 import numba
@@ -51,159 +52,203 @@ def _reset(h, s, v_threshold, v_reset, hard):
 
 
 # ------------------------------------------------------------------------------------------
+# Kernel specialisation
+# ------------------------------------------------------------------------------------------
+# Each kernel is written once, reading its options (charge mode, reset kind, surrogate...) from a
+# ``flags`` tuple. ``make(spec)`` compiles it either generically (spec None: flags read at run
+# time; one compilation serves every configuration, which the gradient-check matrix uses) or
+# specialised (spec = the flags, frozen as compile-time constants: dead branches vanish and the
+# inner loop is straight-line code, several times faster). Both compile the same source.
+def _kernel_factory(make):
+    generic = make(None)
+
+    @functools.lru_cache(maxsize=None)
+    def specialised(flags):
+        return make(flags)
+
+    def get(flags, specialise=True):
+        return specialised(flags) if specialise else generic
+    return get
+
+
+# ------------------------------------------------------------------------------------------
 # IF / LIF / PLIF
 # ------------------------------------------------------------------------------------------
-@numba.njit(cache=True, parallel=True)
-def lif_forward_kernel(x, v_init, mode, leak, decay_input, v_threshold, v_reset, hard,
-                       scale, code, alpha, beta, smooth, strict, store_v,
-                       spikes, h_seq, v_seq, v_final):
-    T, M = x.shape
-    for b in prange((M + BLOCK - 1) // BLOCK):
-        lo = b * BLOCK
-        hi = min(lo + BLOCK, M)
-        v = v_init[lo:hi].copy()  # the block's membranes, kept local across the time loop
-        for t in range(T):
-            for j in range(lo, hi):
-                h = _charge(mode, v[j - lo], x[t, j], leak, v_reset, decay_input)
-                s = fire(h, v_threshold, scale, code, alpha, beta, smooth, strict)
-                v[j - lo] = _reset(h, s, v_threshold, v_reset, hard)
-                h_seq[t, j] = h
-                spikes[t, j] = s
-                if store_v:
-                    v_seq[t, j] = v[j - lo]
-        v_final[lo:hi] = v
+def _make_lif_forward(spec):
+    @numba.njit(cache=True, parallel=True)
+    def lif_forward(x, v_init, leak, v_threshold, v_reset, scale, alpha, beta,
+                    spikes, h_seq, v_seq, v_final, flags):
+        mode, decay_input, hard, code, smooth, strict, store_v = flags if spec is None else spec
+        T, M = x.shape
+        for b in prange((M + BLOCK - 1) // BLOCK):
+            lo = b * BLOCK
+            n = min(BLOCK, M - lo)
+            v = v_init[lo:lo + n].copy()  # the block's membranes, kept local across the time loop
+            for t in range(T):
+                xt, ht, st, vt = x[t, lo:lo + n], h_seq[t, lo:lo + n], spikes[t, lo:lo + n], v_seq[t, lo:lo + n]
+                for j in range(n):
+                    ht[j] = _charge(mode, v[j], xt[j], leak, v_reset, decay_input)
+                    h = ht[j]  # read back: fire on H as stored, which is what the backward sees
+                    s = fire(h, v_threshold, scale, code, alpha, beta, smooth, strict)
+                    v[j] = _reset(h, s, v_threshold, v_reset, hard)
+                    st[j] = s
+                    if store_v:
+                        vt[j] = v[j]
+            v_final[lo:lo + n] = v
+    return lif_forward
 
 
-@numba.njit(cache=True, parallel=True)
-def lif_backward_kernel(grad_s, grad_v, has_grad_v, grad_v_final, h_seq, x, v_init,
-                        mode, leak, decay_input, v_threshold, v_reset, hard, detach_reset,
-                        scale, code, alpha, beta, smooth, strict, grad_x, grad_v_init, grad_leak):
-    """Reverse time, carrying gV = dL/dV[t]:
+def _make_lif_backward(spec):
+    @numba.njit(cache=True, parallel=True)
+    def lif_backward(grad_s, grad_v, grad_v_final, h_seq, x, v_init, leak, v_threshold, v_reset,
+                     scale, alpha, beta, grad_x, grad_v_init, grad_leak, flags):
+        """Reverse time, carrying gV = dL/dV[t]:
 
-        gS = gS_ext + (gV·dV/dS unless detach_reset)   dV/dS = vr − H (hard), −V_th (soft)
-        gH = gV·dV/dH + gS·g'(u)                        dV/dH = 1 − S (hard), 1 (soft)
-        gX[t] = gH·dH/dX ;  gV[t−1] = gH·dH/dV + gV_ext[t−1]
-        PLIF: dL/dk += gH·dH/dk,  dH/dk = X − (V[t−1] − vr) (decay_input) or −(V[t−1] − vr)
-    """
-    T, M = h_seq.shape
-    if mode == IF_CHARGE:
-        dh_dx, dh_dv = 1.0, 1.0
-    elif mode == LIF_CHARGE:
-        dh_dx = 1.0 / leak if decay_input else 1.0
-        dh_dv = 1.0 - 1.0 / leak
-    else:
-        dh_dx = leak if decay_input else 1.0
-        dh_dv = 1.0 - leak
-    for b in prange((M + BLOCK - 1) // BLOCK):
-        lo = b * BLOCK
-        hi = min(lo + BLOCK, M)
-        gv = grad_v_final[lo:hi].copy()  # dL/dV[t] for the block
-        g_leak = 0.0
-        for t in range(T - 1, -1, -1):
-            for j in range(lo, hi):
-                g = gv[j - lo]
-                if has_grad_v:
-                    g += grad_v[t, j]
-                h = h_seq[t, j]
-                s = fire(h, v_threshold, scale, code, alpha, beta, smooth, strict)
-                if hard:
-                    dv_dh, dv_ds = 1.0 - s, v_reset - h
-                else:
-                    dv_dh, dv_ds = 1.0, -v_threshold
-                gs = grad_s[t, j]
-                if not detach_reset:
-                    gs += g * dv_ds
-                gh = g * dv_dh + gs * fire_grad(h, v_threshold, scale, code, alpha, beta)
-                grad_x[t, j] = gh * dh_dx
-                if mode == PLIF_CHARGE:
-                    if t > 0:
-                        hp = h_seq[t - 1, j]
-                        v_prev = _reset(hp, fire(hp, v_threshold, scale, code, alpha, beta, smooth, strict),
-                                        v_threshold, v_reset, hard)
+            gS = gS_ext + (gV·dV/dS unless detach_reset)   dV/dS = vr − H (hard), −V_th (soft)
+            gH = gV·dV/dH + gS·g'(u)                        dV/dH = 1 − S (hard), 1 (soft)
+            gX[t] = gH·dH/dX ;  gV[t−1] = gH·dH/dV + gV_ext[t−1]
+            PLIF: dL/dk += gH·dH/dk,  dH/dk = X − (V[t−1] − vr) (decay_input) or −(V[t−1] − vr)
+        """
+        mode, decay_input, hard, detach_reset, code, smooth, strict, has_grad_v = flags if spec is None else spec
+        T, M = h_seq.shape
+        if mode == IF_CHARGE:
+            dh_dx, dh_dv = 1.0, 1.0
+        elif mode == LIF_CHARGE:
+            dh_dx = 1.0 / leak if decay_input else 1.0
+            dh_dv = 1.0 - 1.0 / leak
+        else:
+            dh_dx = leak if decay_input else 1.0
+            dh_dv = 1.0 - leak
+        plif = mode == PLIF_CHARGE
+        for b in prange((M + BLOCK - 1) // BLOCK):
+            lo = b * BLOCK
+            n = min(BLOCK, M - lo)
+            gv = grad_v_final[lo:lo + n].copy()  # dL/dV[t] for the block
+            g_leak = 0.0
+            for t in range(T - 1, -1, -1):
+                ht, gst, gxt = h_seq[t, lo:lo + n], grad_s[t, lo:lo + n], grad_x[t, lo:lo + n]
+                gvt = grad_v[t, lo:lo + n] if has_grad_v else gst
+                hp = h_seq[t - 1, lo:lo + n] if plif and t > 0 else ht
+                xt = x[t, lo:lo + n] if plif else ht
+                for j in range(n):
+                    g = gv[j] + gvt[j] if has_grad_v else gv[j]
+                    h = ht[j]
+                    s = fire(h, v_threshold, scale, code, alpha, beta, smooth, strict)
+                    if hard:
+                        dv_dh, dv_ds = 1.0 - s, v_reset - h
                     else:
-                        v_prev = v_init[j]
-                    dh_dk = x[t, j] - (v_prev - v_reset) if decay_input else -(v_prev - v_reset)
-                    g_leak += gh * dh_dk
-                gv[j - lo] = gh * dh_dv
-        grad_v_init[lo:hi] = gv
-        grad_leak[b] = g_leak
+                        dv_dh, dv_ds = 1.0, -v_threshold
+                    gs = gst[j]
+                    if not detach_reset:
+                        gs += g * dv_ds
+                    gh = g * dv_dh + gs * fire_grad(h, v_threshold, scale, code, alpha, beta)
+                    gxt[j] = gh * dh_dx
+                    if plif:
+                        if t > 0:
+                            s_prev = fire(hp[j], v_threshold, scale, code, alpha, beta, smooth, strict)
+                            v_prev = _reset(hp[j], s_prev, v_threshold, v_reset, hard)
+                        else:
+                            v_prev = v_init[lo + j]
+                        dh_dk = xt[j] - (v_prev - v_reset) if decay_input else -(v_prev - v_reset)
+                        g_leak += gh * dh_dk
+                    gv[j] = gh * dh_dv
+            grad_v_init[lo:lo + n] = gv
+            grad_leak[b] = g_leak
+    return lif_backward
+
+
+lif_forward_kernel = _kernel_factory(_make_lif_forward)
+lif_backward_kernel = _kernel_factory(_make_lif_backward)
 
 
 # ------------------------------------------------------------------------------------------
 # CLIF
 # ------------------------------------------------------------------------------------------
-@numba.njit(cache=True, parallel=True)
-def clif_forward_kernel(x, v_init, m_init, tau, v_threshold, scale, code, alpha, beta, smooth, strict,
-                        store_v, spikes, h_seq, v_seq, m_seq, v_final, m_final):
-    """H = V − V/tau + X ;  S = Θ(H − V_th) ;  M = M·σ(H/tau) + S ;  V = H − S·(V_th + σ(M))."""
-    T, M_ = x.shape
-    for b in prange((M_ + BLOCK - 1) // BLOCK):
-        lo = b * BLOCK
-        hi = min(lo + BLOCK, M_)
-        v = v_init[lo:hi].copy()
-        m = m_init[lo:hi].copy()
-        for t in range(T):
-            for j in range(lo, hi):
-                vj = v[j - lo]
-                h = vj - vj / tau + x[t, j]
-                s = fire(h, v_threshold, scale, code, alpha, beta, smooth, strict)
-                mj = m[j - lo] * stable_sigmoid(h / tau) + s
-                vj = h - s * (v_threshold + stable_sigmoid(mj))
-                v[j - lo] = vj
-                m[j - lo] = mj
-                h_seq[t, j] = h
-                spikes[t, j] = s
-                if store_v:
-                    v_seq[t, j] = vj
-                    m_seq[t, j] = mj
-        v_final[lo:hi] = v
-        m_final[lo:hi] = m
+def _make_clif_forward(spec):
+    @numba.njit(cache=True, parallel=True)
+    def clif_forward(x, v_init, m_init, tau, v_threshold, scale, alpha, beta,
+                     spikes, h_seq, v_seq, m_seq, v_final, m_final, flags):
+        """H = V − V/tau + X ;  S = Θ(H − V_th) ;  M = M·σ(H/tau) + S ;  V = H − S·(V_th + σ(M))."""
+        code, smooth, strict, store_v = flags if spec is None else spec
+        T, M_ = x.shape
+        for b in prange((M_ + BLOCK - 1) // BLOCK):
+            lo = b * BLOCK
+            n = min(BLOCK, M_ - lo)
+            v = v_init[lo:lo + n].copy()
+            m = m_init[lo:lo + n].copy()
+            for t in range(T):
+                xt, ht, st = x[t, lo:lo + n], h_seq[t, lo:lo + n], spikes[t, lo:lo + n]
+                vt, mt = v_seq[t, lo:lo + n], m_seq[t, lo:lo + n]
+                for j in range(n):
+                    vj = v[j]
+                    ht[j] = vj - vj / tau + xt[j]
+                    h = ht[j]  # H and M as stored, which the backward recomputes from
+                    s = fire(h, v_threshold, scale, code, alpha, beta, smooth, strict)
+                    m[j] = m[j] * stable_sigmoid(h / tau) + s
+                    v[j] = h - s * (v_threshold + stable_sigmoid(m[j]))
+                    st[j] = s
+                    if store_v:
+                        vt[j] = v[j]
+                        mt[j] = m[j]
+            v_final[lo:lo + n] = v
+            m_final[lo:lo + n] = m
+    return clif_forward
 
 
-@numba.njit(cache=True, parallel=True)
-def clif_backward_kernel(grad_s, grad_v, has_grad_v, grad_v_final, grad_m_final, h_seq, m_init,
-                         tau, v_threshold, scale, code, alpha, beta, smooth, strict,
-                         grad_x, grad_v_init, grad_m_init):
-    """Reverse time carrying gV = dL/dV[t], gM = dL/dM[t]; q = σ(M[t]), D = σ(H[t]/tau):
+def _make_clif_backward(spec):
+    @numba.njit(cache=True, parallel=True)
+    def clif_backward(grad_s, grad_v, grad_v_final, grad_m_final, h_seq, m_init, tau, v_threshold,
+                      scale, alpha, beta, grad_x, grad_v_init, grad_m_init, flags):
+        """Reverse time carrying gV = dL/dV[t], gM = dL/dM[t]; q = σ(M[t]), D = σ(H[t]/tau):
 
-        gMt = gM − gV·S·q(1−q)
-        gS  = gS_ext − gV·(V_th + q) + gMt
-        gH  = gV + gMt·M[t−1]·D(1−D)/tau + gS·g'(u)
-        gX[t] = gH ;  gV[t−1] = gH·(1 − 1/tau) + gV_ext[t−1] ;  gM[t−1] = gMt·D
+            gMt = gM − gV·S·q(1−q)
+            gS  = gS_ext − gV·(V_th + q) + gMt
+            gH  = gV + gMt·M[t−1]·D(1−D)/tau + gS·g'(u)
+            gX[t] = gH ;  gV[t−1] = gH·(1 − 1/tau) + gV_ext[t−1] ;  gM[t−1] = gMt·D
 
-    M[t] is recomputed forward from H (the same operations as the forward kernel).
-    """
-    T, M_ = h_seq.shape
-    for b in prange((M_ + BLOCK - 1) // BLOCK):
-        lo = b * BLOCK
-        hi = min(lo + BLOCK, M_)
-        m_hist = np.empty((T + 1, hi - lo), h_seq.dtype)  # m_hist[t + 1] = M[t], m_hist[0] = M[-1]
-        m_hist[0] = m_init[lo:hi]
-        for t in range(T):
-            for j in range(lo, hi):
-                h = h_seq[t, j]
-                m_hist[t + 1, j - lo] = m_hist[t, j - lo] * stable_sigmoid(h / tau) + fire(
-                    h, v_threshold, scale, code, alpha, beta, smooth, strict)
-        gv = grad_v_final[lo:hi].copy()
-        gm = grad_m_final[lo:hi].copy()
-        for t in range(T - 1, -1, -1):
-            for j in range(lo, hi):
-                g = gv[j - lo]
-                if has_grad_v:
-                    g += grad_v[t, j]
-                h = h_seq[t, j]
-                s = fire(h, v_threshold, scale, code, alpha, beta, smooth, strict)
-                q = stable_sigmoid(m_hist[t + 1, j - lo])
-                d = stable_sigmoid(h / tau)
-                gmt = gm[j - lo] - g * s * q * (1.0 - q)
-                gs = grad_s[t, j] - g * (v_threshold + q) + gmt
-                gh = g + gmt * m_hist[t, j - lo] * d * (1.0 - d) / tau + gs * fire_grad(
-                    h, v_threshold, scale, code, alpha, beta)
-                grad_x[t, j] = gh
-                gv[j - lo] = gh * (1.0 - 1.0 / tau)
-                gm[j - lo] = gmt * d
-        grad_v_init[lo:hi] = gv
-        grad_m_init[lo:hi] = gm
+        M[t] and D are recomputed forward from H (the same operations as the forward kernel).
+        """
+        code, smooth, strict, has_grad_v = flags if spec is None else spec
+        T, M_ = h_seq.shape
+        for b in prange((M_ + BLOCK - 1) // BLOCK):
+            lo = b * BLOCK
+            n = min(BLOCK, M_ - lo)
+            m_hist = np.empty((T + 1, n), h_seq.dtype)  # m_hist[t + 1] = M[t], m_hist[0] = M[-1]
+            d_hist = np.empty((T, n), h_seq.dtype)      # d_hist[t] = σ(H[t]/tau)
+            m_hist[0] = m_init[lo:lo + n]
+            for t in range(T):
+                ht, m_prev, m_now, dt = h_seq[t, lo:lo + n], m_hist[t], m_hist[t + 1], d_hist[t]
+                for j in range(n):
+                    h = ht[j]
+                    d = stable_sigmoid(h / tau)
+                    dt[j] = d
+                    m_now[j] = m_prev[j] * d + fire(h, v_threshold, scale, code, alpha, beta, smooth, strict)
+            gv = grad_v_final[lo:lo + n].copy()
+            gm = grad_m_final[lo:lo + n].copy()
+            for t in range(T - 1, -1, -1):
+                ht, gst, gxt = h_seq[t, lo:lo + n], grad_s[t, lo:lo + n], grad_x[t, lo:lo + n]
+                gvt = grad_v[t, lo:lo + n] if has_grad_v else gst
+                m_prev, m_now, dt = m_hist[t], m_hist[t + 1], d_hist[t]
+                for j in range(n):
+                    g = gv[j] + gvt[j] if has_grad_v else gv[j]
+                    h = ht[j]
+                    s = fire(h, v_threshold, scale, code, alpha, beta, smooth, strict)
+                    q = stable_sigmoid(m_now[j])
+                    d = dt[j]
+                    gmt = gm[j] - g * s * q * (1.0 - q)
+                    gs = gst[j] - g * (v_threshold + q) + gmt
+                    gh = g + gmt * m_prev[j] * d * (1.0 - d) / tau + gs * fire_grad(
+                        h, v_threshold, scale, code, alpha, beta)
+                    gxt[j] = gh
+                    gv[j] = gh * (1.0 - 1.0 / tau)
+                    gm[j] = gmt * d
+            grad_v_init[lo:lo + n] = gv
+            grad_m_init[lo:lo + n] = gm
+    return clif_backward
+
+
+clif_forward_kernel = _kernel_factory(_make_clif_forward)
+clif_backward_kernel = _kernel_factory(_make_clif_backward)
 
 
 # ------------------------------------------------------------------------------------------
@@ -240,8 +285,9 @@ class BaseNeuron(Module):
 
     # -- helpers --------------------------------------------------------------------
     def _surrogate_args(self):
-        s = self.surrogate
-        return (self.v_threshold, s.argument_scale(self.v_threshold), s.code, s.alpha, s.beta)
+        """Threshold and surrogate constants in the data's dtype, so float32 stays float32."""
+        s, c = self.surrogate, self._dtype.type
+        return (c(self.v_threshold), c(s.argument_scale(self.v_threshold)), s.code, c(s.alpha), c(s.beta))
 
     def _initial_state(self, state, x2):
         """Initial state arrays [M] (the reset state when ``state`` is None)."""
@@ -270,6 +316,7 @@ class BaseNeuron(Module):
         if x.size == 0:
             raise ValueError(f"input is empty (shape {x.shape}); expected [T, N, ...] with N >= 1")
         self._shape = x.shape
+        self._dtype = x.dtype
         return x.reshape(x.shape[0], -1)
 
     def _check_grad(self, g, name):
@@ -294,6 +341,14 @@ class BaseNeuron(Module):
             else:
                 finals[name] = np.zeros(feat, self._dtype)
         return gs, gv, has_gv, finals
+
+    @property
+    def specialise(self):
+        """Use a kernel compiled for this exact configuration (fast), or the generic one?
+
+        Smooth mode exists for gradient checks, whose matrix spans every configuration: there
+        one generic compilation serves them all. Both are compiled from the same source."""
+        return not self.smooth
 
     def _raise_if_nonfinite(self, v_final):
         """A NaN or ±Inf anywhere in the input propagates into the final membrane (NaN stays NaN,
@@ -334,7 +389,7 @@ class _LIFFamily(BaseNeuron):
 
     def _reset_args(self):
         hard = self.v_reset is not None
-        return (self.v_threshold, self.v_reset if hard else 0.0, hard)
+        return self._dtype.type(self.v_reset if hard else 0.0), hard
 
     def forward(self, x, state=None):
         x2 = self._as_time_major(x)
@@ -343,15 +398,14 @@ class _LIFFamily(BaseNeuron):
         dt = x2.dtype
         spikes = np.empty_like(x2)
         h_seq = np.empty_like(x2)
-        v_seq = np.empty_like(x2) if self.store_v_seq else np.empty((0, 0), dt)
+        v_seq = np.empty_like(x2) if self.store_v_seq else h_seq  # a stand-in the kernel never writes
         v_final = np.empty(M, dt)
         th, scale, code, alpha, beta = self._surrogate_args()
-        _, vr, hard = self._reset_args()
-        lif_forward_kernel(x2, init["v"], self.mode, self._leak(), self.decay_input, th, vr, hard,
-                           scale, code, alpha, beta, self.smooth, self.strict, self.store_v_seq,
-                           spikes, h_seq, v_seq, v_final)
+        vr, hard = self._reset_args()
+        flags = (self.mode, self.decay_input, hard, code, self.smooth, self.strict, self.store_v_seq)
+        lif_forward_kernel(flags, self.specialise)(x2, init["v"], dt.type(self._leak()), th, vr, scale, alpha, beta,
+                                                   spikes, h_seq, v_seq, v_final, flags)
         self._raise_if_nonfinite(v_final)
-        self._dtype = dt
         self._saved = (h_seq, init, x2 if self.mode == PLIF_CHARGE else np.empty((0, 0), dt))
         self.h_seq = h_seq.reshape(self._shape)
         self.v_seq = v_seq.reshape(self._shape) if self.store_v_seq else None
@@ -366,10 +420,11 @@ class _LIFFamily(BaseNeuron):
         grad_v_init = np.empty(M, self._dtype)
         grad_leak = np.zeros((M + BLOCK - 1) // BLOCK, np.float64)
         th, scale, code, alpha, beta = self._surrogate_args()
-        _, vr, hard = self._reset_args()
-        lif_backward_kernel(gs, gv, has_gv, finals["v"], h_seq, x2, init["v"], self.mode, self._leak(),
-                            self.decay_input, th, vr, hard, self.detach_reset, scale, code, alpha, beta,
-                            self.smooth, self.strict, grad_x, grad_v_init, grad_leak)
+        vr, hard = self._reset_args()
+        flags = (self.mode, self.decay_input, hard, self.detach_reset, code, self.smooth, self.strict, has_gv)
+        lif_backward_kernel(flags, self.specialise)(gs, gv, finals["v"], h_seq, x2, init["v"],
+                                                    self._dtype.type(self._leak()), th, vr, scale, alpha, beta,
+                                                    grad_x, grad_v_init, grad_leak, flags)
         self._accumulate_leak_grad(grad_leak.sum())
         self.grad_state = self._unflatten_state({"v": grad_v_init})
         return grad_x.reshape(self._shape)
@@ -464,14 +519,13 @@ class CLIF(BaseNeuron):
         dt = x2.dtype
         spikes = np.empty_like(x2)
         h_seq = np.empty_like(x2)
-        shape_v = (T, M) if self.store_v_seq else (0, 0)
-        v_seq, m_seq = np.empty(shape_v, dt), np.empty(shape_v, dt)
+        v_seq, m_seq = (np.empty_like(x2), np.empty_like(x2)) if self.store_v_seq else (h_seq, h_seq)
         v_final, m_final = np.empty(M, dt), np.empty(M, dt)
         th, scale, code, alpha, beta = self._surrogate_args()
-        clif_forward_kernel(x2, init["v"], init["m"], self.tau, th, scale, code, alpha, beta, self.smooth,
-                            self.strict, self.store_v_seq, spikes, h_seq, v_seq, m_seq, v_final, m_final)
+        flags = (code, self.smooth, self.strict, self.store_v_seq)
+        clif_forward_kernel(flags, self.specialise)(x2, init["v"], init["m"], dt.type(self.tau), th, scale, alpha,
+                                                    beta, spikes, h_seq, v_seq, m_seq, v_final, m_final, flags)
         self._raise_if_nonfinite(v_final)
-        self._dtype = dt
         self._saved = (h_seq, init)
         self.h_seq = h_seq.reshape(self._shape)
         self.v_seq = v_seq.reshape(self._shape) if self.store_v_seq else None
@@ -486,8 +540,10 @@ class CLIF(BaseNeuron):
         grad_x = np.empty_like(h_seq)
         grad_v_init, grad_m_init = np.empty(M, self._dtype), np.empty(M, self._dtype)
         th, scale, code, alpha, beta = self._surrogate_args()
-        clif_backward_kernel(gs, gv, has_gv, finals["v"], finals["m"], h_seq, init["m"], self.tau, th, scale,
-                             code, alpha, beta, self.smooth, self.strict, grad_x, grad_v_init, grad_m_init)
+        flags = (code, self.smooth, self.strict, has_gv)
+        clif_backward_kernel(flags, self.specialise)(gs, gv, finals["v"], finals["m"], h_seq, init["m"],
+                                                     self._dtype.type(self.tau), th, scale, alpha, beta,
+                                                     grad_x, grad_v_init, grad_m_init, flags)
         self.grad_state = self._unflatten_state({"v": grad_v_init, "m": grad_m_init})
         return grad_x.reshape(self._shape)
 

@@ -65,11 +65,11 @@ def _vectorised(fn, u, s):
 
 @numba.njit(cache=True, inline="always")
 def stable_sigmoid(z):
-    """σ(z) without overflow: exp is only ever taken of a non-positive number."""
-    if z >= 0:
-        return 1.0 / (1.0 + math.exp(-z))
-    e = math.exp(z)
-    return e / (1.0 + e)
+    """σ(z) without overflow: e = exp(−|z|) ≤ 1, then σ = 1/(1+e) for z ≥ 0 and e/(1+e) below.
+    One exp and a select, no branch, so loops over it vectorise."""
+    e = math.exp(-abs(z))
+    r = 1.0 / (1.0 + e)
+    return r if z >= 0 else e * r
 
 
 @numba.njit(cache=True, inline="always")

@@ -1,13 +1,28 @@
 """Networks by name, any neuron by name.
 
 Every network maps ``[T, N, C, H, W]`` (or ``[T, N, F]``) to logits ``[T, N, classes]``: the
-output layer has no neuron, and losses average its outputs over time. Children are
-numbered like ``torch.nn.Sequential`` so parameter names are PyTorch state-dict names.
+output layer has no neuron, and losses average its outputs over time. Children carry the
+names of the PyTorch model they follow (``"0"``, ``"1"``... for ``torch.nn.Sequential``,
+``conv1``, ``layer1``, ``shortcut``... for the CIFAR networks), so parameter names are that
+model's state-dict names and weights cross over with no mapping table.
+
+The CIFAR-sized networks (methods.md §8) and where their structure comes from:
+
+* ``vgg11``: CLIF's ``spiking_vgg11_bn`` (HuuYuLong/Complementary-LIF, models/spiking_vgg_bn.py).
+* ``resnet18``: CLIF's pre-activation ``spiking_resnet18`` (same repository, models/spiking_resnet.py).
+* ``resnet19``: the ResNet-19 of tdBN (Zheng et al., AAAI 2021) trained by TET (Deng et al., ICLR
+  2022, brain-intelligence-lab/temporal_efficient_training, models/resnet_models.py).
+* ``resnet20``: He et al.'s CIFAR ResNet-20 with spiking post-activation blocks.
+
+Initialisation is PyTorch's layer defaults (the refsnn convention), not the kaiming-normal
+re-initialisation of the CLIF code; their weights load by name with ``load_state_dict``.
 """
+import math
+
 import numpy as np
 
-from .layers import BatchNorm2d, Conv2d, Flatten, Linear, MaxPool2d
-from .module import Sequential
+from .layers import AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d
+from .module import Module, Sequential, check_float_array
 from .neurons import make_neuron
 
 
@@ -39,11 +54,318 @@ def small_cnn(in_shape, num_classes, neuron="clif", neuron_options=None, channel
     return Sequential(*layers, Flatten(), Linear(c_in * h * w, num_classes, rng=rng))
 
 
-NETWORKS = {"mlp": spiking_mlp, "cnn": small_cnn}
+# ------------------------------------------------------------------------------------------
+# Containers with named children
+# ------------------------------------------------------------------------------------------
+class Chain(Module):
+    """Named children applied one after another: a ``Sequential`` whose children carry PyTorch
+    attribute names (``conv1``, ``layer1``, ``fc``...).
+
+    ``order`` (child names) is the forward order when it differs from the order the children
+    were added in; the latter is PyTorch's registration order, which fixes the order of
+    ``named_parameters()`` and ``state_dict()``.
+    """
+
+    def __init__(self, named_layers, order=None):
+        super().__init__()
+        for name, layer in named_layers:
+            self.add_child(name, layer)
+        self.order = list(self.children) if order is None else list(order)
+        if sorted(self.order) != sorted(self.children):
+            raise ValueError(f"order {self.order} must name every child {list(self.children)} once")
+
+    def forward(self, x):
+        for name in self.order:
+            x = self.children[name].forward(x)
+        return x
+
+    def backward(self, grad_out):
+        for name in reversed(self.order):
+            grad_out = self.children[name].backward(grad_out)
+        return grad_out
+
+
+class _ResidualBlock(Module):
+    """A block that forks and re-joins:
+
+        a = pre(x) ;  y = post(residual(a) + shortcut(a))
+
+    ``pre``, ``residual``, ``shortcut`` and ``post`` are tuples of child names run in order
+    (an empty tuple is the identity). Backward: the sum hands its gradient g unchanged to both
+    paths, and the fork at ``a`` adds what comes back,  dL/da = residualᵀ(g) + shortcutᵀ(g).
+    """
+
+    pre = residual = shortcut = post = ()
+
+    def _run(self, names, x):
+        for name in names:
+            x = self.children[name].forward(x)
+        return x
+
+    def _run_backward(self, names, grad):
+        for name in reversed(names):
+            grad = self.children[name].backward(grad)
+        return grad
+
+    def forward(self, x):
+        x = check_float_array(x, f"{type(self).__name__} input")
+        a = self._run(self.pre, x)
+        y = self._run(self.post, self._run(self.residual, a) + self._run(self.shortcut, a))
+        self._out_shape = y.shape
+        return y
+
+    def backward(self, grad_out):
+        if getattr(self, "_out_shape", None) is None:
+            raise ValueError(f"{type(self).__name__}.backward called before forward "
+                             "(or a second time for one forward)")
+        grad_out = check_float_array(grad_out, "grad_out")
+        if grad_out.shape != self._out_shape:
+            raise ValueError(f"{type(self).__name__}: grad_out has shape {grad_out.shape}, "
+                             f"expected the forward output shape {self._out_shape}")
+        self._out_shape = None
+        g = self._run_backward(self.post, grad_out)
+        grad_a = self._run_backward(self.residual, g) + self._run_backward(self.shortcut, g)
+        return self._run_backward(self.pre, grad_a)
+
+    def extra_repr(self):
+        return f"pre={self.pre}, residual={self.residual}, shortcut={self.shortcut}, post={self.post}"
+
+
+def _needs_projection(in_channels, out_channels, stride):
+    return stride != 1 or in_channels != out_channels
+
+
+class BasicBlock(_ResidualBlock):
+    """Post-activation spiking BasicBlock (SpikingJelly ``spiking_resnet.BasicBlock``, TET):
+
+        y = sn2( bn2(conv2( sn1(bn1(conv1(x))) )) + shortcut(x) )
+
+    conv1 is 3x3 with ``stride``, conv2 3x3, both without bias. The shortcut is the identity, or,
+    when the stride or the channel count changes, ``downsample`` = [conv1x1(stride) → BatchNorm].
+    State-dict names: ``conv1.weight``, ``bn1.*``, ``conv2.weight``, ``bn2.*``,
+    ``downsample.0.weight``, ``downsample.1.*`` (and ``sn1.w``/``sn2.w`` for PLIF).
+    """
+
+    residual = ("conv1", "bn1", "sn1", "conv2", "bn2")
+    post = ("sn2",)
+
+    def __init__(self, in_channels, out_channels, stride=1, neuron="lif", neuron_options=None,
+                 bn_per_step=False, rng=None):
+        super().__init__()
+        rng = np.random.default_rng(0) if rng is None else rng
+        options = neuron_options or {}
+        self.add_child("conv1", Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False, rng=rng))
+        self.add_child("bn1", BatchNorm2d(out_channels, per_step=bn_per_step))
+        self.add_child("sn1", make_neuron(neuron, **options))
+        self.add_child("conv2", Conv2d(out_channels, out_channels, 3, padding=1, bias=False, rng=rng))
+        self.add_child("bn2", BatchNorm2d(out_channels, per_step=bn_per_step))
+        self.add_child("sn2", make_neuron(neuron, **options))
+        if _needs_projection(in_channels, out_channels, stride):
+            self.add_child("downsample", Sequential(
+                Conv2d(in_channels, out_channels, 1, stride=stride, bias=False, rng=rng),
+                BatchNorm2d(out_channels, per_step=bn_per_step)))
+            self.shortcut = ("downsample",)
+
+
+class PreActBlock(_ResidualBlock):
+    """Pre-activation spiking block, CLIF's ``PreActBlock``:
+
+        a = relu1(bn1(x)) ;  y = conv2( dropout( relu2(bn2(conv1(a))) ) ) + shortcut(a)
+
+    ``relu1``/``relu2`` are spiking neurons (CLIF's names). conv1 is 3x3 with ``stride``, conv2
+    3x3, both with bias. ``shortcut`` is an empty Sequential (the identity, no parameters) or,
+    when the stride or the channel count changes, a 1x1 convolution with ``stride`` and bias.
+    Children are added in CLIF's order: bn1, conv1, bn2, dropout, conv2, shortcut, relu1, relu2.
+    """
+
+    pre = ("bn1", "relu1")
+    residual = ("conv1", "bn2", "relu2", "dropout", "conv2")
+    shortcut = ("shortcut",)
+
+    def __init__(self, in_channels, out_channels, stride=1, neuron="clif", neuron_options=None,
+                 dropout=0.0, bn_per_step=False, rng=None):
+        super().__init__()
+        rng = np.random.default_rng(0) if rng is None else rng
+        options = neuron_options or {}
+        self.add_child("bn1", BatchNorm2d(in_channels, per_step=bn_per_step))
+        self.add_child("conv1", Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, rng=rng))
+        self.add_child("bn2", BatchNorm2d(out_channels, per_step=bn_per_step))
+        self.add_child("dropout", Dropout(dropout, rng=rng.spawn(1)[0]))
+        self.add_child("conv2", Conv2d(out_channels, out_channels, 3, padding=1, rng=rng))
+        if _needs_projection(in_channels, out_channels, stride):
+            self.add_child("shortcut", Conv2d(in_channels, out_channels, 1, stride=stride, rng=rng))
+        else:
+            self.add_child("shortcut", Sequential())
+        self.add_child("relu1", make_neuron(neuron, **options))
+        self.add_child("relu2", make_neuron(neuron, **options))
+
+
+# ------------------------------------------------------------------------------------------
+# CIFAR-sized networks
+# ------------------------------------------------------------------------------------------
+def _image_shape(in_shape, network):
+    if len(in_shape) != 3 or not all(isinstance(s, (int, np.integer)) and s >= 1 for s in in_shape):
+        raise ValueError(f"{network} takes images: in_shape must be (channels, height, width), got {in_shape}")
+    return tuple(int(s) for s in in_shape)
+
+
+def _scaled(channels, width):
+    """``channels`` times the width multiplier, rounded, at least 1."""
+    return max(1, int(round(channels * width)))
+
+
+def _check_width(width):
+    if not (isinstance(width, (int, float)) and math.isfinite(width) and width > 0):
+        raise ValueError(f"width (the channel multiplier) must be a positive number, got {width!r}")
+
+
+def _stage(make_block, in_channels, out_channels, num_blocks, stride):
+    """A ``layerK`` Sequential: the first block changes stride/channels, the others keep them."""
+    blocks = [make_block(in_channels, out_channels, stride)]
+    blocks += [make_block(out_channels, out_channels, 1) for _ in range(num_blocks - 1)]
+    return Sequential(*blocks)
+
+
+VGG11_STAGES = ((64, "M"), (128, "M"), (256, 256, "M"), (512, 512, "M"), (512, 512, "M"))
+
+
+def vgg11(in_shape, num_classes, neuron="clif", neuron_options=None, width=1.0, dropout=0.0,
+          bn_per_step=False, rng=None):
+    """VGG-11 with BatchNorm and average pooling, CLIF's ``spiking_vgg11_bn``:
+
+        layer1..layer5 = [conv3x3(bias) → BatchNorm → neuron → Dropout] per number, AvgPool2d(2)
+                         per "M", stages (64 M)(128 M)(256 256 M)(512 512 M)(512 512 M)
+        avgpool        = AdaptiveAvgPool2d((7, 7))   (a 1x1 map on 32x32 inputs, repeated 7x7)
+        classifier     = Sequential(Flatten, Linear(512·7·7, classes))
+
+    State-dict names as CLIF's: ``layer1.0.weight``, ``layer1.1.running_mean``...,
+    ``classifier.1.weight``. ``width`` multiplies every channel count; ``dropout`` is CLIF's
+    ``neuron_dropout`` (a mask fixed across time steps). Inputs must be at least 32x32.
+    """
+    rng = np.random.default_rng(0) if rng is None else rng
+    c_in, h, w = _image_shape(in_shape, "vgg11")
+    _check_width(width)
+    if min(h, w) < 32:
+        raise ValueError(f"vgg11 halves its input five times: height and width must be >= 32, got {h}x{w}")
+    stages = []
+    for i, stage in enumerate(VGG11_STAGES, 1):
+        layers = []
+        for item in stage:
+            if item == "M":
+                layers.append(AvgPool2d(2))
+                continue
+            c_out = _scaled(item, width)
+            layers += [Conv2d(c_in, c_out, 3, padding=1, rng=rng), BatchNorm2d(c_out, per_step=bn_per_step),
+                       make_neuron(neuron, **(neuron_options or {})), Dropout(dropout, rng=rng.spawn(1)[0])]
+            c_in = c_out
+        stages.append((f"layer{i}", Sequential(*layers)))
+    return Chain(stages + [("avgpool", AdaptiveAvgPool2d((7, 7))),
+                           ("classifier", Sequential(Flatten(), Linear(c_in * 7 * 7, num_classes, rng=rng)))])
+
+
+def resnet18(in_shape, num_classes, neuron="clif", neuron_options=None, width=1.0, dropout=0.0,
+             bn_per_step=False, rng=None):
+    """Pre-activation spiking ResNet-18, CLIF's ``spiking_resnet18`` (``PreActResNet``):
+
+        conv1 (3x3, 64, no bias) → layer1..layer4 (2 PreActBlocks each; 64, 128, 256, 512
+        channels; strides 1, 2, 2, 2) → bn1 → relu1 (neuron) → pool → flat → drop → linear
+
+    Children are added in CLIF's order (conv1, layer1..4, bn1, pool, flat, drop, linear, relu1),
+    so names and their order are CLIF's state dict. ``pool`` is a global average: on 32x32 inputs
+    it is CLIF's AvgPool2d(4) on the 4x4 map, and other input sizes still work. ``width``
+    multiplies every channel count; ``dropout`` is CLIF's ``neuron_dropout``.
+    """
+    rng = np.random.default_rng(0) if rng is None else rng
+    c_in = _image_shape(in_shape, "resnet18")[0]
+    _check_width(width)
+    channels = [_scaled(c, width) for c in (64, 128, 256, 512)]
+
+    def block(c_from, c_to, stride):
+        return PreActBlock(c_from, c_to, stride, neuron, neuron_options, dropout, bn_per_step, rng)
+
+    children = [("conv1", Conv2d(c_in, channels[0], 3, padding=1, bias=False, rng=rng))]
+    c_from = channels[0]
+    for i, (c_to, stride) in enumerate(zip(channels, (1, 2, 2, 2)), 1):
+        children.append((f"layer{i}", _stage(block, c_from, c_to, 2, stride)))
+        c_from = c_to
+    children += [("bn1", BatchNorm2d(c_from, per_step=bn_per_step)), ("pool", AdaptiveAvgPool2d(1)),
+                 ("flat", Flatten()), ("drop", Dropout(dropout, rng=rng.spawn(1)[0])),
+                 ("linear", Linear(c_from, num_classes, rng=rng)),
+                 ("relu1", make_neuron(neuron, **(neuron_options or {})))]
+    order = ["conv1", "layer1", "layer2", "layer3", "layer4", "bn1", "relu1", "pool", "flat", "drop", "linear"]
+    return Chain(children, order)
+
+
+def _post_activation_resnet(in_shape, num_classes, network, stem, stages, hidden, neuron, neuron_options,
+                            bn_per_step, rng):
+    """conv1 → bn1 → sn1 → layer1..layerK (BasicBlocks) → avgpool (global) → flatten →
+    fc (or fc1 → sn2 → fc2 when ``hidden``). ``stages`` = ((channels, blocks, stride), ...)."""
+    rng = np.random.default_rng(0) if rng is None else rng
+    c_in = _image_shape(in_shape, network)[0]
+
+    def block(c_from, c_to, stride):
+        return BasicBlock(c_from, c_to, stride, neuron, neuron_options, bn_per_step, rng)
+
+    children = [("conv1", Conv2d(c_in, stem, 3, padding=1, bias=False, rng=rng)),
+                ("bn1", BatchNorm2d(stem, per_step=bn_per_step)),
+                ("sn1", make_neuron(neuron, **(neuron_options or {})))]
+    c_from = stem
+    for i, (c_to, num_blocks, stride) in enumerate(stages, 1):
+        children.append((f"layer{i}", _stage(block, c_from, c_to, num_blocks, stride)))
+        c_from = c_to
+    children += [("avgpool", AdaptiveAvgPool2d(1)), ("flatten", Flatten())]
+    if hidden:
+        children += [("fc1", Linear(c_from, hidden, rng=rng)), ("sn2", make_neuron(neuron, **(neuron_options or {}))),
+                     ("fc2", Linear(hidden, num_classes, rng=rng))]
+    else:
+        children.append(("fc", Linear(c_from, num_classes, rng=rng)))
+    return Chain(children)
+
+
+def resnet19(in_shape, num_classes, neuron="clif", neuron_options=None, width=1.0, bn_per_step=False, rng=None):
+    """Spiking ResNet-19 (tdBN, Zheng et al. 2021; the network of TET and of most direct-training
+    CIFAR tables):
+
+        conv1 (3x3, 128) → bn1 → sn1 → layer1 (3 BasicBlocks, 128) → layer2 (3, 256, stride 2)
+        → layer3 (2, 512, stride 2) → global avgpool → fc1 (512 → 256) → sn2 → fc2 (256 → classes)
+
+    BasicBlocks are post-activation (SpikingJelly/TET), projection shortcuts ``downsample`` =
+    conv1x1 + BatchNorm. The stem has 128 channels as in the tdBN paper (TET's public code uses
+    64, which adds a projection to layer1.0). ``width`` multiplies every channel count and fc1.
+    """
+    _check_width(width)
+    c = [_scaled(k, width) for k in (128, 256, 512)]
+    return _post_activation_resnet(in_shape, num_classes, "resnet19", c[0],
+                                   ((c[0], 3, 1), (c[1], 3, 2), (c[2], 2, 2)), _scaled(256, width),
+                                   neuron, neuron_options, bn_per_step, rng)
+
+
+def resnet20(in_shape, num_classes, neuron="clif", neuron_options=None, width=1.0, bn_per_step=False, rng=None):
+    """Spiking CIFAR ResNet-20 (He et al. 2016, §4.2: 6n + 2 layers with n = 3):
+
+        conv1 (3x3, 16) → bn1 → sn1 → layer1 (3 BasicBlocks, 16) → layer2 (3, 32, stride 2)
+        → layer3 (3, 64, stride 2) → global avgpool → fc (64 → classes)
+
+    Post-activation spiking BasicBlocks as ``resnet19``, with projection shortcuts (He et al.'s
+    option B, conv1x1 + BatchNorm) where the shape changes. This is not the VGG-stemmed
+    "ResNet-20" of the ANN-to-SNN conversion papers (Sengupta et al. 2019). ``width``
+    multiplies every channel count.
+    """
+    _check_width(width)
+    c = [_scaled(k, width) for k in (16, 32, 64)]
+    return _post_activation_resnet(in_shape, num_classes, "resnet20", c[0],
+                                   ((c[0], 3, 1), (c[1], 3, 2), (c[2], 3, 2)), None,
+                                   neuron, neuron_options, bn_per_step, rng)
+
+
+NETWORKS = {"mlp": spiking_mlp, "cnn": small_cnn, "vgg11": vgg11, "resnet18": resnet18,
+            "resnet19": resnet19, "resnet20": resnet20}
 
 
 def build_network(name, in_shape, num_classes, neuron="clif", neuron_options=None, seed=0, **options):
-    """A network by name ("mlp", "cnn", ...) initialised from ``seed``."""
+    """A network by name ("mlp", "cnn", "vgg11", "resnet18", "resnet19", "resnet20") initialised
+    from ``seed``; ``options`` go to the builder (``hidden``, ``channels``, ``width``, ``dropout``,
+    ``bn_per_step``)."""
     if name not in NETWORKS:
         raise ValueError(f"unknown network {name!r}; choose one of {sorted(NETWORKS)}")
     return NETWORKS[name](tuple(in_shape), num_classes, neuron=neuron, neuron_options=neuron_options,

@@ -46,10 +46,10 @@ class TrainConfig:
     data_dir: str = None
     T: int = 4
     encoding: str = "direct"          # direct | poisson
-    epochs: int = 15
+    epochs: int = 20
     batch_size: int = 64
     optimizer: str = "adam"           # sgd | adam | adamw
-    lr: float = 1e-3
+    lr: float = 1e-2
     momentum: float = 0.9             # sgd only
     weight_decay: float = 0.0
     schedule: str = "cosine"          # cosine | step | none

@@ -29,22 +29,23 @@ def final_arrays(out_dir):
 
 
 def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path):
-    epochs = "4"
-    whole = cli(*FAST, "--epochs", epochs, "--out-dir", str(tmp_path / "whole"))
-    killed = cli(*FAST, "--epochs", epochs, "--out-dir", str(tmp_path / "killed"))
+    epochs = "6"
+    slow = ["--network", "cnn", "--neuron", "clif", "--no-progress"]  # ~0.5 s epochs: room to kill mid-epoch
+    whole = cli(*slow, "--epochs", epochs, "--out-dir", str(tmp_path / "whole"))
+    killed = cli(*slow, "--epochs", epochs, "--out-dir", str(tmp_path / "killed"))
     meta_file = tmp_path / "killed" / "checkpoint.json"
     deadline = time.time() + 300
     while time.time() < deadline:  # wait for epoch 2's checkpoint, then kill inside epoch 3
         if meta_file.exists() and json.loads(meta_file.read_text())["epoch"] >= 2:
             break
-        time.sleep(0.02)
+        time.sleep(0.005)
     first = json.loads(meta_file.read_text())["history"]
     time.sleep(first[-1]["seconds"] * 0.4)
     killed.send_signal(signal.SIGKILL)
     killed.wait()
     assert killed.returncode == -signal.SIGKILL
     assert json.loads(meta_file.read_text())["epoch"] < int(epochs)  # really interrupted
-    resumed = cli(*FAST, "--epochs", epochs, "--out-dir", str(tmp_path / "killed"), "--resume")
+    resumed = cli(*slow, "--epochs", epochs, "--out-dir", str(tmp_path / "killed"), "--resume")
     out_resumed, _ = resumed.communicate(timeout=600)
     out_whole, _ = whole.communicate(timeout=600)
     assert resumed.returncode == 0, out_resumed

@@ -254,6 +254,12 @@ clif_backward_kernel = _kernel_factory(_make_clif_backward)
 # ------------------------------------------------------------------------------------------
 # Layers
 # ------------------------------------------------------------------------------------------
+def _time_constant(value, name):
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 1):
+        raise ValueError(f"{name} must be a finite number > 1, got {value!r}")
+    return float(value)
+
+
 class BaseNeuron(Module):
     """Shared machinery: option checks, the [T, M] view, state in/out, saved tensors.
 
@@ -449,11 +455,9 @@ class LIF(_LIFFamily):
 
     def __init__(self, tau=2.0, decay_input=True, v_threshold=1.0, v_reset=0.0, surrogate="sigmoid",
                  alpha=None, beta=1.0, detach_reset=False, smooth=False, strict=False, store_v_seq=False):
-        if not (isinstance(tau, (int, float)) and math.isfinite(tau) and tau > 1):
-            raise ValueError(f"tau must be a finite number > 1, got {tau!r}")
         super().__init__(decay_input, v_threshold, v_reset, surrogate, alpha, beta, detach_reset,
                          smooth, strict, store_v_seq)
-        self.tau = float(tau)
+        self.tau = _time_constant(tau, "tau")
 
     def _leak(self):
         return self.tau
@@ -481,8 +485,7 @@ class PLIF(_LIFFamily):
 
     def __init__(self, init_tau=2.0, decay_input=True, v_threshold=1.0, v_reset=0.0, surrogate="sigmoid",
                  alpha=None, beta=1.0, detach_reset=False, smooth=False, strict=False, store_v_seq=False):
-        if not (isinstance(init_tau, (int, float)) and math.isfinite(init_tau) and init_tau > 1):
-            raise ValueError(f"init_tau must be a finite number > 1, got {init_tau!r}")
+        init_tau = _time_constant(init_tau, "init_tau")
         super().__init__(decay_input, v_threshold, v_reset, surrogate, alpha, beta, detach_reset,
                          smooth, strict, store_v_seq)
         self.add_param("w", np.array(-math.log(init_tau - 1.0), dtype=np.float32))
@@ -507,10 +510,8 @@ class CLIF(BaseNeuron):
 
     def __init__(self, tau=2.0, v_threshold=1.0, surrogate="rect", alpha=None, beta=1.0,
                  smooth=False, strict=False, store_v_seq=False):
-        if not (isinstance(tau, (int, float)) and math.isfinite(tau) and tau > 1):
-            raise ValueError(f"tau must be a finite number > 1, got {tau!r}")
         super().__init__(v_threshold, surrogate, alpha, beta, smooth, strict, store_v_seq)
-        self.tau = float(tau)
+        self.tau = _time_constant(tau, "tau")
 
     def forward(self, x, state=None):
         x2 = self._as_time_major(x)

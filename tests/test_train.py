@@ -14,7 +14,6 @@ from refsnn.cli import main
 from refsnn.train import Run, TrainConfig, TrainingDiverged, load_run, read_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = ["--network", "mlp", "--neuron", "lif", "--T", "2", "--batch-size", "32", "--no-progress"]
 
 
 def cli(*args):

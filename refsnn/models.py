@@ -97,6 +97,10 @@ class _ResidualBlock(Module):
 
     pre = residual = shortcut = post = ()
 
+    def __init__(self):
+        super().__init__()
+        self._out_shape = None  # set by forward, consumed by backward
+
     def _run(self, names, x):
         for name in names:
             x = self.children[name].forward(x)
@@ -115,7 +119,7 @@ class _ResidualBlock(Module):
         return y
 
     def backward(self, grad_out):
-        if getattr(self, "_out_shape", None) is None:
+        if self._out_shape is None:
             raise ValueError(f"{type(self).__name__}.backward called before forward "
                              "(or a second time for one forward)")
         grad_out = check_float_array(grad_out, "grad_out")

@@ -21,7 +21,7 @@ import numpy as np
 from numba import prange
 
 from .module import Module, NonFiniteError, check_float_array
-from .surrogate import Surrogate, fire, fire_grad, stable_sigmoid
+from .surrogate import BOXCAR, Surrogate, fire, fire_grad, stable_sigmoid
 
 BLOCK = 1024  # neurons per parallel work item
 
@@ -282,7 +282,7 @@ class BaseNeuron(Module):
             raise ValueError(f"v_threshold must be a finite number, got {v_threshold!r}")
         self.v_threshold = float(v_threshold)
         self.surrogate = Surrogate(surrogate, alpha, beta)
-        if self.surrogate.code == 5 and self.v_threshold <= 0:
+        if self.surrogate.code == BOXCAR and self.v_threshold <= 0:
             raise ValueError("the boxcar surrogate divides by v_threshold, which must be > 0")
         self.smooth = bool(smooth)
         self.strict = bool(strict)
@@ -298,13 +298,12 @@ class BaseNeuron(Module):
     def _initial_state(self, state, x2):
         """Initial state arrays [M] (the reset state when ``state`` is None)."""
         feat = x2.shape[1]
+        if state is None:
+            return {name: np.full(feat, self.rest_value(name), dtype=x2.dtype) for name in self.state_names}
+        if not isinstance(state, dict) or set(state) != set(self.state_names):
+            raise ValueError(f"state must be a dict with keys {self.state_names}, got {state!r:.80}")
         out = {}
         for name in self.state_names:
-            if state is None or name not in state:
-                if state is not None:
-                    raise ValueError(f"state must contain {self.state_names}, got {sorted(state)}")
-                out[name] = np.full(feat, self.rest_value(name), dtype=x2.dtype)
-                continue
             arr = np.asarray(state[name])
             if arr.shape != self._shape[1:]:
                 raise ValueError(f"state[{name!r}] has shape {arr.shape}, expected {self._shape[1:]}")
@@ -316,6 +315,7 @@ class BaseNeuron(Module):
         return 0.0
 
     def _as_time_major(self, x):
+        self._saved = None  # a forward that fails leaves nothing for a backward to misuse
         x = check_float_array(x, "input", min_ndim=2)
         if x.shape[0] == 0:
             raise ValueError(f"input has no time steps (shape {x.shape}); expected [T, N, ...] with T >= 1")
@@ -363,7 +363,7 @@ class BaseNeuron(Module):
         n = int(np.count_nonzero(~np.isfinite(v_final)))
         if n:
             raise NonFiniteError(f"{type(self).__name__}: input contains NaN/Inf "
-                             f"({n} neuron(s) end in a non-finite state)")
+                                 f"({n} neuron(s) end in a non-finite state)")
 
     def _unflatten_state(self, arrays):
         return {k: v.reshape(self._shape[1:]) for k, v in arrays.items()}

@@ -317,3 +317,17 @@ def test_specialised_kernels_match_the_generic_ones(make_neuron, dtype, monkeypa
         results.append((s, neuron.h_seq, gx, neuron.grads.get("w")))
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
+
+
+def test_bad_state_and_failed_forward():
+    n = refsnn.CLIF()
+    x = np.ones((2, 3))
+    with pytest.raises(ValueError, match="keys"):
+        n.forward(x, state={"v": np.zeros(3)})  # CLIF needs v and m
+    with pytest.raises(ValueError, match="shape"):
+        n.forward(x, state={"v": np.zeros(4), "m": np.zeros(4)})
+    n.forward(x)
+    with pytest.raises(ValueError, match="NaN/Inf"):
+        n.forward(np.full((2, 3), np.inf))
+    with pytest.raises(ValueError, match="before forward"):  # the failed forward left nothing behind
+        n.backward(np.ones((2, 3)))

@@ -153,7 +153,7 @@ class BasicBlock(_ResidualBlock):
     residual = ("conv1", "bn1", "sn1", "conv2", "bn2")
     post = ("sn2",)
 
-    def __init__(self, in_channels, out_channels, stride=1, neuron="lif", neuron_options=None,
+    def __init__(self, in_channels, out_channels, stride=1, neuron="clif", neuron_options=None,
                  bn_per_step=False, rng=None):
         super().__init__()
         rng = np.random.default_rng(0) if rng is None else rng

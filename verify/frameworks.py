@@ -1,0 +1,238 @@
+"""Framework mirrors: the SpikingJelly 2.0 or snnTorch module that computes what a refsnn neuron
+computes, or the reason that none does.
+
+A mirror is built from a refsnn neuron layer and a dtype. ``Mirror.run(x)`` takes a time-major
+torch tensor ``[T, N, ...]`` and returns ``(spikes, membrane)`` as torch tensors (``membrane`` is
+None where the framework does not expose one); ``Mirror.parameters`` maps refsnn parameter names
+to the framework's tensors, and ``Mirror.parameter_grad(name)`` reads their gradient in refsnn's
+parametrisation after ``backward``.
+
+SpikingJelly (neurons.md): ``LIFNode``, ``ParametricLIFNode``, ``IFNode`` and
+``ComplementaryLIFNode`` are refsnn's LIF, PLIF, IF/SingleStep and CLIF operation for operation,
+firing on ``>=`` (so ``strict=True`` has no equivalent there). Surrogates: atan -> ``ATan``,
+sigmoid -> ``Sigmoid``, rect -> ``Rect``, s2nn -> ``S2NN``, same α (and β); fast_sigmoid only at
+α = 1, where ``SuperSpike(alpha=1)`` is the same function; boxcar has none.
+
+snnTorch ``Leaky`` (1.0, ``reset_delay=True``), read from its source::
+
+    R[t] = Θ(U[t-1] - thr).detach()                  (strict >, from the previous step's membrane)
+    U[t] = β·U[t-1] + X[t] - R[t]·thr                 reset_mechanism="subtract"
+    U[t] = β·(1 - R[t])·U[t-1] + X[t]                 reset_mechanism="zero"
+    S[t] = Θ(U[t] - thr)  (strict >),  returns (S[t], U[t])
+
+R[t] = S[t-1], so the delayed reset is refsnn's immediate reset seen one step later: no time
+shift is needed. With V[t-1] = reset(H[t-1], S[t-1]) and H[t] = V[t-1] − V[t-1]/τ + X[t]
+(refsnn, decay_input=False):
+
+* zero: H[t] = (1 − 1/τ)(1 − S[t-1])·H[t-1] + X[t], which is snnTorch's U[t] with β = 1 − 1/τ.
+  So ``Leaky(beta=1-1/tau, reset_mechanism="zero")`` == refsnn ``LIF(tau, decay_input=False,
+  v_reset=0.0, strict=True, detach_reset=True)`` with U = H (the charged, pre-reset potential);
+  IF is the case β = 1 and PLIF the case β = 1 − σ(w) (``learn_beta=True``).
+* subtract: refsnn gives H[t] = β·(H[t-1] − S[t-1]·thr) + X[t]: the threshold is removed before
+  the leak, snnTorch removes it after. They agree only for β = 1, i.e. refsnn
+  ``IF(v_reset=None, strict=True, detach_reset=True)``.
+"""
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+
+from refsnn.neurons import CLIF, IF, LIF, PLIF, SingleStep
+
+FRAMEWORKS = ("spikingjelly", "snntorch")
+
+
+class NoEquivalent(Exception):
+    """The framework has no module computing exactly what this refsnn neuron computes."""
+
+
+@dataclass
+class Mirror:
+    framework: str
+    module: object                    # the torch module
+    run: Callable                     # x [T, N, ...] -> (spikes, membrane or None)
+    membrane: Optional[str]           # "v" (after reset), "h" (charged, before reset) or None
+    parameters: dict = field(default_factory=dict)      # refsnn name -> torch tensor
+    grad_maps: dict = field(default_factory=dict)       # refsnn name -> fn(torch grad) -> refsnn grad
+    note: str = ""
+
+    def parameter_grad(self, name):
+        """The gradient of refsnn parameter ``name`` as the framework computed it, as NumPy."""
+        grad = self.parameters[name].grad
+        if grad is None:
+            raise ValueError(f"{self.framework}: parameter {name!r} received no gradient")
+        return self.grad_maps.get(name, lambda g: g)(grad).detach().numpy()
+
+
+def torch_dtype(dtype):
+    import torch
+    return {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}[np.dtype(dtype)]
+
+
+def _common_checks(neuron):
+    if neuron.smooth:
+        raise NoEquivalent("smooth mode (refsnn's gradient-check forward) is not a framework neuron")
+
+
+# ------------------------------------------------------------------------------------------
+# SpikingJelly 2.0
+# ------------------------------------------------------------------------------------------
+def _spikingjelly_surrogate(s):
+    from spikingjelly.activation_based import surrogate
+    if s.name == "atan":
+        return surrogate.ATan(alpha=s.alpha)
+    if s.name == "sigmoid":
+        return surrogate.Sigmoid(alpha=s.alpha)
+    if s.name == "rect":
+        return surrogate.Rect(alpha=s.alpha)
+    if s.name == "s2nn":
+        return surrogate.S2NN(alpha=s.alpha, beta=s.beta)
+    if s.name == "fast_sigmoid":
+        if s.alpha == 1.0:  # SuperSpike g' = α/(|u|+1)² equals 1/(α|u|+1)² exactly when α = 1
+            return surrogate.SuperSpike(alpha=1.0)
+        raise NoEquivalent(f"SpikingJelly has no fast_sigmoid 1/(α|u|+1)² for α = {s.alpha:g} "
+                           "(SuperSpike is α/(|u|+1)², equal only at α = 1)")
+    raise NoEquivalent(f"SpikingJelly has no {s.name} surrogate (Rect is α·1{{|u|<1/(2α)}}, "
+                       "half of boxcar's 1/V_th·1{|H−V_th|<V_th})")
+
+
+def spikingjelly_mirror(neuron, dtype):
+    """The SpikingJelly 2.0 multi-step node equivalent to ``neuron``, or NoEquivalent."""
+    from spikingjelly.activation_based import neuron as sj
+    import torch
+    _common_checks(neuron)
+    if neuron.strict:
+        raise NoEquivalent("SpikingJelly fires on H >= V_th; strict=True fires on >")
+    sg = _spikingjelly_surrogate(neuron.surrogate)
+    th = float(neuron.v_threshold)
+    tdt = torch_dtype(dtype)
+    if isinstance(neuron, CLIF):
+        node = sj.ComplementaryLIFNode(tau=float(neuron.tau), v_threshold=th, surrogate_function=sg,
+                                       step_mode="m", store_state_seqs=True).to(tdt)
+
+        def run(x):
+            node.reset()
+            return node(x), node.state_seqs[0]
+        return Mirror("spikingjelly", node, run, "v")
+    common = dict(v_threshold=th, v_reset=neuron.v_reset, surrogate_function=sg,
+                  detach_reset=neuron.detach_reset, step_mode="m", store_v_seq=True)
+    params, grad_maps = {}, {}
+    if isinstance(neuron, LIF):
+        node = sj.LIFNode(tau=float(neuron.tau), decay_input=neuron.decay_input, **common)
+    elif isinstance(neuron, PLIF):
+        node = sj.ParametricLIFNode(decay_input=neuron.decay_input, **common).to(tdt)
+        with torch.no_grad():  # copy w after the cast, so a float64 w is not rounded to float32
+            node.w.copy_(torch.from_numpy(np.asarray(neuron.params["w"], dtype=np.float64)))
+        params["w"] = node.w
+    elif isinstance(neuron, IF):  # SingleStep included: an IF neuron run for one step
+        node = sj.IFNode(**common)
+    else:
+        raise NoEquivalent(f"no SpikingJelly mirror for {type(neuron).__name__}")
+    node = node.to(tdt)
+
+    def run(x):
+        node.reset()
+        return node(x), node.v_seq
+    return Mirror("spikingjelly", node, run, "v", params, grad_maps)
+
+
+# ------------------------------------------------------------------------------------------
+# snnTorch
+# ------------------------------------------------------------------------------------------
+def _snntorch_surrogate(s):
+    from snntorch import surrogate
+    if s.name == "atan":
+        return surrogate.atan(alpha=s.alpha)
+    if s.name == "sigmoid":  # snnTorch's g' = k·e^(−ku)/(e^(−ku)+1)², the same function
+        return surrogate.sigmoid(slope=s.alpha)
+    if s.name == "fast_sigmoid":
+        return surrogate.fast_sigmoid(slope=s.alpha)
+    raise NoEquivalent(f"snnTorch has no {s.name} surrogate")
+
+
+SUBTRACT_AFTER_LEAK = ("snnTorch subtracts the threshold after the leak (U = βU + X − R·thr), refsnn "
+                       "before it (H = β(H − S·V_th) + X): equal only for β = 1, the IF neuron")
+
+
+def snntorch_mirror(neuron, dtype):
+    """snnTorch ``Leaky`` (reset_delay=True) equivalent to ``neuron``, or NoEquivalent.
+
+    Its membrane output is the charged potential H (before reset), its spikes are float32 in any
+    dtype, and PLIF's ``w`` maps to ``beta = 1 − σ(w)`` (``learn_beta``), so
+    dL/dw = −dL/dβ · σ(w)(1 − σ(w))."""
+    import snntorch
+    import torch
+    _common_checks(neuron)
+    if isinstance(neuron, CLIF):
+        raise NoEquivalent("snnTorch has no complementary (CLIF) neuron")
+    if not isinstance(neuron, (LIF, PLIF, IF)):
+        raise NoEquivalent(f"no snnTorch mirror for {type(neuron).__name__}")
+    if not neuron.strict:
+        raise NoEquivalent("snnTorch fires on U > thr; use strict=True")
+    single_step = isinstance(neuron, SingleStep)  # one step: the reset never acts
+    if not neuron.detach_reset and not single_step:
+        raise NoEquivalent("snnTorch's delayed reset is always detached; use detach_reset=True")
+    if not isinstance(neuron, IF) and neuron.decay_input:
+        raise NoEquivalent("snnTorch never scales the input by 1/tau; use decay_input=False")
+    if neuron.v_threshold < 0:
+        raise NoEquivalent("snnTorch's first step resets from U[-1] = 0 > thr when thr < 0")
+    if neuron.v_reset is None:
+        if not isinstance(neuron, IF):
+            raise NoEquivalent(SUBTRACT_AFTER_LEAK)
+        if np.dtype(dtype) == np.float64 and float(np.float32(neuron.v_threshold)) != neuron.v_threshold:
+            raise NoEquivalent("snnTorch forms R·thr in float32 (its spikes are float32 in any dtype), "
+                               f"so in float64 it subtracts float32({neuron.v_threshold!r})")
+        mechanism = "subtract"
+    elif neuron.v_reset == 0.0:
+        mechanism = "zero"
+    else:
+        raise NoEquivalent(f"snnTorch resets to zero only, not to v_reset = {neuron.v_reset:g}")
+    sg = _snntorch_surrogate(neuron.surrogate)
+    tdt = torch_dtype(dtype)
+    params, grad_maps = {}, {}
+    if isinstance(neuron, PLIF):
+        w = torch.tensor(float(neuron.params["w"]), dtype=tdt)
+        k = torch.sigmoid(w)
+        beta = 1 - k
+        grad_maps["w"] = lambda g, k=k: -g * k * (1 - k)  # β = 1 − σ(w)
+    elif isinstance(neuron, LIF):
+        beta = torch.tensor(1.0 - 1.0 / neuron.tau, dtype=tdt)
+    else:
+        beta = torch.tensor(1.0, dtype=tdt)
+    # Tensors (not Python floats) so that beta and threshold keep the run's dtype: snnTorch
+    # stores a float argument with torch.as_tensor, i.e. rounded to float32.
+    node = snntorch.Leaky(beta=beta, threshold=torch.tensor(neuron.v_threshold, dtype=tdt), spike_grad=sg,
+                          learn_beta=isinstance(neuron, PLIF), reset_mechanism=mechanism, reset_delay=True)
+    if isinstance(neuron, PLIF):
+        params["w"] = node.beta
+
+    def run(x):
+        node.mem = torch.zeros(0, dtype=tdt)  # a fresh sequence: Leaky starts from U[-1] = 0
+        spikes, membranes = [], []
+        for xt in x:
+            s, u = node(xt)
+            spikes.append(s)
+            membranes.append(u)
+        return torch.stack(spikes), torch.stack(membranes)
+    return Mirror("snntorch", node, run, "h", params, grad_maps, note="membrane = pre-reset H")
+
+
+MIRRORS = {"spikingjelly": spikingjelly_mirror, "snntorch": snntorch_mirror}
+
+
+def mirror(neuron, framework, dtype):
+    """The ``framework`` module equivalent to refsnn ``neuron`` in ``dtype``; raises NoEquivalent
+    (with the reason) when there is none and ImportError when the framework is not installed."""
+    if framework not in MIRRORS:
+        raise ValueError(f"unknown framework {framework!r}; choose one of {list(MIRRORS)}")
+    return MIRRORS[framework](neuron, dtype)
+
+
+def available(framework):
+    """``None`` if ``framework`` can be imported, else the reason it cannot."""
+    try:
+        __import__("torch")
+        __import__(framework)
+    except ImportError as e:
+        return f"{framework} not installed ({e})"
+    return None

@@ -82,20 +82,28 @@ def cmd_bench(args):
     return bench_main(args.rest)
 
 
+def cmd_verify(args):
+    from verify.__main__ import main as verify_main
+    return verify_main(args.rest)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="refsnn", description=__doc__)
     sub = parser.add_subparsers(dest="command")
     _train_parser(sub)
     p = sub.add_parser("eval", help="evaluate a checkpoint on its test set")
     p.add_argument("checkpoint", help="run directory or its checkpoint.json")
-    p = sub.add_parser("bench", help="side-by-side benchmarks against PyTorch/SpikingJelly")
-    p.add_argument("rest", nargs=argparse.REMAINDER)
+    # prefix_chars="+" and no help of their own: every argument, "-h" and "--only" included,
+    # reaches the tool's own parser (a REMAINDER positional would reject a leading "--option").
+    for name, text in (("bench", "side-by-side benchmarks against PyTorch/SpikingJelly (python -m bench)"),
+                       ("verify", "agreement with SpikingJelly and snnTorch (python -m verify)")):
+        sub.add_parser(name, help=text, prefix_chars="+", add_help=False).add_argument("rest", nargs="*")
     argv = sys.argv[1:] if argv is None else argv
     if not argv:
         argv = ["train"]  # the main job: `refsnn train` with its defaults
     args = parser.parse_args(argv)
     try:
-        return {"train": cmd_train, "eval": cmd_eval, "bench": cmd_bench}[args.command](args)
+        return {"train": cmd_train, "eval": cmd_eval, "bench": cmd_bench, "verify": cmd_verify}[args.command](args)
     except (FileNotFoundError, ValueError, KeyError, TypeError, tomllib.TOMLDecodeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -32,6 +32,7 @@ shift is needed. With V[t-1] = reset(H[t-1], S[t-1]) and H[t] = V[t-1] − V[t-1
   the leak, snnTorch removes it after. They agree only for β = 1, i.e. refsnn
   ``IF(v_reset=None, strict=True, detach_reset=True)``.
 """
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -90,7 +91,7 @@ def _spikingjelly_surrogate(s):
     if s.name == "fast_sigmoid":
         if s.alpha == 1.0:  # SuperSpike g' = α/(|u|+1)² equals 1/(α|u|+1)² exactly when α = 1
             return surrogate.SuperSpike(alpha=1.0)
-        raise NoEquivalent(f"SpikingJelly has no fast_sigmoid 1/(α|u|+1)² for α = {s.alpha:g} "
+        raise NoEquivalent("SpikingJelly has no fast_sigmoid 1/(α|u|+1)² for α ≠ 1 "
                            "(SuperSpike is α/(|u|+1)², equal only at α = 1)")
     raise NoEquivalent(f"SpikingJelly has no {s.name} surrogate (Rect is α·1{{|u|<1/(2α)}}, "
                        "half of boxcar's 1/V_th·1{|H−V_th|<V_th})")
@@ -101,9 +102,9 @@ def spikingjelly_mirror(neuron, dtype):
     from spikingjelly.activation_based import neuron as sj
     import torch
     _common_checks(neuron)
+    sg = _spikingjelly_surrogate(neuron.surrogate)
     if neuron.strict:
         raise NoEquivalent("SpikingJelly fires on H >= V_th; strict=True fires on >")
-    sg = _spikingjelly_surrogate(neuron.surrogate)
     th = float(neuron.v_threshold)
     tdt = torch_dtype(dtype)
     if isinstance(neuron, CLIF):
@@ -162,20 +163,19 @@ def snntorch_mirror(neuron, dtype):
     dL/dw = −dL/dβ · σ(w)(1 − σ(w))."""
     import snntorch
     import torch
+    # The most basic reason first; strict and detach_reset, which a user can just set, last.
     _common_checks(neuron)
     if isinstance(neuron, CLIF):
         raise NoEquivalent("snnTorch has no complementary (CLIF) neuron")
     if not isinstance(neuron, (LIF, PLIF, IF)):
         raise NoEquivalent(f"no snnTorch mirror for {type(neuron).__name__}")
-    if not neuron.strict:
-        raise NoEquivalent("snnTorch fires on U > thr; use strict=True")
-    single_step = isinstance(neuron, SingleStep)  # one step: the reset never acts
-    if not neuron.detach_reset and not single_step:
-        raise NoEquivalent("snnTorch's delayed reset is always detached; use detach_reset=True")
+    sg = _snntorch_surrogate(neuron.surrogate)
+    if (neuron.surrogate.name == "sigmoid" and np.dtype(dtype) == np.float64
+            and math.frexp(neuron.surrogate.alpha)[0] != 0.5):
+        raise NoEquivalent("in float64 snnTorch's sigmoid surrogate multiplies the (float32) spike gradient by "
+                           "the slope in float32, exact only for a power-of-two slope")
     if not isinstance(neuron, IF) and neuron.decay_input:
         raise NoEquivalent("snnTorch never scales the input by 1/tau; use decay_input=False")
-    if neuron.v_threshold < 0:
-        raise NoEquivalent("snnTorch's first step resets from U[-1] = 0 > thr when thr < 0")
     if neuron.v_reset is None:
         if not isinstance(neuron, IF):
             raise NoEquivalent(SUBTRACT_AFTER_LEAK)
@@ -187,7 +187,12 @@ def snntorch_mirror(neuron, dtype):
         mechanism = "zero"
     else:
         raise NoEquivalent(f"snnTorch resets to zero only, not to v_reset = {neuron.v_reset:g}")
-    sg = _snntorch_surrogate(neuron.surrogate)
+    if neuron.v_threshold < 0 and mechanism == "subtract":
+        raise NoEquivalent("snnTorch's first step subtracts thr, as U[-1] = 0 > thr when thr < 0")
+    if not neuron.detach_reset and not isinstance(neuron, SingleStep):  # one step: the reset never acts
+        raise NoEquivalent("snnTorch's delayed reset is always detached; use detach_reset=True")
+    if not neuron.strict:
+        raise NoEquivalent("snnTorch fires on U > thr; use strict=True")
     tdt = torch_dtype(dtype)
     params, grad_maps = {}, {}
     if isinstance(neuron, PLIF):

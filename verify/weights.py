@@ -41,7 +41,7 @@ def _as_numpy(name, value):
     if array.dtype.kind not in "biuf":
         raise TypeError(f"state dict entry {name!r} has dtype {array.dtype}; only bool, integer "
                         "and float arrays can be saved")
-    return np.ascontiguousarray(array)
+    return array if array.flags.c_contiguous else array.copy(order="C")  # ascontiguousarray makes 0-d 1-d
 
 
 def _check_names(state):

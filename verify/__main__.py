@@ -1,0 +1,165 @@
+"""``python -m verify`` (or ``refsnn verify``): refsnn's neurons against SpikingJelly 2.0 and snnTorch.
+
+Runs a matrix — neuron configuration (lif, plif, if, clif, s2nn; hard/soft/other reset,
+detach_reset, decay_input, strict threshold, surrogates) × framework × dtype — on random inputs
+whose scale ranges from mostly silent to mostly firing, and prints one table: max abs and max
+relative error of spikes, membrane and every gradient, tie count, pass/fail (tolerances in
+verify/compare.py). Configurations a framework cannot express exactly are listed with the reason.
+Exit status 1 on any failure.
+
+Kernels: by default refsnn runs its generic kernel compilation, one per dtype for every
+configuration (tests/test_neurons.py proves it bit-identical to the specialised ones that
+training uses); ``--kernels specialised`` checks those instead, at ~10 s of Numba compilation per
+configuration and dtype on the first run (cached on disk afterwards).
+"""
+import argparse
+import contextlib
+import logging
+import sys
+
+import numpy as np
+
+import refsnn
+from refsnn.neurons import BaseNeuron
+
+from .compare import format_table
+from .frameworks import FRAMEWORKS, NoEquivalent, available
+from .neurons_check import check_neuron, describe, worst
+
+# Each component's configurations cover its options; the strict/detached/no-input-decay ones are
+# the exact snnTorch equivalents (see verify/frameworks.py), the others SpikingJelly's.
+CONFIGS = {
+    "lif": [
+        lambda: refsnn.LIF(),
+        lambda: refsnn.LIF(tau=2.5, v_reset=None, detach_reset=True, decay_input=False, surrogate="atan"),
+        lambda: refsnn.LIF(tau=1.5, v_reset=-0.3, v_threshold=0.75, surrogate="rect", alpha=0.5),
+        lambda: refsnn.LIF(tau=3.0, v_reset=None, surrogate="s2nn", alpha=3.0, beta=0.5),
+        lambda: refsnn.LIF(surrogate="fast_sigmoid", alpha=1.0),
+        lambda: refsnn.LIF(tau=2.5, v_reset=0.0, detach_reset=True, decay_input=False, strict=True,
+                           surrogate="sigmoid"),
+        lambda: refsnn.LIF(surrogate="boxcar"),
+    ],
+    "plif": [
+        lambda: refsnn.PLIF(),
+        lambda: refsnn.PLIF(init_tau=3.0, v_reset=None, detach_reset=True, decay_input=False, surrogate="atan"),
+        lambda: refsnn.PLIF(init_tau=1.5, v_reset=-0.3, surrogate="rect"),
+        lambda: refsnn.PLIF(init_tau=3.0, decay_input=False, detach_reset=True, strict=True,
+                            surrogate="fast_sigmoid", alpha=2.0),
+    ],
+    "if": [
+        lambda: refsnn.IF(),
+        lambda: refsnn.IF(v_reset=None, detach_reset=True, surrogate="atan", alpha=3.0),
+        lambda: refsnn.IF(v_reset=None, detach_reset=True, strict=True, v_threshold=0.75, surrogate="atan"),
+        lambda: refsnn.IF(v_reset=0.0, detach_reset=True, strict=True, surrogate="fast_sigmoid"),
+    ],
+    "clif": [
+        lambda: refsnn.CLIF(),
+        lambda: refsnn.CLIF(tau=1.5, surrogate="atan"),
+        lambda: refsnn.CLIF(tau=3.0, v_threshold=0.5, surrogate="sigmoid"),
+    ],
+    "s2nn": [
+        lambda: refsnn.SingleStep(),
+        lambda: refsnn.SingleStep(v_threshold=0.5, alpha=2.0, beta=0.5),
+    ],
+}
+DTYPES = {"float32": np.float32, "float64": np.float64}
+SCALES = (1.5, 0.3, 4.0)  # input standard deviations, cycled over the examples: firing, silent, saturated
+
+
+def example_input(neuron, index, seed, dtype):
+    """Example ``index``: [T, 4, 2, 8], mean half the threshold, spread from ``SCALES``."""
+    rng = np.random.default_rng([seed, index])
+    T = 1 if isinstance(neuron, refsnn.SingleStep) else 6
+    x = rng.standard_normal((T, 4, 2, 8)) * SCALES[index % len(SCALES)] + 0.5 * neuron.v_threshold
+    return x.astype(dtype)
+
+
+@contextlib.contextmanager
+def kernels(kind):
+    """Run refsnn neurons on their ``"generic"`` or ``"specialised"`` Numba compilation."""
+    if kind == "specialised":
+        yield
+        return
+    saved = BaseNeuron.__dict__["specialise"]
+    BaseNeuron.specialise = property(lambda self: False)
+    try:
+        yield
+    finally:
+        BaseNeuron.specialise = saved
+
+
+def run_matrix(components, frameworks, dtypes, examples=3, seed=0):
+    """``(rows, skipped)``: the comparison rows (the worst over the examples of each cell), and
+    ``(configuration × framework, dtype, reason)`` for every cell that was not compared."""
+    rows, skipped = [], []
+    missing = {fw: available(fw) for fw in frameworks}
+    for fw, reason in missing.items():
+        if reason:
+            skipped.append((f"{fw} (all components)", None, reason))
+    for component in components:
+        for make in CONFIGS[component]:
+            for fw in frameworks:
+                if missing[fw]:
+                    continue
+                for dtype_name in dtypes:
+                    neuron = make()
+                    cell = []
+                    try:
+                        for i in range(examples):
+                            x = example_input(neuron, i, seed, DTYPES[dtype_name])
+                            cell += check_neuron(neuron, fw, x, seed=seed + i)
+                    except NoEquivalent as e:
+                        skipped.append((f"{describe(neuron)} × {fw}", dtype_name, str(e)))
+                        continue
+                    rows += worst(cell)
+    return rows, skipped
+
+
+def format_skipped(skipped, dtypes):
+    """One line per reason, listing the combinations it covers (with the dtype where the
+    reason holds for some dtypes only)."""
+    by_reason = {}
+    for what, dtype, reason in skipped:
+        by_reason.setdefault(reason, {}).setdefault(what, []).append(dtype)
+    lines = [f"not compared ({len(skipped)} cells), no exact equivalent:"]
+    for reason, cells in by_reason.items():
+        named = [what if None in found or len(found) == len(dtypes) else f"{what} ({', '.join(found)})"
+                 for what, found in cells.items()]
+        lines.append(f"  {reason}: {'; '.join(named)}")
+    return "\n".join(lines)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m verify", description=__doc__.split("\n")[0])
+    p.add_argument("--component", nargs="+", choices=list(CONFIGS), default=list(CONFIGS),
+                   help="neuron components to check (default: all)")
+    p.add_argument("--framework", nargs="+", choices=FRAMEWORKS, default=list(FRAMEWORKS),
+                   help="reference frameworks (default: both)")
+    p.add_argument("--dtype", nargs="+", choices=list(DTYPES), default=list(DTYPES),
+                   help="dtypes (default: both)")
+    p.add_argument("--examples", type=int, default=3, metavar="N",
+                   help="random inputs per cell; the table shows the worst (default 3)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the inputs and projections (default 0)")
+    p.add_argument("--kernels", choices=("generic", "specialised"), default="generic",
+                   help="refsnn kernel compilation to check (default generic; see above)")
+    args = p.parse_args(argv)
+    if args.examples < 1:
+        p.error("--examples must be >= 1")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    logging.getLogger("torch._library.triton").setLevel(logging.ERROR)  # "Triton not available", on CPU
+    with kernels(args.kernels):
+        rows, skipped = run_matrix(args.component, args.framework, args.dtype, args.examples, args.seed)
+    print(format_table(rows))
+    print("labels: reset hard (to 0) | hard<v_reset> | soft; det = detach_reset; nodi = decay_input=False; "
+          "> = strict threshold; surrogate with α(,β)")
+    if skipped:
+        print(format_skipped(skipped, args.dtype))
+    return 0 if all(r.passed for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -67,7 +67,10 @@ class Mirror:
 
 def torch_dtype(dtype):
     import torch
-    return {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}[np.dtype(dtype)]
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+    return torch.float64 if dtype == np.float64 else torch.float32
 
 
 def _common_checks(neuron):

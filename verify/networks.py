@@ -69,6 +69,7 @@ from refsnn.neurons import CLIF, IF, LIF, PLIF, BaseNeuron
 from refsnn.optim import Adam
 
 from .compare import TOLERANCE, Row, compare, tie_mask
+from .frameworks import torch_dtype
 
 FRAMEWORK = "spikingjelly"
 
@@ -89,13 +90,6 @@ def _require_torch():
     if torch is None:
         raise ImportError("verify.networks needs torch and spikingjelly 2.0 "
                           "(pip install torch spikingjelly, or refsnn's 'verify' extra)")
-
-
-def torch_dtype(dtype):
-    dtype = np.dtype(dtype)
-    if dtype not in TOLERANCE:
-        raise TypeError(f"dtype must be float32 or float64, got {dtype}")
-    return torch.float64 if dtype == np.float64 else torch.float32
 
 
 # ------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ the json is written last: a run killed at any instant leaves a loadable checkpoi
 of batches, the augmentation and Poisson encoding are pure functions of (seed, epoch, step),
 and Dropout generators are saved, so a resumed run ends bit-identical to an uninterrupted one.
 """
+import contextlib
 import csv
 import dataclasses
 import hashlib
@@ -244,14 +245,11 @@ class Run:
         model.eval()
         total_loss = total_correct = 0.0
         batches = Batches(self.test_x, self.test_y, max(cfg.batch_size, 256), shuffle=False)
-        for step, (x, y) in enumerate(tqdm(batches, desc="test", disable=not progress, leave=False)):
-            if meter is not None:
-                with meter:
-                    out = model.forward(encode(cfg, x, -1, step))
-            else:
+        with meter if meter is not None else contextlib.nullcontext():
+            for step, (x, y) in enumerate(tqdm(batches, desc="test", disable=not progress, leave=False)):
                 out = model.forward(encode(cfg, x, -1, step))
-            total_loss += loss_and_grad(cfg, out, y)[0] * len(y)
-            total_correct += accuracy(out, y) * len(y)
+                total_loss += loss_and_grad(cfg, out, y)[0] * len(y)
+                total_correct += accuracy(out, y) * len(y)
         n = len(self.test_y)
         return total_loss / n, total_correct / n
 
@@ -316,8 +314,7 @@ def summary_table(run, meter):
         energy = f"{r['energy'] * 1e9:14.3f}" if "energy" in r else f"{'':>14}"
         macs = f"{r['macs']:14,.0f}" if r["macs"] else f"{'':>14}"
         sops = f"{r['sops']:14,.0f}" if r.get("spike_input") else f"{'(analog in)' if r['macs'] else '':>14}"
-        rate_label = f"{r['rate']:8.4f}"
-        lines.append(f"{r['layer']:<10}{r['kind']:<12}{rate_label}{macs}{sops}{energy}")
+        lines.append(f"{r['layer']:<10}{r['kind']:<12}{r['rate']:8.4f}{macs}{sops}{energy}")
     e = meter.energy()
     lines += ["", f"energy per sample: SNN {e['snn_joules'] * 1e9:.3f} nJ, same network as a DNN "
                   f"{e['dnn_joules'] * 1e9:.3f} nJ (E_MAC 4.6 pJ, E_AC 0.9 pJ, 45 nm); "

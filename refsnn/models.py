@@ -21,9 +21,24 @@ import math
 
 import numpy as np
 
-from .layers import AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d
+from .layers import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, ClippedReLU, Conv2d, Dropout, Flatten, Linear,
+                     MaxPool2d, ReLU)
 from .module import Module, Sequential, check_float_array
-from .neurons import make_neuron
+from .neurons import NEURONS, make_neuron
+
+# Non-spiking activations, so that every network also exists as its ANN twin (run it with T = 1).
+ANALOG_ACTIVATIONS = {"relu": ReLU, "clipped_relu": ClippedReLU}
+
+
+def make_activation(name, **options):
+    """A spiking neuron (see ``refsnn.neurons.NEURONS``) or an analog activation ("relu",
+    "clipped_relu") by name."""
+    if name in ANALOG_ACTIVATIONS:
+        return ANALOG_ACTIVATIONS[name](**options)
+    if name not in NEURONS:
+        raise ValueError(f"unknown neuron or activation {name!r}; choose one of "
+                         f"{sorted(NEURONS) + sorted(ANALOG_ACTIVATIONS)}")
+    return make_neuron(name, **options)
 
 
 def spiking_mlp(in_shape, num_classes, neuron="lif", neuron_options=None, hidden=(256,), rng=None):
@@ -31,7 +46,7 @@ def spiking_mlp(in_shape, num_classes, neuron="lif", neuron_options=None, hidden
     rng = np.random.default_rng(0) if rng is None else rng
     layers, width = [Flatten()], int(np.prod(in_shape))
     for h in hidden:
-        layers += [Linear(width, h, rng=rng), make_neuron(neuron, **(neuron_options or {}))]
+        layers += [Linear(width, h, rng=rng), make_activation(neuron, **(neuron_options or {}))]
         width = h
     return Sequential(*layers, Linear(width, num_classes, rng=rng))
 
@@ -49,7 +64,7 @@ def small_cnn(in_shape, num_classes, neuron="clif", neuron_options=None, channel
     layers = []
     for c_out in channels:
         layers += [Conv2d(c_in, c_out, 3, padding=1, bias=False, rng=rng), BatchNorm2d(c_out),
-                   make_neuron(neuron, **(neuron_options or {})), MaxPool2d(2)]
+                   make_activation(neuron, **(neuron_options or {})), MaxPool2d(2)]
         c_in, h, w = c_out, h // 2, w // 2
     return Sequential(*layers, Flatten(), Linear(c_in * h * w, num_classes, rng=rng))
 
@@ -160,10 +175,10 @@ class BasicBlock(_ResidualBlock):
         options = neuron_options or {}
         self.add_child("conv1", Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False, rng=rng))
         self.add_child("bn1", BatchNorm2d(out_channels, per_step=bn_per_step))
-        self.add_child("sn1", make_neuron(neuron, **options))
+        self.add_child("sn1", make_activation(neuron, **options))
         self.add_child("conv2", Conv2d(out_channels, out_channels, 3, padding=1, bias=False, rng=rng))
         self.add_child("bn2", BatchNorm2d(out_channels, per_step=bn_per_step))
-        self.add_child("sn2", make_neuron(neuron, **options))
+        self.add_child("sn2", make_activation(neuron, **options))
         if _needs_projection(in_channels, out_channels, stride):
             self.add_child("downsample", Sequential(
                 Conv2d(in_channels, out_channels, 1, stride=stride, bias=False, rng=rng),
@@ -200,8 +215,8 @@ class PreActBlock(_ResidualBlock):
             self.add_child("shortcut", Conv2d(in_channels, out_channels, 1, stride=stride, rng=rng))
         else:
             self.add_child("shortcut", Sequential())
-        self.add_child("relu1", make_neuron(neuron, **options))
-        self.add_child("relu2", make_neuron(neuron, **options))
+        self.add_child("relu1", make_activation(neuron, **options))
+        self.add_child("relu2", make_activation(neuron, **options))
 
 
 # ------------------------------------------------------------------------------------------
@@ -260,7 +275,7 @@ def vgg11(in_shape, num_classes, neuron="clif", neuron_options=None, width=1.0, 
                 continue
             c_out = _scaled(item, width)
             layers += [Conv2d(c_in, c_out, 3, padding=1, rng=rng), BatchNorm2d(c_out, per_step=bn_per_step),
-                       make_neuron(neuron, **(neuron_options or {})), Dropout(dropout, rng=rng.spawn(1)[0])]
+                       make_activation(neuron, **(neuron_options or {})), Dropout(dropout, rng=rng.spawn(1)[0])]
             c_in = c_out
         stages.append((f"layer{i}", Sequential(*layers)))
     return Chain(stages + [("avgpool", AdaptiveAvgPool2d((7, 7))),
@@ -295,7 +310,7 @@ def resnet18(in_shape, num_classes, neuron="clif", neuron_options=None, width=1.
     children += [("bn1", BatchNorm2d(c_from, per_step=bn_per_step)), ("pool", AdaptiveAvgPool2d(1)),
                  ("flat", Flatten()), ("drop", Dropout(dropout, rng=rng.spawn(1)[0])),
                  ("linear", Linear(c_from, num_classes, rng=rng)),
-                 ("relu1", make_neuron(neuron, **(neuron_options or {})))]
+                 ("relu1", make_activation(neuron, **(neuron_options or {})))]
     order = ["conv1", "layer1", "layer2", "layer3", "layer4", "bn1", "relu1", "pool", "flat", "drop", "linear"]
     return Chain(children, order)
 
@@ -312,14 +327,14 @@ def _post_activation_resnet(in_shape, num_classes, network, stem, stages, hidden
 
     children = [("conv1", Conv2d(c_in, stem, 3, padding=1, bias=False, rng=rng)),
                 ("bn1", BatchNorm2d(stem, per_step=bn_per_step)),
-                ("sn1", make_neuron(neuron, **(neuron_options or {})))]
+                ("sn1", make_activation(neuron, **(neuron_options or {})))]
     c_from = stem
     for i, (c_to, num_blocks, stride) in enumerate(stages, 1):
         children.append((f"layer{i}", _stage(block, c_from, c_to, num_blocks, stride)))
         c_from = c_to
     children += [("avgpool", AdaptiveAvgPool2d(1)), ("flatten", Flatten())]
     if hidden:
-        children += [("fc1", Linear(c_from, hidden, rng=rng)), ("sn2", make_neuron(neuron, **(neuron_options or {}))),
+        children += [("fc1", Linear(c_from, hidden, rng=rng)), ("sn2", make_activation(neuron, **(neuron_options or {}))),
                      ("fc2", Linear(hidden, num_classes, rng=rng))]
     else:
         children.append(("fc", Linear(c_from, num_classes, rng=rng)))

@@ -142,9 +142,40 @@ class Linear(Module):
 #   input grad     dcols = Wᵀ · G, written into the cols buffer, then col2im scatter-adds it back
 #                  into dX (Numba, parallel over planes, so no two threads touch the same pixel).
 # With groups g the rows of cols split into g contiguous blocks, one per group, and each of the
-# three products is one GEMM per group. The cols buffer is kept by the layer and reused by the
-# next call of the same shape (no page faults from a fresh 9x-input-sized allocation each step).
+# three products is one GEMM per group.
+# Memory: the layer saves its input, not the patches (kh·kw times larger): the backward rebuilds
+# them. Spike inputs (every value 0 or 1) are saved as uint8, a quarter of float32. The patches
+# live in one workspace shared by every Conv2d, since they are needed only inside one call: the
+# process holds the largest layer's patches once (and never page-faults a fresh buffer per call).
 # ------------------------------------------------------------------------------------------
+_workspace = [np.empty(0, np.uint8)]
+
+
+def _shared_workspace(shape, dtype):
+    nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+    if _workspace[0].nbytes < nbytes:
+        _workspace[0] = np.empty(nbytes, np.uint8)
+    return _workspace[0][:nbytes].view(dtype).reshape(shape)
+
+
+@numba.njit(cache=True, parallel=True)
+def _to_spikes(x, spikes):
+    """spikes = x as uint8 if every element of x (flat) is 0 or 1; returns whether it was."""
+    n = x.size
+    blocks = (n + 4095) // 4096
+    binary = np.ones(blocks, np.bool_)
+    for blk in prange(blocks):
+        for i in range(blk * 4096, min(n, (blk + 1) * 4096)):
+            if x[i] == 0:
+                spikes[i] = 0
+            elif x[i] == 1:
+                spikes[i] = 1
+            else:
+                binary[blk] = False
+                break
+    return binary.all()
+
+
 @numba.njit(cache=True)
 def _valid_range(n_out, stride, offset, size):
     """Output positions o in [lo, hi) whose input index o·stride + offset lies in [0, size)."""
@@ -209,8 +240,7 @@ class Conv2d(Module):
     W, b ~ U(-1/√fan_in, 1/√fan_in), fan_in = in_channels/groups·kh·kw. Output size
     ``(H + 2·padding - kh) // stride + 1``. See the comment above for the algorithm.
 
-    Memory: the layer keeps the patch matrix (kh·kw times the input) for the weight gradient and
-    reuses it as its workspace across calls.
+    Memory: the layer keeps its input for the weight gradient (as uint8 when it is spikes).
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
@@ -234,12 +264,6 @@ class Conv2d(Module):
         if bias:
             self.add_param("bias", _uniform(rng, bound, (out_channels,), dtype))
         self._saved = None
-        self._cols = None   # patch-matrix workspace, reused across calls of the same shape
-
-    def _cols_buffer(self, shape, dtype):
-        if self._cols is None or self._cols.shape != shape or self._cols.dtype != dtype:
-            self._cols = np.empty(shape, dtype=dtype)
-        return self._cols
 
     def output_size(self, H, W):
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
@@ -255,8 +279,7 @@ class Conv2d(Module):
                              f"the kernel {self.kernel_size}")
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
         B, P, O, g = T * N, Ho * Wo, self.out_channels, self.groups
-        cols = self._cols_buffer((C * kh * kw, B * P), x.dtype)
-        _launch(_im2col, cols.size, x.reshape(B, C, H, W), kh, kw, sh, sw, ph, pw, Ho, Wo, cols)
+        cols = self._patches(x.reshape(B, C, H, W), x.dtype, Ho, Wo)
         cols_g = cols.reshape(g, -1, B * P)                              # [g, K/g, B·P]
         weight_g = self.params["weight"].astype(x.dtype, copy=False).reshape(g, O // g, -1)
         y = np.empty((g, O // g, B * P), dtype=x.dtype)
@@ -269,11 +292,22 @@ class Conv2d(Module):
         else:
             out[...] = y.transpose(1, 0, 2)
         out_shape = (T, N, O, Ho, Wo)
-        self._saved = (out_shape, x.dtype, cols, weight_g, x.shape)
+        spikes = np.empty(x.shape, np.uint8)
+        saved_input = spikes if _launch(_to_spikes, x.size, x.reshape(-1), spikes.reshape(-1)) else x
+        self._saved = (out_shape, x.dtype, saved_input, weight_g)
         return out.reshape(out_shape)
 
+    def _patches(self, x, dtype, Ho, Wo):
+        """The patch matrix of x [B, C, H, W] (any real dtype) in ``dtype``, in the shared workspace."""
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        B, C = x.shape[:2]
+        cols = _shared_workspace((C * kh * kw, B * Ho * Wo), dtype)
+        _launch(_im2col, cols.size, x, kh, kw, sh, sw, ph, pw, Ho, Wo, cols)
+        return cols
+
     def backward(self, grad_out):
-        (cols, weight_g, in_shape), g_out = _saved_for(self, grad_out)
+        (saved_input, weight_g), g_out = _saved_for(self, grad_out)
+        in_shape = saved_input.shape
         T, N, C, H, W = in_shape
         _, _, O, Ho, Wo = g_out.shape
         B, P, g = T * N, Ho * Wo, self.groups
@@ -282,6 +316,7 @@ class Conv2d(Module):
         g_t = np.ascontiguousarray(g_out.reshape(B, O, P).transpose(1, 0, 2)).reshape(g, O // g, B * P)
         if "bias" in self.params:
             self.grads["bias"] += g_t.reshape(O, B * P).sum(axis=1)                    # db = Σ G
+        cols = self._patches(saved_input.reshape(B, C, H, W), g_out.dtype, Ho, Wo)
         cols_g = cols.reshape(g, -1, B * P)
         grad_weight_g = self.grads["weight"].reshape(g, O // g, -1)
         for k in range(g):

@@ -2,25 +2,37 @@
 
 Run ``python -m bench`` (all benchmarks) or ``python -m bench --only neurons``. Each benchmark
 prints a table (refsnn time, reference times, ratios, a bound and the fraction of it reached)
-and writes the same table into ``BENCHMARKS.md`` under its own heading.
+and writes the same table into ``BENCHMARKS.md`` under its own heading. One module per row of
+performance.md's targets: ``neurons`` (neuron layers), ``conv`` (Conv2d), ``step`` (a training
+step, and the epoch estimate), ``memory`` (peak RSS of a step), ``startup`` (time to the first
+step), ``scaling`` (time and memory against T and batch).
 
 Method shared by every benchmark: warm-up first (it includes Numba compilation or cache load),
 then the candidates run in turn inside one loop of repeats, so that machine drift hits them all
 alike, and each time is the median over the repeats.
 
+Memory is always measured in a separate process per side (``run_child``), which reports its
+own resident-set high-water mark (``peak_rss``).
+
 This module imports nothing heavy at import time: ``bench/__main__.py`` must be able to set the
 BLAS thread variables before NumPy is first imported.
 """
+import contextlib
+import json
 import os
 import platform
+import signal
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-BENCHMARKS = ("neurons",)  # module names under bench/, each with run(repeats, threads, options)
+# module names under bench/, each with run(repeats, threads, blas_in_time, compile_models, write, options)
+BENCHMARKS = ("neurons", "conv", "step", "memory", "startup", "scaling")
 BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-BENCHMARKS_FILE = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
+ROOT = Path(__file__).resolve().parent.parent
+BENCHMARKS_FILE = ROOT / "BENCHMARKS.md"
 
 
 # ------------------------------------------------------------------------------------------
@@ -38,12 +50,16 @@ def set_blas_thread_variables(threads):
 
 
 def fix_threads(threads, blas_variables_in_time):
-    """Pin Numba, torch and BLAS to ``threads`` threads; return a one-line description."""
+    """Pin Numba, torch and BLAS to ``threads`` threads; return a one-line description.
+
+    torch is pinned only if it is already imported (a refsnn-only child process never loads it).
+    """
     import numba
-    import torch
 
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-    torch.set_num_threads(threads)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(threads)
     try:
         import threadpoolctl
     except ImportError:
@@ -58,8 +74,9 @@ def fix_threads(threads, blas_variables_in_time):
         when = "set before NumPy was imported" if blas_variables_in_time else \
             "NOT effective: NumPy was imported before they were set"
         blas = f"BLAS via env (threadpoolctl not installed): {values} ({when})"
+    torch_threads = torch.get_num_threads() if torch is not None else "not loaded"
     return (f"threads: numba={numba.get_num_threads()} (layer: {numba.threading_layer()}), "
-            f"torch={torch.get_num_threads()}, {blas}")
+            f"torch={torch_threads}, {blas}")
 
 
 # ------------------------------------------------------------------------------------------
@@ -111,6 +128,142 @@ def copy_bandwidth(n_bytes=256 << 20, repeats=7):
     return 2 * src.nbytes / best
 
 
+def sgemm_rate(n=2048, repeats=5):
+    """FLOP/s of NumPy's float32 matmul (BLAS sgemm) on two n x n matrices: 2·n³ / best time.
+
+    The bound of the convolution and training-step benchmarks: the arithmetic they must do at
+    the rate the BLAS they call reaches on one large, well-shaped product.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    c = np.empty((n, n), np.float32)
+    np.matmul(a, b, out=c)  # warm-up: thread pool start, page faults of c
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        np.matmul(a, b, out=c)
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * n ** 3 / best
+
+
+# ------------------------------------------------------------------------------------------
+# torch.compile candidates: a time limit, and a failure turned into a line of the report
+# ------------------------------------------------------------------------------------------
+class CompileTimeout(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def time_limit(seconds):
+    """Raise CompileTimeout after ``seconds`` (SIGALRM; no limit where that is unavailable)."""
+    if not hasattr(signal, "SIGALRM") or sys.platform == "win32":
+        yield
+        return
+
+    def on_alarm(signum, frame):
+        raise CompileTimeout
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def exception_chain(e):
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        yield e
+        e = e.__cause__ or e.__context__
+
+
+def compile_failure(e, timeout, width=90):
+    """The report's text for a torch.compile that raised ``e`` (dynamo may wrap the timeout)."""
+    if any(isinstance(c, CompileTimeout) for c in exception_chain(e)):
+        return f"skipped: compile > {timeout:.0f} s"
+    first_line = (str(e).strip().splitlines() or [""])[0][:width]
+    return f"failed: {type(e).__name__}: {first_line}"
+
+
+# ------------------------------------------------------------------------------------------
+# Memory: resident set of this process, and child processes that report in JSON
+# ------------------------------------------------------------------------------------------
+def _proc_status_bytes(field):
+    """A ``VmXXX:  N kB`` line of /proc/self/status in bytes, or None where there is none."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def current_rss():
+    """Resident set size of this process now, bytes (None where /proc is unavailable)."""
+    return _proc_status_bytes("VmRSS")
+
+
+def peak_rss():
+    """High-water mark of this process's resident set, bytes: VmHWM, else ``ru_maxrss``."""
+    peak = _proc_status_bytes("VmHWM")
+    if peak is None:
+        import resource
+        scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+    return peak
+
+
+def reset_peak_rss():
+    """Reset the high-water mark to the current RSS (Linux >= 4.0: ``5 > /proc/self/clear_refs``).
+
+    Returns True if it worked; otherwise the peak keeps counting from process start.
+    """
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+CHILD_RESULT = "BENCH-RESULT "  # prefix of the JSON line a child process prints last
+
+
+def child_env(threads, **variables):
+    """Environment of a child benchmark process: BLAS thread variables fixed, the repo importable."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    env.update({name: str(threads) for name in BLAS_THREAD_VARIABLES})
+    env.update({k: str(v) for k, v in variables.items()})
+    return env
+
+
+def report_to_parent(result):
+    """In a child process: hand ``result`` (JSON-serialisable) to ``run_child`` in the parent."""
+    print(CHILD_RESULT + json.dumps(result), flush=True)
+
+
+def run_child(args, env, timeout=900):
+    """Run ``python *args`` in ``env`` and return the result its ``report_to_parent`` printed.
+
+    Raises RuntimeError with the tail of the child's stderr when it fails or reports nothing.
+    """
+    proc = subprocess.run([sys.executable, *args], env=env, cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+    lines = [l for l in proc.stdout.splitlines() if l.startswith(CHILD_RESULT)]
+    if proc.returncode != 0 or not lines:
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-8:])
+        raise RuntimeError(f"child {' '.join(args[:3])} ... exited with {proc.returncode}:\n{tail}")
+    return json.loads(lines[-1][len(CHILD_RESULT):])
+
+
 # ------------------------------------------------------------------------------------------
 # Reporting
 # ------------------------------------------------------------------------------------------
@@ -133,6 +286,55 @@ def machine_line():
     except (OSError, StopIteration):
         pass
     return f"{cpu}, {os.cpu_count()} logical CPUs"
+
+
+def versions_line():
+    """Versions of refsnn, NumPy, Numba and, where loaded, torch and SpikingJelly."""
+    import numba
+    import numpy as np
+
+    import refsnn
+
+    line = (f"Versions: refsnn {refsnn.__version__}, numpy {np.__version__}, numba {numba.__version__} "
+            f"(threading layer {numba.threading_layer()})")
+    if "torch" in sys.modules:
+        line += f", torch {sys.modules['torch'].__version__}"
+    if "spikingjelly" in sys.modules:
+        line += f", spikingjelly {getattr(sys.modules['spikingjelly'], '__version__', '2.0.0')}"
+    return line + "."
+
+
+def header(command, started, load_start, threads_line):
+    """The lines every section starts with: command, machine and load, versions, threads."""
+    return [f"`{command}`, {started}.",
+            f"{machine_line()}; load average (1, 5, 15 min) {load_start} at start, {load_average()} at end "
+            "(other processes running on these cores inflate and scatter the times).",
+            versions_line(),
+            f"Fixed {threads_line}."]
+
+
+def load_warning(load_start):
+    """A warning paragraph when the machine was busy before the benchmark started, else ""."""
+    busy = float(load_start.split()[0]) if load_start != "n/a" else 0.0  # the end includes our own threads
+    if busy <= 0.5:
+        return ""
+    return (f"\n\nWarning: load average {busy:.1f} on {os.cpu_count()} CPUs before this started. Other "
+            "processes took cores, and OpenMP code (torch's many small parallel regions above all) slows "
+            "down and scatters badly when a thread waiting at a barrier is descheduled. Rerun on an idle "
+            "machine, or compare with `--threads 1`.")
+
+
+def publish(name, heading, body, write):
+    """Print a section and, if ``write``, put it into BENCHMARKS.md; returns ``body``."""
+    print(f"\n{heading}\n\n{body}\n", flush=True)
+    if write:
+        write_section(heading, body)
+        log(f"{name}: table written to {BENCHMARKS_FILE}")
+    return body
+
+
+def log(message):
+    print(message, file=sys.stderr, flush=True)
 
 
 def write_section(heading, body, path=BENCHMARKS_FILE):

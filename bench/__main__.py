@@ -1,9 +1,10 @@
-"""``python -m bench [--only neurons] [--repeats N] [--threads N]``: run the benchmarks.
+"""``python -m bench [--only NAME] [--repeats N] [--threads N] [--quick] ...``: run the benchmarks.
 
 Thread counts are fixed on every side before anything is timed: Numba
 (``numba.set_num_threads``), torch (``torch.set_num_threads``) and BLAS (threadpoolctl when
 installed, otherwise OPENBLAS_NUM_THREADS / OMP_NUM_THREADS / MKL_NUM_THREADS, which this
 script sets before NumPy is first imported; set them yourself when importing bench elsewhere).
+Child processes (memory, startup, scaling) get the same variables.
 """
 import argparse
 import importlib
@@ -16,17 +17,26 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--only", action="append", choices=BENCHMARKS, metavar="NAME",
                         help=f"run only this benchmark (repeatable; one of {', '.join(BENCHMARKS)})")
-    parser.add_argument("--repeats", type=int, default=20, metavar="N",
-                        help="timed repeats per candidate; the median is reported (default 20)")
+    parser.add_argument("--repeats", type=int, default=None, metavar="N",
+                        help="timed repeats per candidate; the median is reported (default: each benchmark's "
+                             "own: neurons 20, conv 10, step 5; memory and scaling: steps per process, 3)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), metavar="N",
                         help="threads for Numba, torch and BLAS (default: all logical CPUs)")
     parser.add_argument("--compile", choices=("all", "lif", "none"), default="all",
-                        help="torch.compile the plain time loop of every model, of LIF only, or none "
-                             "(each compile takes tens of seconds; default all)")
+                        help="torch.compile the reference models: all, LIF only (neurons; the other benchmarks "
+                             "treat it as all), or none (each compile takes tens of seconds; default all)")
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer shapes and points, for a smoke run (conv, step, memory, scaling)")
+    parser.add_argument("--epoch", action="store_true",
+                        help="step: also time one real epoch of the small CNN on the MNIST split, both sides")
+    parser.add_argument("--width", type=float, default=0.25, metavar="W",
+                        help="scaling: channel multiplier of the VGG-11 (default 0.25)")
     parser.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
     args = parser.parse_args(argv)
-    if args.repeats < 1 or args.threads < 1:
+    if (args.repeats is not None and args.repeats < 1) or args.threads < 1:
         parser.error("--repeats and --threads must be >= 1")
+    if not args.width > 0:
+        parser.error("--width must be positive")
     return args
 
 
@@ -36,7 +46,7 @@ def main(argv=None):
     for name in dict.fromkeys(args.only or BENCHMARKS):
         module = importlib.import_module(f"bench.{name}")
         module.run(repeats=args.repeats, threads=args.threads, blas_in_time=blas_in_time,
-                   compile_models=args.compile, write=not args.no_write)
+                   compile_models=args.compile, write=not args.no_write, options=args)
 
 
 if __name__ == "__main__":

@@ -23,24 +23,19 @@ spikes for backward) can be recomputed from h in registers. So
 with the bandwidth of a large ``np.copyto`` (bytes read + written per second, see
 ``bench.copy_bandwidth``); "of bound" = bound / refsnn time.
 """
-import contextlib
 import datetime
 import logging
-import os
-import signal
-import sys
 import time
 
-import numba
 import numpy as np
-import spikingjelly
 import torch
 from spikingjelly.activation_based import functional, neuron
 
 import refsnn
-from bench import (BENCHMARKS_FILE, copy_bandwidth, fix_threads, interleaved_medians, load_average, machine_line,
-                   markdown_table, write_section)
+from bench import (compile_failure, copy_bandwidth, fix_threads, header, interleaved_medians, load_average,
+                   load_warning, log, markdown_table, publish, time_limit)
 
+DEFAULT_REPEATS = 20
 SHAPES = ((4, 32, 64, 16, 16), (8, 64, 4096))
 SHAPE_NAMES = {SHAPES[0]: "T=4 N=32 F=64·16·16", SHAPES[1]: "T=8 N=64 F=4096"}
 INPUT_MEAN, INPUT_STD = 0.6, 1.0
@@ -151,37 +146,6 @@ def spikingjelly_candidate(model, x, g):
     return (prepare, run), out
 
 
-class CompileTimeout(Exception):
-    pass
-
-
-@contextlib.contextmanager
-def time_limit(seconds):
-    """Raise CompileTimeout after ``seconds`` (SIGALRM; no limit where that is unavailable)."""
-    if not hasattr(signal, "SIGALRM") or sys.platform == "win32":
-        yield
-        return
-
-    def on_alarm(signum, frame):
-        raise CompileTimeout
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
-def exception_chain(e):
-    seen = set()
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        yield e
-        e = e.__cause__ or e.__context__
-
-
 def compiled_candidate(model, x, g):
     """Compile the plain loop: (((prepare, run), outputs), seconds of compile + first call), or (None, reason)."""
     torch._dynamo.reset()
@@ -206,10 +170,7 @@ def compiled_candidate(model, x, g):
             run()
     except Exception as e:  # any compiler failure is a result to report, not a crash
         torch._dynamo.reset()
-        if any(isinstance(c, CompileTimeout) for c in exception_chain(e)):  # dynamo may wrap it
-            return None, f"skipped: compile > {COMPILE_TIMEOUT:.0f} s"
-        first_line = (str(e).strip().splitlines() or [""])[0][:90]
-        return None, f"failed: {type(e).__name__}: {first_line}"
+        return None, compile_failure(e, COMPILE_TIMEOUT)
     return ((prepare, run), out), time.perf_counter() - t0
 
 
@@ -272,12 +233,12 @@ def bench_row(model, shape, repeats, compile_this, bandwidth, rng, log):
 # ------------------------------------------------------------------------------------------
 # Entry point (called by bench/__main__.py)
 # ------------------------------------------------------------------------------------------
-def run(repeats=20, threads=None, blas_in_time=False, compile_models="all", write=True):
+def run(repeats=None, threads=None, blas_in_time=False, compile_models="all", write=True, options=None):
     logging.getLogger("torch._library").setLevel(logging.ERROR)  # "Triton not available" noise
-    log = lambda msg: print(msg, file=sys.stderr, flush=True)
+    repeats = repeats or DEFAULT_REPEATS
     threads = threads or torch.get_num_threads()
     started = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-    machine, load_start = machine_line(), load_average()
+    load_start = load_average()
     threads_line = fix_threads(threads, blas_in_time)
     log("neurons: measuring copy bandwidth ...")
     bandwidth = copy_bandwidth()
@@ -298,14 +259,8 @@ def run(repeats=20, threads=None, blas_in_time=False, compile_models="all", writ
     check_table = markdown_table(
         ["model", "shape", "SJ: spike mismatches / max rel Δ dL/dx", "compile: same",
          "refsnn warm-up s", "torch.compile"], checks)
-    body = "\n".join([
-        f"`python -m bench --only neurons --repeats {repeats} --threads {threads}`, {started}.",
-        f"{machine}; load average (1, 5, 15 min) {load_start} at start, {load_average()} at end "
-        "(other processes running on these cores inflate and scatter the times).",
-        f"Versions: refsnn {refsnn.__version__}, numpy {np.__version__}, numba {numba.__version__} "
-        f"(threading layer {numba.threading_layer()}), torch {torch.__version__}, "
-        f"spikingjelly {getattr(spikingjelly, '__version__', '2.0.0')}.",
-        f"Fixed {threads_line}.",
+    body = "\n".join(header(f"python -m bench --only neurons --repeats {repeats} --threads {threads}", started,
+                             load_start, threads_line) + [
         f"Copy bandwidth (single-threaded np.copyto of 256 MiB, read + write): {bandwidth / 1e9:.1f} GB/s.",
         "",
         "float32 forward + backward, one call; median of "
@@ -321,14 +276,5 @@ def run(repeats=20, threads=None, blas_in_time=False, compile_models="all", writ
         "",
         check_table,
     ])
-    busy = float(load_start.split()[0])  # at the end it includes this benchmark's own threads
-    if busy > 0.5:
-        body += (f"\n\nWarning: load average {busy:.1f} on {os.cpu_count()} CPUs before this started. Other "
-                 "processes took cores, and OpenMP code (torch's many small parallel regions above all) slows "
-                 "down and scatters badly when a thread waiting at a barrier is descheduled. Rerun on an idle "
-                 "machine, or compare with `--threads 1`.")
-    print(f"\n{HEADING}\n\n{body}\n", flush=True)
-    if write:
-        write_section(HEADING, body)
-        log(f"neurons: table written to {BENCHMARKS_FILE}")
-    return body
+    body += load_warning(load_start)
+    return publish("neurons", HEADING, body, write)

@@ -320,7 +320,13 @@ class Conv2d(Module):
         cols_g = cols.reshape(g, -1, B * P)
         grad_weight_g = self.grads["weight"].reshape(g, O // g, -1)
         for k in range(g):
-            grad_weight_g[k] += g_t[k] @ cols_g[k].T                      # dW = G · colsᵀ
+            # dW = G · colsᵀ. OpenBLAS runs this product with the long inner dimension 2-4x
+            # slower when its output is the short-and-wide [O, K] than as (cols · Gᵀ)ᵀ (measured
+            # by bench/conv.py), so the larger side goes first.
+            if cols_g.shape[1] > g_t.shape[1]:
+                grad_weight_g[k] += (cols_g[k] @ g_t[k].T).T
+            else:
+                grad_weight_g[k] += g_t[k] @ cols_g[k].T
             np.matmul(weight_g[k].T, g_t[k], out=cols_g[k])          # dcols = Wᵀ G, into the cols buffer
         dx = np.zeros((B, C, H, W), dtype=g_out.dtype)
         _launch(_col2im, cols.size, cols, kh, kw, sh, sw, ph, pw, Ho, Wo, dx)

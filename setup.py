@@ -17,6 +17,8 @@ setup(
     extras_require={
         "test": ["pytest", "hypothesis"],
         "verify": ["torch==2.13.0", "spikingjelly==2.0.0", "snntorch", "safetensors"],
+        # only the experiment scripts (experiments/neurons.py) plot, e.g. temporal_gradients.png
+        "experiments": ["matplotlib"],
     },
     entry_points={"console_scripts": ["refsnn=refsnn.cli:main"]},
 )

@@ -1,0 +1,78 @@
+"""Shared helpers for the experiment scripts: train one configuration and measure it, format
+mean ± std, write a results file that says how it was made."""
+import datetime
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from refsnn.energy import ActivityMeter
+from refsnn.neurons import BaseNeuron
+from refsnn.train import Run, TrainConfig
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def train_and_measure(config, seed, out_dir=None):
+    """Train ``TrainConfig(**config, seed=seed)`` quietly, then measure the test set.
+
+    Returns ``test_acc``, ``firing_rate`` (spikes per neuron per step, the mean over the neuron
+    layers; None when the network has none, e.g. the ReLU twin), ``snn_energy_nj`` and
+    ``dnn_energy_nj`` (per sample, refsnn.energy), ``seconds`` (training + measuring) and ``run``.
+    Checkpoints go to a temporary directory that is deleted afterwards unless ``out_dir`` is given.
+    """
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="refsnn-exp-") as tmp:
+        cfg = TrainConfig(**config, seed=seed, out_dir=str(out_dir) if out_dir is not None else tmp)
+        run = Run(cfg)
+        run.fit(progress=False, log=lambda *_: None)
+        meter = ActivityMeter(run.model)
+        _, test_acc = run.evaluate(meter)
+    rates = [r["rate"] for r in meter.rows() if isinstance(meter.stats[r["layer"]]["module"], BaseNeuron)]
+    energy = meter.energy()
+    return {"test_acc": float(test_acc),
+            "firing_rate": float(np.mean(rates)) if rates else None,
+            "snn_energy_nj": energy["snn_joules"] * 1e9,
+            "dnn_energy_nj": energy["dnn_joules"] * 1e9,
+            "seconds": time.perf_counter() - start,
+            "run": run}
+
+
+def mean_std(values, scale=100, digits=2):
+    """``"98.12 ± 0.31"``: mean and sample standard deviation (ddof=1) of ``values × scale``;
+    a single value prints without ± and None values give "—"."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return "—"
+    x = np.asarray(values, dtype=np.float64) * scale
+    if len(x) == 1:
+        return f"{x[0]:.{digits}f}"
+    return f"{x.mean():.{digits}f} ± {x.std(ddof=1):.{digits}f}"
+
+
+def machine():
+    return f"{platform.node() or 'unknown host'}, {os.cpu_count()} cores, {platform.processor() or platform.machine()}"
+
+
+def write_results(path, title, command, header, rows, notes="", seconds=None):
+    """A markdown results file: title, the command that regenerates it, run time, machine, date,
+    the table (``header``: column names; ``rows``: lists of cells) and free-form notes.
+    A bare file name lands in ``experiments/results/``."""
+    path = Path(path)
+    if path.parent == Path("."):
+        path = RESULTS_DIR / path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [f"# {title}", "", f"Regenerate: `{command}`", ""]
+    if seconds is not None:
+        lines.append(f"Total run time: {seconds:.0f} s ({seconds / 60:.1f} min)  ")
+    lines += [f"Machine: {machine()}  ", f"Date: {datetime.date.today().isoformat()}", "",
+              "| " + " | ".join(map(str, header)) + " |",
+              "| " + " | ".join("---" for _ in header) + " |"]
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in rows]
+    if notes:
+        lines += ["", notes.strip()]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path

@@ -42,7 +42,6 @@ import contextlib
 import copy
 import dataclasses
 import hashlib
-import io
 import json
 import math
 import time
@@ -64,6 +63,7 @@ from .module import NonFiniteError, Sequential
 from .neurons import BLOCK, BaseNeuron
 from .optim import Adam
 from .surrogate import BOXCAR, derivative, fire
+from .train import Run, TrainConfig, _generators, _npz_bytes, atomic_write_bytes, load_run, read_checkpoint
 
 
 # ------------------------------------------------------------------------------------------
@@ -611,7 +611,6 @@ class ConvertConfig:
 
 def dnn_config(cfg):
     """The trainer config of the clipped-ReLU DNN (the ANN twin: T = 1)."""
-    from .train import TrainConfig
     return TrainConfig(network=cfg.network, neuron="clipped_relu", dataset=cfg.dataset, data_dir=cfg.data_dir,
                        T=1, epochs=cfg.dnn_epochs, batch_size=cfg.batch_size, lr=cfg.dnn_lr, seed=cfg.seed,
                        dtype=cfg.dtype, out_dir=str(Path(cfg.out_dir) / "dnn"))
@@ -620,7 +619,6 @@ def dnn_config(cfg):
 def train_or_load_dnn(cfg, progress=False, log=print):
     """The DNN run: ``cfg.dnn_dir`` if given, else ``out_dir/dnn`` (trained, or resumed if a
     checkpoint is there). Raises ValueError if the run's activation is not clipped_relu."""
-    from .train import Run, load_run
     if cfg.dnn_dir is not None:
         run = load_run(cfg.dnn_dir)
     else:
@@ -641,20 +639,9 @@ def train_or_load_dnn(cfg, progress=False, log=print):
     return run
 
 
-def _npz_bytes(arrays):
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    return buf.getvalue()
-
-
-def _generators(model):
-    return {name: m.rng for name, m in model.modules() if isinstance(getattr(m, "rng", None), np.random.Generator)}
-
-
 def save_checkpoint(out_dir, cfg, snn, opt, epoch, scales, results, history):
     """``snn-epochNNNN.npz`` (model/…, optim/…) then ``checkpoint.json`` (the commit point), both
     atomically; the previous weights file is removed after the json names the new one."""
-    from .train import atomic_write_bytes
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     arrays = {f"model/{k}": v for k, v in snn.state_dict().items()}
@@ -677,7 +664,6 @@ def save_checkpoint(out_dir, cfg, snn, opt, epoch, scales, results, history):
 
 
 def _read_checkpoint(path):
-    from .train import read_checkpoint
     meta, arrays = read_checkpoint(path)
     if meta.get("kind") != "converted-snn":
         raise ValueError(f"{path} is not a converted-SNN checkpoint (refsnn convert writes those)")
@@ -687,7 +673,6 @@ def _read_checkpoint(path):
 def _build_snn(cfg, dnn_config_dict, scales):
     """The converted network's structure (weights come from a state dict): the DNN is rebuilt
     from its trainer config, untrained, and converted with the saved scales."""
-    from .train import Run, TrainConfig
     dnn = Run(TrainConfig.from_dict(dnn_config_dict)).model
     return convert(dnn, scales, cfg.dropout, cfg.surrogate, cfg.detach_reset, cfg.train_amplitude,
                    rng=np.random.default_rng([cfg.seed, 4]))

@@ -43,6 +43,11 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     blas_in_time = set_blas_thread_variables(args.threads)  # before NumPy's first import
+    # refsnn before torch: refsnn sets OMP_WAIT_POLICY=PASSIVE, which every OpenMP runtime reads
+    # once, when it loads. If torch's loads first its idle threads spin after each parallel region
+    # and take the cores from Numba's and OpenBLAS's threads: measured, a VGG-11 step of refsnn
+    # then takes 2.1-2.4 s instead of 1.3 s, while SpikingJelly's own step is unchanged (1.2-1.3 s).
+    import refsnn  # noqa: F401
     for name in dict.fromkeys(args.only or BENCHMARKS):
         module = importlib.import_module(f"bench.{name}")
         module.run(repeats=args.repeats, threads=args.threads, blas_in_time=blas_in_time,

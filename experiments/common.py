@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from scipy import stats
 
 from refsnn.energy import ActivityMeter
 from refsnn.neurons import BaseNeuron
@@ -76,3 +77,10 @@ def write_results(path, title, command, header, rows, notes="", seconds=None):
         lines += ["", notes.strip()]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def welch(a, b):
+    """Welch's t-test p-value for mean(a) ≠ mean(b) (nan when both have no spread)."""
+    if np.std(a) == 0 and np.std(b) == 0:
+        return float("nan") if np.mean(a) == np.mean(b) else 0.0
+    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)

@@ -17,12 +17,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
 
 from refsnn.quant import export_bytes, export_ternary, float32_bytes, ternary_layers
 from refsnn.train import Run, TrainConfig
 
-from .common import mean_std, train_and_measure, write_results
+from .common import mean_std, welch, train_and_measure, write_results
 
 TEACHER_SEED_OFFSET = 1000
 METHODS = [("plain SNN", dict(method="plain")), ("KD (SNN teacher)", dict(method="kd")),
@@ -80,13 +79,6 @@ def table_rows(results):
                     mean_std([r["firing_rate"] for r in rs]), mean_std(snn, scale=1, digits=1),
                     f"{np.mean(snn) / rs[0]['dnn_energy_nj']:.2f}", f"{np.mean([r['seconds'] for r in rs]):.0f}"])
     return out
-
-
-def welch(a, b):
-    """Welch's t-test p-value for mean(a) ≠ mean(b) (nan when both have no spread)."""
-    if np.std(a) == 0 and np.std(b) == 0:
-        return float("nan") if np.mean(a) == np.mean(b) else 0.0
-    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
 
 
 def verdict(results):

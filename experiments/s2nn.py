@@ -10,9 +10,8 @@ import sys
 import time
 
 import numpy as np
-from scipy import stats
 
-from .common import mean_std, train_and_measure, write_results
+from .common import mean_std, welch, train_and_measure, write_results
 
 # (label, neuron, neuron options, T)
 ROWS = [
@@ -51,13 +50,6 @@ def table_rows(rows, results):
                     mean_std(snn, scale=1, digits=1), f"{np.mean(snn) / rs[0]['dnn_energy_nj']:.2f}",
                     f"{np.mean([r['seconds'] for r in rs]):.0f}"])
     return out
-
-
-def welch(a, b):
-    """Welch's t-test p-value for mean(a) ≠ mean(b) (nan when both have no spread)."""
-    if np.std(a) == 0 and np.std(b) == 0:
-        return float("nan") if np.mean(a) == np.mean(b) else 0.0
-    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
 
 
 def verdict(results):

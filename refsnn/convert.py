@@ -63,7 +63,7 @@ from .module import NonFiniteError, Sequential
 from .neurons import BLOCK, BaseNeuron
 from .optim import Adam
 from .surrogate import BOXCAR, derivative, fire
-from .train import Run, TrainConfig, _generators, _npz_bytes, atomic_write_bytes, load_run, read_checkpoint
+from .train import Run, TrainConfig, _generators, config_from_dict, _npz_bytes, atomic_write_bytes, load_run, read_checkpoint
 
 
 # ------------------------------------------------------------------------------------------
@@ -602,11 +602,7 @@ class ConvertConfig:
 
     @classmethod
     def from_dict(cls, d):
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown config key(s) {unknown}; known: {sorted(known)}")
-        return cls(**d)
+        return config_from_dict(cls, d)
 
 
 def dnn_config(cfg):

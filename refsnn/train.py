@@ -57,6 +57,15 @@ from .quant import export_bytes, export_ternary, float32_bytes, load_ternary, te
 TWIN_SEED_STREAM = 1   # the twin's initialisation seed is derived from (seed, TWIN_SEED_STREAM)
 
 
+def config_from_dict(cls, d):
+    """``cls(**d)`` for a config dataclass, naming any key it does not know."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"unknown config key(s) {unknown}; known: {sorted(known)}")
+    return cls(**d)
+
+
 @dataclasses.dataclass
 class TrainConfig:
     network: str = "cnn"
@@ -142,11 +151,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d):
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown config key(s) {unknown}; known: {sorted(known)}")
-        return cls(**d)
+        return config_from_dict(cls, d)
 
 
 class TrainingDiverged(RuntimeError):

@@ -1,4 +1,6 @@
-"""``python -m bench [--only NAME] [--repeats N] [--threads N] [--quick] ...``: run the benchmarks.
+"""``python -m bench [--only NAME] [--repeats N] [--threads N] [--quick] [--write] ...``: run the benchmarks.
+
+Tables are printed; ``--write`` also records them in the tracked ``BENCHMARKS.md``.
 
 Thread counts are fixed on every side before anything is timed: Numba
 (``numba.set_num_threads``), torch (``torch.set_num_threads``) and BLAS (threadpoolctl when
@@ -31,7 +33,8 @@ def parse_args(argv=None):
                         help="step: also time one real epoch of the small CNN on the MNIST split, both sides")
     parser.add_argument("--width", type=float, default=0.25, metavar="W",
                         help="scaling: channel multiplier of the VGG-11 (default 0.25)")
-    parser.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
+    parser.add_argument("--write", action="store_true",
+                        help="also record the tables in BENCHMARKS.md (by default they are only printed)")
     args = parser.parse_args(argv)
     if (args.repeats is not None and args.repeats < 1) or args.threads < 1:
         parser.error("--repeats and --threads must be >= 1")
@@ -51,7 +54,7 @@ def main(argv=None):
     for name in dict.fromkeys(args.only or BENCHMARKS):
         module = importlib.import_module(f"bench.{name}")
         module.run(repeats=args.repeats, threads=args.threads, blas_in_time=blas_in_time,
-                   compile_models=args.compile, write=not args.no_write, options=args)
+                   compile_models=args.compile, write=args.write, options=args)
 
 
 if __name__ == "__main__":

@@ -114,3 +114,9 @@ def test_importing_refsnn_compiles_no_kernel():
     result = run_child(["-c", IMPORT_SCRIPT], child_env(1))
     assert result["dispatchers"] > 10  # it did find the kernels
     assert result["compiled"] == []
+
+
+def test_bench_leaves_the_tracked_benchmarks_file_alone_unless_asked():
+    from bench.__main__ import parse_args
+    assert parse_args([]).write is False  # a plain `python -m bench` only prints
+    assert parse_args(["--write"]).write is True

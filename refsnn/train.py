@@ -33,6 +33,7 @@ import contextlib
 import csv
 import dataclasses
 import hashlib
+import inspect
 import io
 import json
 import math
@@ -46,15 +47,27 @@ import numpy as np
 from tqdm import tqdm
 
 from . import __version__
-from .data import Batches, direct, get_dataset, poisson
+from .data import _AUGMENTATIONS, _CIFAR, _IDX_SETS, Batches, direct, get_dataset, poisson
 from .energy import ActivityMeter
 from .losses import accuracy, cross_entropy, dml_loss, kd_loss, tet_loss, twin_loss
-from .models import build_network
+from .models import ANALOG_ACTIVATIONS, NETWORKS, build_network
 from .module import NonFiniteError
+from .neurons import NEURONS
 from .optim import SGD, Adam, AdamW, CosineAnnealingLR, StepLR
 from .quant import export_bytes, export_ternary, float32_bytes, load_ternary, ternarize
 
 TWIN_SEED_STREAM = 1   # the twin's initialisation seed is derived from (seed, TWIN_SEED_STREAM)
+
+
+DATASETS = ("digits", "mnist-t10k", *_IDX_SETS, *_CIFAR)  # the names get_dataset knows
+
+
+class ConfigError(ValueError):
+    """An invalid config value; ``option`` names the config key (the CLI adds the file and line)."""
+
+    def __init__(self, option, message):
+        super().__init__(message)
+        self.option = option
 
 
 def config_from_dict(cls, d):
@@ -62,8 +75,63 @@ def config_from_dict(cls, d):
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - known)
     if unknown:
-        raise ValueError(f"unknown config key(s) {unknown}; known: {sorted(known)}")
+        raise ConfigError(unknown[0], f"unknown config key(s) {unknown}; known: {sorted(known)}")
     return cls(**d)
+
+
+def check_field_types(cfg):
+    """Every field of the config dataclass ``cfg`` holds its declared type, whatever the source
+    (TOML, command line, a saved checkpoint): bools only in bool fields, integers (not bools) in
+    int fields, finite reals in float fields, strings, dicts; None only where the default is None.
+    NumPy scalars are accepted and stored as Python ones (so the config stays JSON)."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if value is None and f.default is None:
+            continue
+        if f.type is bool:
+            if not isinstance(value, (bool, np.bool_)):
+                raise ConfigError(f.name, f"{f.name} must be true or false, got {value!r}")
+            value = bool(value)
+        elif f.type is int:
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+                raise ConfigError(f.name, f"{f.name} must be an integer, got {value!r}")
+            value = int(value)
+        elif f.type is float:
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
+                    or not math.isfinite(value):
+                raise ConfigError(f.name, f"{f.name} must be a finite real number, got {value!r}")
+            value = float(value)
+        elif not isinstance(value, f.type):
+            raise ConfigError(f.name, f"{f.name} must be a {'string' if f.type is str else f.type.__name__}, "
+                                      f"got {value!r}")
+        setattr(cfg, f.name, value)
+
+
+def check_neuron_options(neuron, options):
+    """``options`` are keyword arguments of the neuron (or activation) ``neuron`` with the kinds of
+    their defaults (bool, string, else a number or null), and build it; ConfigError naming the
+    option otherwise."""
+    cls = NEURONS.get(neuron) or ANALOG_ACTIVATIONS[neuron]
+    params = {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items() if k != "self"}
+    for key, value in options.items():
+        if key not in params:
+            raise ConfigError("neuron_options", f"unknown option {key!r} for neuron {neuron}; known: "
+                                                f"{', '.join(params)}")
+        default = params[key]
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, str):
+            ok = isinstance(value, str)
+        else:
+            ok = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+        if not ok:
+            kind = "true or false" if isinstance(default, bool) else "a string" if isinstance(default, str) \
+                else "a number"
+            raise ConfigError("neuron_options", f"neuron option {key} of {neuron} must be {kind}, got {value!r}")
+    try:
+        cls(**options)
+    except (TypeError, ValueError) as e:
+        raise ConfigError("neuron_options", f"neuron_options for {neuron}: {e}") from None
 
 
 @dataclasses.dataclass
@@ -103,51 +171,51 @@ class TrainConfig:
     ternary_first: bool = False       # also ternarise the first weight layer
     ternary_last: bool = False        # also ternarise the last weight layer (the classifier)
 
+    CHOICES = {"network": tuple(NETWORKS), "neuron": (*NEURONS, *ANALOG_ACTIVATIONS),
+               "encoding": ("direct", "poisson"), "optimizer": ("sgd", "adam", "adamw"),
+               "schedule": ("cosine", "step", "none"), "loss": ("ce", "tet"), "augment": (None, *_AUGMENTATIONS),
+               "dtype": ("float32", "float64"), "method": ("plain", "tna", "kd", "dml"),
+               "twin_precision": ("same", "full")}
+
     def __post_init__(self):
-        choices = {"encoding": ("direct", "poisson"), "optimizer": ("sgd", "adam", "adamw"),
-                   "schedule": ("cosine", "step", "none"), "loss": ("ce", "tet"),
-                   "dtype": ("float32", "float64"), "method": ("plain", "tna", "kd", "dml"),
-                   "twin_precision": ("same", "full")}
-        for name, allowed in choices.items():
+        check_field_types(self)
+        for name, allowed in self.CHOICES.items():
             if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        for name in ("T", "epochs", "batch_size"):
+                raise ConfigError(name, f"{name} must be one of {', '.join(map(str, allowed))}; "
+                                        f"got {getattr(self, name)!r}")
+        if _dataset_key(self.dataset) not in DATASETS:  # get_dataset's spelling: any case, _ or -
+            raise ConfigError("dataset", f"dataset must be one of {', '.join(DATASETS)}; got {self.dataset!r}")
+        for name, low in (("T", 1), ("epochs", 1), ("batch_size", 1), ("step_size", 1), ("seed", 0),
+                          ("late_matching", 0)):
+            if getattr(self, name) < low:
+                raise ConfigError(name, f"{name} must be an integer >= {low}, got {getattr(self, name)}")
+        for name, low, high, low_open in (("lr", 0.0, math.inf, True), ("momentum", 0.0, math.inf, False),
+                                          ("weight_decay", 0.0, math.inf, False), ("gamma", 0.0, math.inf, True),
+                                          ("tna_lambda", 0.0, math.inf, False), ("kd_alpha", 0.0, 1.0, False),
+                                          ("kd_temperature", 0.0, math.inf, True),
+                                          ("dml_temperature", 0.0, math.inf, True)):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+            if not (low < value <= high if low_open else low <= value <= high):
+                raise ConfigError(name, f"{name} must be in {'(' if low_open else '['}{low}, {high}], got {value}")
+        check_neuron_options(self.neuron, self.neuron_options)
         self._check_methods()
 
     def _check_methods(self):
-        for name in ("save_twin", "ternary", "ternary_per_channel", "ternary_first", "ternary_last"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
-        if not (isinstance(self.late_matching, int) and self.late_matching >= 0):
-            raise ValueError(f"late_matching must be a non-negative integer, got {self.late_matching!r}")
-        for name, low, high in (("tna_lambda", 0.0, math.inf), ("kd_alpha", 0.0, 1.0),
-                                ("kd_temperature", 0.0, math.inf), ("dml_temperature", 0.0, math.inf)):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and low <= value <= high):
-                raise ValueError(f"{name} must be a number in [{low}, {high}], got {value!r}")
-        for name in ("kd_temperature", "dml_temperature"):
-            if getattr(self, name) == 0:
-                raise ValueError(f"{name} must be positive")
         if self.method == "kd" and not self.teacher:
-            raise ValueError("method 'kd' needs a teacher: the run directory (or checkpoint.json or ternary "
-                             "export) of a trained network on the same data set")
+            raise ConfigError("teacher", "method 'kd' needs a teacher: the run directory (or checkpoint.json or "
+                                         "ternary export) of a trained network on the same data set")
         if self.teacher is not None and self.method != "kd":
-            raise ValueError(f"teacher is only used by method 'kd', not {self.method!r}")
+            raise ConfigError("teacher", f"teacher is only used by method 'kd', not {self.method!r}")
         if self.method != "plain" and self.loss != "ce":
-            raise ValueError(f"loss {self.loss!r} is only available with method 'plain' "
-                             f"({self.method} uses its own loss on time-averaged logits)")
+            raise ConfigError("loss", f"loss {self.loss!r} is only available with method 'plain' "
+                                      f"({self.method} uses its own loss on time-averaged logits)")
         if self.save_twin and self.method not in ("tna", "dml"):
-            raise ValueError("save_twin needs a twin: method 'tna' or 'dml'")
+            raise ConfigError("save_twin", "save_twin needs a twin: method 'tna' or 'dml'")
         if self.late_matching and self.method != "tna":
-            raise ValueError("late_matching applies to method 'tna' only")
+            raise ConfigError("late_matching", "late_matching applies to method 'tna' only")
         refinements = [n for n in ("ternary_per_channel", "ternary_first", "ternary_last") if getattr(self, n)]
         if refinements and not self.ternary:
-            raise ValueError(f"{', '.join(refinements)} only apply with ternary = true")
+            raise ConfigError(refinements[0], f"{', '.join(refinements)} only apply with ternary = true")
 
     @classmethod
     def from_dict(cls, d):
@@ -155,7 +223,49 @@ class TrainConfig:
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss or a gradient became NaN/Inf; the last good checkpoint is kept."""
+    """A loss or gradient became NaN/Inf, or the loss exceeded the divergence bound (see
+    ``check_loss``); the last good checkpoint, if any, is kept."""
+
+
+DIVERGENCE_FACTOR = 100
+
+
+def divergence(loss, out, y, cfg):
+    """What shows that training diverged on a batch (None if nothing does): a training loss
+    that is not finite, or a cross-entropy of the base network above ``DIVERGENCE_FACTOR``
+    · ln(classes). ln(classes) is the cross-entropy of a uniform guess, the order of any loss at
+    initialisation; a hundred times it means logit margins of hundreds against the right class,
+    which no converging run reaches (``--lr 1e6`` does within a few steps). The bound applies
+    to the cross-entropy whatever the method, so TET, TNA, KD and DML are judged alike."""
+    if not math.isfinite(loss):
+        return f"the loss is {loss}"
+    ce = loss if cfg.method == "plain" and cfg.loss == "ce" else cross_entropy(out, y)[0]
+    classes = out.shape[-1]
+    bound = DIVERGENCE_FACTOR * math.log(classes)
+    if not ce <= bound:
+        return f"the cross-entropy is {ce:.4g}, above {DIVERGENCE_FACTOR}·ln({classes}) = {bound:.4g}"
+    return None
+
+
+def check_writable(directory):
+    """Create ``directory`` if needed and check that a file can be written in it: OSError naming
+    it (read-only file system, permission, a file in the way) before any work is done."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as e:
+        raise OSError(e.errno, f"cannot write in {directory}: {e.strerror}") from None
+
+
+def check_finite_data(x, split, index, dataset):
+    """ValueError naming the first sample of the batch ``x`` that holds NaN or Inf (``index(j)``:
+    its index in the ``split`` set): a data problem, not a divergence."""
+    bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+    if bad.any():
+        raise ValueError(f"{split} sample {index(int(np.argmax(bad)))} of the data set {dataset} contains NaN or "
+                         "Inf: the input data is broken (this is not a training divergence)")
 
 
 # ------------------------------------------------------------------------------------------
@@ -202,12 +312,18 @@ def make_optimizer(cfg, model):
     return opt, sched
 
 
+POISSON_STREAM, EVAL_POISSON_STREAM = 2, 3  # after Batches' streams 0 (shuffle) and 1 (augment)
+
+
 def encode(cfg, x, epoch, step):
-    """[N, ...] images → [T, N, ...] inputs; Poisson draws from a generator fixed by (seed, epoch, step)."""
+    """[N, ...] images → [T, N, ...] inputs. Poisson draws come from ``default_rng([seed, epoch,
+    2, step])`` in training and ``default_rng([seed, 0, 3, step])`` in evaluation (``epoch=None``),
+    so a test pass gives the same spikes whenever it runs (Batches uses streams 0 and 1)."""
     x = x.astype(cfg.dtype, copy=False)
     if cfg.encoding == "direct":
         return direct(x, cfg.T)
-    return poisson(x, cfg.T, np.random.default_rng([cfg.seed, epoch, step, 2]))
+    key = [cfg.seed, 0, EVAL_POISSON_STREAM, step] if epoch is None else [cfg.seed, epoch, POISSON_STREAM, step]
+    return poisson(x, cfg.T, np.random.default_rng(key))
 
 
 def loss_and_grad(cfg, out, y):
@@ -369,7 +485,10 @@ class Run:
             loss, grad = loss_and_grad(cfg, out, y)
             return loss, out, [(self.model, grad)]
         if cfg.method == "kd":
-            z_teacher = self.teacher.logits(x, self.epoch, step)
+            try:
+                z_teacher = self.teacher.logits(x, self.epoch, step)
+            except NonFiniteError as e:  # the frozen teacher is broken: not this run's divergence
+                raise ValueError(f"the teacher {cfg.teacher} gives non-finite values: {e}") from None
             loss, grad = kd_loss(out, z_teacher, y, cfg.kd_alpha, cfg.kd_temperature)
             return loss, out, [(self.model, grad)]
         out_twin = self.twin.forward(inputs)
@@ -392,17 +511,21 @@ class Run:
         total_loss = total_correct = seen = 0.0
         bar = tqdm(batches, desc=f"epoch {self.epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
         for step, (x, y) in enumerate(bar):
-            where = f"at epoch {self.epoch + 1}, step {step}; the last good checkpoint in {self.out_dir} is kept"
+            check_finite_data(x, "training", lambda j: batches.order()[step * cfg.batch_size + j], cfg.dataset)
+            where = f"training diverged at epoch {self.epoch + 1}, step {step}"
             try:
                 loss, out, grads = self.loss_and_grads(x, y, step)
             except NonFiniteError as e:
-                raise TrainingDiverged(f"{e} {where}") from None
+                raise TrainingDiverged(f"{where}: {e}; {self._kept()}") from None
+            problem = divergence(loss, out, y, cfg)
+            if problem:
+                raise TrainingDiverged(f"{where}: {problem}; {self._kept()}")
             for (network, _, label), (_, grad) in zip(trained, grads):
                 network.zero_grad()
                 network.backward(grad)
                 for name, _, g in network.named_parameters():
                     if not np.all(np.isfinite(g)):
-                        raise TrainingDiverged(f"gradient of {label}{name} is not finite {where}")
+                        raise TrainingDiverged(f"{where}: the gradient of {label}{name} is not finite; {self._kept()}")
             for _, opt, _ in trained:
                 opt.step()
             total_loss += loss * len(y)
@@ -411,17 +534,24 @@ class Run:
             bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{total_correct / seen:.4f}")
         return total_loss / seen, total_correct / seen
 
+    def _kept(self):
+        """What a failed epoch leaves: the last checkpoint, or none yet."""
+        if self.epoch > 0:
+            return f"the last good checkpoint (epoch {self.epoch}) in {self.out_dir} is kept"
+        return f"no checkpoint yet in {self.out_dir} (none is written before the first epoch ends)"
+
     def evaluate(self, meter=None, progress=False, model=None):
-        """Test loss and accuracy of ``model`` (default: the base network) in eval mode,
-        optionally counting activity."""
+        """Test loss and accuracy of ``model`` (default: the base network) in eval mode, in
+        batches of ``batch_size``, optionally counting activity."""
         cfg = self.cfg
         model = self.model if model is None else model
         model.eval()
         total_loss = total_correct = 0.0
-        batches = Batches(self.test_x, self.test_y, max(cfg.batch_size, 256), shuffle=False)
+        batches = Batches(self.test_x, self.test_y, cfg.batch_size, shuffle=False)
         with meter if meter is not None else contextlib.nullcontext():
             for step, (x, y) in enumerate(tqdm(batches, desc="test", disable=not progress, leave=False)):
-                out = model.forward(encode(cfg, x, -1, step))
+                check_finite_data(x, "test", lambda j: step * cfg.batch_size + j, cfg.dataset)
+                out = model.forward(encode(cfg, x, None, step))
                 total_loss += loss_and_grad(cfg, out, y)[0] * len(y)
                 total_correct += accuracy(out, y) * len(y)
         n = len(self.test_y)
@@ -431,6 +561,8 @@ class Run:
         cfg = self.cfg
         if self.opt is None and self.epoch < cfg.epochs:
             raise ValueError("this run was loaded for evaluation only (training=False)")
+        if self.epoch < cfg.epochs:
+            check_writable(self.out_dir)  # now, not when the first epoch's checkpoint fails
         while self.epoch < cfg.epochs:
             start = time.perf_counter()
             lr = self.opt.lr
@@ -451,6 +583,64 @@ class Run:
             log(f"epoch {self.epoch:3d}/{cfg.epochs}  loss {train_loss:.4f}  train acc {train_acc:.4f}  "
                 f"test loss {test_loss:.4f}  test acc {test_acc:.4f}{twin}  ({row['seconds']:.1f} s)")
         return self.history
+
+    def replan_schedules(self):
+        """After ``epochs`` changed on resume: a cosine schedule anneals over the new number of
+        epochs from where the run is. Its ``T_max`` becomes ``epochs`` and the learning rate of
+        the next epoch e (= ``last_epoch``) the closed form η_min + (base_lr − η_min)·(1 +
+        cos(π·e/epochs))/2, torch's recursion going on from there. The epochs already trained
+        keep the old schedule, so this is not the run a fresh start with the new ``epochs``
+        would give. Step and constant schedules do not depend on ``epochs``."""
+        for sched, opt in ((self.sched, self.opt), (self.twin_sched, self.twin_opt)):
+            if isinstance(sched, CosineAnnealingLR):
+                sched.T_max = self.cfg.epochs
+                e, lo = sched.last_epoch, sched.eta_min
+                opt.lr = lo + (sched.base_lr - lo) * (1 + math.cos(math.pi * e / sched.T_max)) / 2
+
+
+RESUMABLE = ("epochs", "data_dir", "teacher", "out_dir")  # options a resumed run may change
+
+
+def resume_config(saved, given, trained):
+    """``(config, notes)`` to continue a run that has ``trained`` epochs with the options the
+    user passed again (``given``, a dict) over its saved config ``saved``. Only ``RESUMABLE``
+    options may differ: ``epochs`` (to extend a finished or running run, or shorten it while
+    more than ``trained``), ``data_dir`` (the data moved), ``teacher`` (moved; its weights'
+    SHA-256 is still checked) and ``out_dir``; ConfigError naming every other one."""
+    cfg = type(saved).from_dict({**dataclasses.asdict(saved), **given})
+    changed = [f.name for f in dataclasses.fields(cfg) if getattr(cfg, f.name) != getattr(saved, f.name)]
+    refused = [name for name in changed if name not in RESUMABLE]
+    if refused:
+        listed = ", ".join(f"{name} ({getattr(saved, name)!r} → {getattr(cfg, name)!r})" for name in refused)
+        raise ConfigError(refused[0], f"cannot change {listed} when resuming: the run in {cfg.out_dir} was "
+                                      f"trained with the saved values; only {', '.join(RESUMABLE)} may change "
+                                      "(start a new run in another out_dir to train with other options)")
+    notes = []
+    if "epochs" in changed:
+        if cfg.epochs <= trained:
+            raise ConfigError("epochs", f"epochs = {cfg.epochs}, but the run has already trained {trained}: pass "
+                                        f"more than {trained} to extend it")
+        verb = "extending" if cfg.epochs > saved.epochs else "shortening"
+        notes.append(f"{verb} from {saved.epochs} to {cfg.epochs} epochs"
+                     + (f"; the cosine schedule now anneals over {cfg.epochs} epochs from epoch {trained + 1}"
+                        if cfg.schedule == "cosine" else ""))
+    notes += [f"{name}: {getattr(saved, name)} → {getattr(cfg, name)}" for name in changed
+              if name in ("data_dir", "teacher")]
+    return cfg, notes
+
+
+def resume_run(path, given=None):
+    """``(run, notes)``: the run saved in the directory ``path``, ready to train on, with the
+    options in ``given`` (see ``resume_config``); ``notes`` say what changed. The run's
+    directory is ``path``, wherever the run was first written."""
+    meta, arrays = read_checkpoint(path)
+    saved = TrainConfig.from_dict(meta["config"])
+    cfg, notes = resume_config(saved, {**(given or {}), "out_dir": str(path)}, meta["epoch"])
+    run = Run(cfg, training=meta["epoch"] < cfg.epochs)
+    run.restore(meta, arrays)
+    if cfg.epochs != saved.epochs:
+        run.replan_schedules()
+    return run, notes
 
 
 def read_checkpoint(path):

@@ -1,82 +1,257 @@
-"""``refsnn train | eval | verify | bench`` — the command line."""
+"""``refsnn train | eval | export-ternary | convert | verify | bench`` — the command line.
+
+Exit codes: 0 done; 2 an error, reported as one ``error: ...`` line; 3 training diverged; 130
+and 143 interrupted by SIGINT (Ctrl-C) and SIGTERM; 141 the reader of the output went away
+(``refsnn eval ... | head``).
+"""
 import argparse
 import dataclasses
 import json
+import re
+import shlex
+import signal
 import sys
 import time
-import tomllib
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, as the tomli package (setup.py installs it there)
+    import tomli as tomllib
 
 from .energy import ActivityMeter
 
 
-def _train_parser(sub):
-    from .train import TrainConfig
-    p = sub.add_parser("train", help="train a spiking network (defaults: CLIF CNN on the shipped 8x8 digits)")
-    p.add_argument("--config", help="TOML file with any of the options below (flags override it)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out-dir from its checkpoint")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    helps = {"network": "mlp | cnn", "neuron": "lif | plif | if | clif | s2nn",
-             "neuron_options": 'JSON, e.g. \'{"tau": 2.0, "surrogate": "atan"}\'',
-             "dataset": "digits | mnist-t10k | mnist | fashion-mnist | kmnist | cifar10 | cifar100",
-             "data_dir": "directory holding the data set files (not needed for the shipped ones)",
-             "T": "time steps", "encoding": "direct | poisson", "optimizer": "sgd | adam | adamw",
-             "schedule": "cosine | step | none", "loss": "ce | tet", "augment": "crop_flip (CIFAR)",
-             "dtype": "float32 | float64", "out_dir": "where checkpoints and metrics go",
-             "method": "plain | tna | kd | dml", "tna_lambda": "TNA logit-matching weight λ",
-             "late_matching": "TNA: λ = 0 for this many first epochs", "twin_precision": "same | full",
-             "teacher": "KD: run directory or ternary export of the teacher",
-             "ternary": "ternary weights (TWN, straight-through); first/last layers full precision"}
-    for f in dataclasses.fields(TrainConfig):
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived; ``signum`` says which."""
+
+    def __init__(self, signum):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _json_object(text):
+    """argparse type of --neuron-options: a JSON object."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object of the neuron's options, e.g. "
+                                         f"'{{\"tau\": 3.0, \"surrogate\": \"atan\"}}'; got {text!r}")
+    return value
+
+
+def _one_of(names):
+    return " | ".join(str(n) for n in names)
+
+
+def _add_config_options(p, cls, helps, flags=None):
+    """One option per field of the config dataclass ``cls``, each with its help from ``helps``
+    (every field must have one) and its default; ``--x/--no-x`` for bool fields."""
+    for f in dataclasses.fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        kind = json.loads if f.name == "neuron_options" else (type(default) if default is not None else str)
-        flag = {"action": argparse.BooleanOptionalAction} if kind is bool else {"type": kind}
-        p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None, **flag,
-                       help=f"{helps.get(f.name, '')} (default: {default})")
+        flag = (flags or {}).get(f.name, f"--{f.name.replace('_', '-')}")
+        if f.type is bool:
+            kind = {"action": argparse.BooleanOptionalAction}
+        elif f.type is dict:
+            kind = {"type": _json_object, "metavar": "JSON"}
+        else:
+            kind = {"type": f.type}
+        p.add_argument(flag, dest=f.name, default=None, help=f"{helps[f.name]} (default: {default})", **kind)
+
+
+def _train_parser(sub):
+    from .models import ANALOG_ACTIVATIONS, NETWORKS
+    from .neurons import NEURONS
+    from .surrogate import SURROGATES
+    from .train import DATASETS, DIVERGENCE_FACTOR, RESUMABLE, TrainConfig
+    choices = TrainConfig.CHOICES
+    p = sub.add_parser("train", help="train a spiking network (defaults: CLIF CNN on the shipped 8x8 digits)",
+                       description=f"Train a network; exit code 3 if training diverges (a loss or gradient "
+                                   f"NaN/Inf, or a cross-entropy above {DIVERGENCE_FACTOR}·ln(classes)).")
+    p.add_argument("--config", help="TOML file with any of the options below, by their config names "
+                                    "(lr = 0.01, neuron_options = {tau = 2.0}); flags override it")
+    p.add_argument("--resume", action="store_true",
+                   help=f"continue the run in --out-dir with its saved options; of the others only "
+                        f"{', '.join('--' + n.replace('_', '-') for n in RESUMABLE if n != 'out_dir')} may be "
+                        "passed with new values (any other changed option is refused)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in --out-dir (without it such a directory is refused)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    helps = {
+        "network": _one_of(NETWORKS),
+        "neuron": f"spiking neuron {_one_of(NEURONS)}, or the ANN twin's activation {_one_of(ANALOG_ACTIVATIONS)} "
+                  "(with --T 1)",
+        "neuron_options": "the neuron's keyword arguments as a JSON object, e.g. "
+                          f"'{{\"tau\": 2.0, \"surrogate\": \"atan\"}}' (surrogates: {_one_of(SURROGATES)})",
+        "dataset": f"{_one_of(DATASETS)} (digits and mnist-t10k are shipped; the others need --data-dir)",
+        "data_dir": "directory holding the data set files (not needed for the shipped ones)",
+        "T": "time steps per sample",
+        "encoding": "direct (the analog image at every step) | poisson (spikes with probability = pixel value)",
+        "epochs": "epochs to train; with --resume a new value extends (or shortens) the run, and a cosine "
+                  "schedule then anneals over the new number from where the run is",
+        "batch_size": "mini-batch size, for training and for evaluation",
+        "optimizer": _one_of(choices["optimizer"]),
+        "lr": "learning rate",
+        "momentum": "SGD momentum",
+        "weight_decay": "weight decay (L2 for sgd and adam, decoupled for adamw)",
+        "schedule": "per-epoch learning-rate schedule: cosine (annealed to 0 over --epochs) | step (times "
+                    "--gamma every --step-size epochs) | none",
+        "step_size": "step schedule: epochs between decays",
+        "gamma": "step schedule: decay factor",
+        "loss": "ce (cross-entropy of the time-averaged logits) | tet (temporal efficient training)",
+        "augment": "crop_flip: random crop of the padded image and horizontal flip (CIFAR)",
+        "seed": "seed of the initialisation, batch order, augmentation, dropout and Poisson draws",
+        "dtype": _one_of(choices["dtype"]),
+        "out_dir": "run directory: checkpoints and metrics",
+        "method": "plain | tna (twin network augmentation) | kd (knowledge distillation from --teacher) | "
+                  "dml (deep mutual learning)",
+        "tna_lambda": "TNA: weight λ of the logit-matching term",
+        "late_matching": "TNA: λ = 0 for this many first epochs",
+        "twin_precision": "TNA/DML with --ternary: the twin is same (ternary too) or full precision",
+        "save_twin": "TNA/DML: keep the twin's weights in the finished run",
+        "teacher": "KD: run directory, checkpoint.json or ternary export of the teacher",
+        "kd_alpha": "KD: weight α of the distillation term (1 - α on the cross-entropy)",
+        "kd_temperature": "KD: softmax temperature τ",
+        "dml_temperature": "DML: softmax temperature of the mutual KL terms",
+        "ternary": "ternary weights (TWN, straight-through); first/last layers full precision",
+        "ternary_per_channel": "ternary: one scale per output channel (default one per layer)",
+        "ternary_first": "ternary: also the first weight layer",
+        "ternary_last": "ternary: also the last weight layer (the classifier)",
+    }
+    _add_config_options(p, TrainConfig, helps)
     return p
 
 
-def _config_from_args(args):
-    from .train import TrainConfig
-    values = {}
-    if args.config:
-        with open(args.config, "rb") as f:
-            values.update(tomllib.load(f))
-    for f in dataclasses.fields(TrainConfig):
+def _toml_line(text, key):
+    """The line number (from 1) where the top-level ``key`` of a TOML text is set, or None."""
+    assign = re.compile(rf"""\s*(?:{re.escape(key)}|"{re.escape(key)}"|'{re.escape(key)}')\s*[.=]""")
+    table = re.compile(rf"""\s*\[\s*(?:{re.escape(key)}|"{re.escape(key)}")\s*[.\]]""")
+    in_table = False
+    for number, line in enumerate(text.splitlines(), 1):
+        if table.match(line) or (not in_table and assign.match(line)):
+            return number
+        in_table = in_table or line.lstrip().startswith("[")
+    return None
+
+
+def _given_options(args, cls):
+    """``(values, origins)``: the options given in ``--config`` and as flags (flags win), and for
+    each one taken from the file, ``"FILE line N"``."""
+    values, origins = {}, {}
+    if getattr(args, "config", None):
+        text = Path(args.config).read_bytes()
+        try:
+            values = tomllib.loads(text.decode("utf-8"))
+        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+            raise ValueError(f"{args.config}: not a valid TOML file: {e}") from None
+        for key in values:
+            line = _toml_line(text.decode("utf-8"), key)
+            origins[key] = f"{args.config}" + (f" line {line}" if line else "") + f" ({key})"
+    for f in dataclasses.fields(cls):
         if getattr(args, f.name) is not None:
             values[f.name] = getattr(args, f.name)
-    return TrainConfig.from_dict(values)
+            origins.pop(f.name, None)
+    return values, origins
+
+
+def _from_origins(make, origins):
+    """``make()``, a ConfigError about an option from a TOML file naming the file and line."""
+    from .train import ConfigError
+    try:
+        return make()
+    except ConfigError as e:
+        if e.option in origins:
+            raise ConfigError(e.option, f"{origins[e.option]}: {e}") from None
+        raise
+
+
+def _saved_epoch(run_dir):
+    """The epoch of the checkpoint in ``run_dir`` (its checkpoint.json), or None if there is none."""
+    try:
+        return json.loads((Path(run_dir) / "checkpoint.json").read_text())["epoch"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _stopped(places, argv):
+    """Where a stopped run stands and the exact command that continues it: the first of
+    ``places`` (``(run directory, what its epochs are)``) holding a checkpoint."""
+    for run_dir, what in places:
+        epoch = _saved_epoch(run_dir)
+        if epoch is not None:
+            again = [a for a in argv if a not in ("--resume", "--overwrite")] + ["--resume"]
+            return f"the last checkpoint is {Path(run_dir) / 'checkpoint.json'} ({what} {epoch}); resume with: " \
+                   f"refsnn {shlex.join(again)}"
+    return f"no checkpoint yet in {places[0][0]}: start again with: refsnn {shlex.join(argv)}"
+
+
+def _os_error(e):
+    text = e.strerror or str(e)
+    return f"{e.filename}: {text}" if e.filename else text
+
+
+def _guarded(fit, places, argv):
+    """Run ``fit()``; a divergence, a failed write (disk full, file too large...) or a signal
+    becomes one message saying where the last checkpoint is and how to resume; its exit code."""
+    from .module import NonFiniteError
+    from .train import TrainingDiverged
+    try:
+        fit()
+    except (TrainingDiverged, NonFiniteError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    except Interrupted as e:
+        print(f"\ninterrupted by {signal.Signals(e.signum).name}: {_stopped(places, argv)}", file=sys.stderr)
+        return 128 + e.signum
+    except OSError as e:
+        print(f"error: {_os_error(e)} while writing the run in {places[0][0]}; {_stopped(places, argv)}",
+              file=sys.stderr)
+        return 2
+    return 0
 
 
 def cmd_train(args):
-    from .train import Run, TrainingDiverged, load_run, summary_table
-    cfg = _config_from_args(args)
+    from .train import Run, TrainConfig, check_writable, resume_run, summary_table
+    given, origins = _given_options(args, TrainConfig)
+    if args.resume and args.overwrite:
+        raise ValueError("--resume and --overwrite contradict each other: pick one")
     if args.resume:
-        run = load_run(cfg.out_dir)
+        out_dir = given.pop("out_dir", TrainConfig.out_dir)
+        run, notes = _from_origins(lambda: resume_run(out_dir, given), origins)
+        for note in notes:
+            print(note)
         if run.epoch >= run.cfg.epochs:
-            print(f"run in {cfg.out_dir} already finished {run.epoch} epochs")
+            print(f"run in {out_dir} already finished {run.epoch} epochs")
         else:
-            print(f"resuming {cfg.out_dir} after epoch {run.epoch}")
+            print(f"resuming {out_dir} after epoch {run.epoch}")
     else:
-        run = Run(cfg)
+        cfg = _from_origins(lambda: TrainConfig.from_dict(given), origins)
+        check_writable(cfg.out_dir)
+        run = Run(cfg, overwrite=args.overwrite)
     c = run.cfg
     print(f"refsnn train: {c.network} with {c.neuron} neurons on {c.dataset} "
           f"({len(run.train_y)} train / {len(run.test_y)} test), T = {c.T}, {c.epochs} epochs, "
           f"{c.optimizer} lr {c.lr}, {c.schedule} schedule, method {c.method}"
           f"{', ternary weights' if c.ternary else ''}, seed {c.seed} → {c.out_dir}")
     start = time.perf_counter()
-    try:
-        run.fit(progress=not args.no_progress)
-    except TrainingDiverged as e:
-        print(f"error: training diverged: {e}", file=sys.stderr)
-        return 3
+    code = _guarded(lambda: run.fit(progress=not args.no_progress), [(c.out_dir, "epoch")], args.argv)
+    if code:
+        return code
     print(f"trained in {time.perf_counter() - start:.1f} s\n")
     print(summary_table(run, ActivityMeter(run.model))[1])
     return 0
 
 
 def cmd_eval(args):
+    from .checkpoint import identify
     from .train import load_for_eval, summary_table
-    run = load_for_eval(args.checkpoint)
+    if identify(args.checkpoint) == "convert":
+        from .convert import eval_summary
+        print(eval_summary(args.checkpoint, args.data_dir)[1])
+        return 0
+    run = load_for_eval(args.checkpoint, args.data_dir)
     print(f"{args.checkpoint}: {run.cfg.network} with {run.cfg.neuron} neurons, {run.cfg.dataset}, "
           f"after epoch {run.epoch}\n")
     print(summary_table(run, ActivityMeter(run.model))[1])
@@ -94,43 +269,59 @@ def cmd_export_ternary(args):
 
 def _convert_parser(sub):
     from .convert import ConvertConfig
+    from .models import NETWORKS
+    from .surrogate import SURROGATES
+    from .train import DATASETS
     p = sub.add_parser("convert", help="ultra-low-latency ANN-to-SNN conversion (Datta & Beerel 2022): train a "
                                        "clipped-ReLU DNN (or take --dnn), calibrate, convert, fine-tune")
-    p.add_argument("--resume", action="store_true", help="continue the fine-tuning saved in --out-dir")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out-dir with its saved options; only --finetune-epochs, "
+                        "--data-dir and --dnn may be passed with new values")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in --out-dir (without it such a directory is refused)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    helps = {"dataset": "digits | mnist-t10k | mnist | fashion-mnist | kmnist | cifar10 | cifar100",
-             "network": "mlp | cnn (the DNN, trained with clipped ReLU at T = 1)",
+    helps = {"dataset": f"{_one_of(DATASETS)} (digits and mnist-t10k are shipped; the others need --data-dir)",
+             "data_dir": "directory holding the data set files (not needed for the shipped ones)",
+             "network": f"the DNN, trained with clipped ReLU at T = 1: a chain-shaped network of "
+                        f"{_one_of(NETWORKS)} (not the ResNets)",
              "dnn_dir": "an existing clipped-ReLU run directory (refsnn train --neuron clipped_relu --T 1) to convert",
+             "dnn_epochs": "epochs of the DNN's training", "dnn_lr": "learning rate of the DNN's training (Adam)",
              "T": "time steps of the SNN", "calibration_samples": "training images for the (a, b) grid search",
+             "finetune_epochs": "epochs of surrogate-gradient fine-tuning; with --resume a new value extends it",
+             "finetune_lr": "learning rate of the fine-tuning (Adam with AMSGrad)",
+             "batch_size": "mini-batch size, for training, calibration and evaluation",
              "dropout": "dropout after every spiking neuron while fine-tuning (mask fixed across steps)",
-             "surrogate": "surrogate gradient (boxcar on H/V_th - 1, as the authors)",
+             "surrogate": f"surrogate gradient, {_one_of(SURROGATES)} (boxcar on H/V_th - 1, as the authors)",
              "detach_reset": "no gradient through the reset's spike (the authors' code)",
-             "train_amplitude": "learn the spike amplitude b·μ too", "out_dir": "DNN run in OUT_DIR/dnn, SNN checkpoints"}
-    for f in dataclasses.fields(ConvertConfig):
-        flag = "--dnn" if f.name == "dnn_dir" else f"--{f.name.replace('_', '-')}"
-        text = f"{helps.get(f.name, '')} (default: {f.default})"
-        if isinstance(f.default, bool):
-            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=text)
-        else:
-            p.add_argument(flag, dest=f.name, type=type(f.default) if f.default is not None else str, default=None,
-                           help=text)
+             "train_amplitude": "learn the spike amplitude b·μ too",
+             "seed": "seed of the DNN, the calibration sample and dropout",
+             "dtype": "float32 | float64",
+             "out_dir": "DNN run in OUT_DIR/dnn, SNN checkpoints"}
+    _add_config_options(p, ConvertConfig, helps, flags={"dnn_dir": "--dnn"})
     return p
 
 
 def cmd_convert(args):
     from .convert import ConvertConfig, format_report, run_conversion
-    from .module import NonFiniteError
-    from .train import TrainingDiverged
-    cfg = ConvertConfig.from_dict({f.name: getattr(args, f.name) for f in dataclasses.fields(ConvertConfig)
-                                   if getattr(args, f.name) is not None})
+    from .checkpoint import META, read_meta
+    from .train import check_writable
+    given, origins = _given_options(args, ConvertConfig)
+    out_dir = given.get("out_dir", ConvertConfig.out_dir)
+    if args.resume and (Path(out_dir) / META).exists():  # the saved options, and the ones given
+        saved = read_meta(Path(out_dir) / META)["config"]
+        cfg = ConvertConfig.from_dict({**saved, **given, "out_dir": out_dir})
+    else:
+        cfg = ConvertConfig.from_dict(given)
+        check_writable(cfg.out_dir)
     source = f"the DNN run {cfg.dnn_dir}" if cfg.dnn_dir else f"a {cfg.network} DNN trained {cfg.dnn_epochs} epochs"
     print(f"refsnn convert: {source} → SNN with T = {cfg.T}, fine-tuned for {cfg.finetune_epochs} epoch(s) "
           f"(Adam/AMSGrad lr {cfg.finetune_lr}), seed {cfg.seed} → {cfg.out_dir}")
-    try:
-        results = run_conversion(cfg, progress=not args.no_progress, resume=args.resume)
-    except (TrainingDiverged, NonFiniteError) as e:
-        print(f"error: training diverged: {e}", file=sys.stderr)
-        return 3
+    results = {}
+    code = _guarded(lambda: results.update(run_conversion(cfg, progress=not args.no_progress, resume=args.resume,
+                                                           overwrite=args.overwrite)),
+                    [(cfg.out_dir, "fine-tuning epoch"), (Path(cfg.out_dir) / "dnn", "DNN epoch")], args.argv)
+    if code:
+        return code
     print(f"done in {results['seconds']:.1f} s\n")
     print(format_report(results, cfg))
     return 0
@@ -146,12 +337,19 @@ def cmd_verify(args):
     return verify_main(args.rest)
 
 
+def _raise_interrupted(signum, frame):
+    raise Interrupted(signum)
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="refsnn", description=__doc__)
+    parser = argparse.ArgumentParser(prog="refsnn", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command")
     _train_parser(sub)
     p = sub.add_parser("eval", help="evaluate a checkpoint on its test set")
-    p.add_argument("checkpoint", help="run directory, its checkpoint.json, or a ternary export (.npz)")
+    p.add_argument("checkpoint", help="run directory (refsnn train or refsnn convert), its checkpoint.json, "
+                                      "or a ternary export (.npz)")
+    p.add_argument("--data-dir", help="where the data set is now, if not where the run was trained")
     p = sub.add_parser("export-ternary", help="write a ternary run's network as int8 codes + scales (.npz)")
     p.add_argument("run_dir", help="run directory (trained with --ternary) or its checkpoint.json")
     p.add_argument("out", help="output .npz file")
@@ -160,17 +358,35 @@ def main(argv=None):
     # reaches the tool's own parser (a REMAINDER positional would reject a leading "--option").
     for name, text in (("bench", "side-by-side benchmarks against PyTorch/SpikingJelly (python -m bench)"),
                        ("verify", "agreement with SpikingJelly and snnTorch (python -m verify)")):
-        sub.add_parser(name, help=text, prefix_chars="+", add_help=False).add_argument("rest", nargs="*")
-    argv = sys.argv[1:] if argv is None else argv
+        sub.add_parser(name, help=text, prefix_chars="+", add_help=False).add_argument(
+            "rest", nargs="*", help=f"arguments of python -m {name} (refsnn {name} -h lists them)")
+    argv = sys.argv[1:] if argv is None else list(argv)
     if not argv:
         argv = ["train"]  # the main job: `refsnn train` with its defaults
     args = parser.parse_args(argv)
+    args.argv = argv
+    handlers = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return {"train": cmd_train, "eval": cmd_eval, "export-ternary": cmd_export_ternary, "bench": cmd_bench,
+        code = {"train": cmd_train, "eval": cmd_eval, "export-ternary": cmd_export_ternary, "bench": cmd_bench,
                 "verify": cmd_verify, "convert": cmd_convert}[args.command](args)
-    except (FileNotFoundError, ValueError, KeyError, TypeError, tomllib.TOMLDecodeError) as e:
+        sys.stdout.flush()  # here, so that a closed pipe is seen now and not at exit
+        return code
+    except BrokenPipeError:  # `refsnn eval ... | head`: the reader has gone, nothing more to say
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+    except Interrupted as e:
+        print(f"\ninterrupted by {signal.Signals(e.signum).name}", file=sys.stderr)
+        return 128 + e.signum
+    except OSError as e:
+        print(f"error: {_os_error(e)}", file=sys.stderr)
+        return 2
+    except ValueError as e:  # refsnn's own errors are ValueErrors (ConfigError, NonFiniteError, ...)
         print(f"error: {e}", file=sys.stderr)
         return 2
+    finally:
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
 
 
 if __name__ == "__main__":

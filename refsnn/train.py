@@ -601,20 +601,27 @@ class Run:
 RESUMABLE = ("epochs", "data_dir", "teacher", "out_dir")  # options a resumed run may change
 
 
+def changed_options(saved, cfg, allowed):
+    """The fields in which the config ``cfg`` differs from a run's ``saved`` one; ConfigError
+    naming each changed field that is not in ``allowed``, with its old and new value."""
+    changed = [f.name for f in dataclasses.fields(cfg) if getattr(cfg, f.name) != getattr(saved, f.name)]
+    refused = [name for name in changed if name not in allowed]
+    if refused:
+        listed = ", ".join(f"{name} ({getattr(saved, name)!r} → {getattr(cfg, name)!r})" for name in refused)
+        raise ConfigError(refused[0], f"cannot change {listed} when resuming: the run in {cfg.out_dir} was "
+                                      f"made with the saved values; only {', '.join(allowed)} may change "
+                                      "(start a new run in another out_dir for other options)")
+    return changed
+
+
 def resume_config(saved, given, trained):
     """``(config, notes)`` to continue a run that has ``trained`` epochs with the options the
     user passed again (``given``, a dict) over its saved config ``saved``. Only ``RESUMABLE``
     options may differ: ``epochs`` (to extend a finished or running run, or shorten it while
     more than ``trained``), ``data_dir`` (the data moved), ``teacher`` (moved; its weights'
     SHA-256 is still checked) and ``out_dir``; ConfigError naming every other one."""
-    cfg = type(saved).from_dict({**dataclasses.asdict(saved), **given})
-    changed = [f.name for f in dataclasses.fields(cfg) if getattr(cfg, f.name) != getattr(saved, f.name)]
-    refused = [name for name in changed if name not in RESUMABLE]
-    if refused:
-        listed = ", ".join(f"{name} ({getattr(saved, name)!r} → {getattr(cfg, name)!r})" for name in refused)
-        raise ConfigError(refused[0], f"cannot change {listed} when resuming: the run in {cfg.out_dir} was "
-                                      f"trained with the saved values; only {', '.join(RESUMABLE)} may change "
-                                      "(start a new run in another out_dir to train with other options)")
+    cfg = TrainConfig.from_dict({**dataclasses.asdict(saved), **given})
+    changed = changed_options(saved, cfg, RESUMABLE)
     notes = []
     if "epochs" in changed:
         if cfg.epochs <= trained:

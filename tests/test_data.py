@@ -10,6 +10,7 @@ import os
 import pickle
 import re
 import struct
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -561,3 +562,316 @@ def test_normalize_per_channel():
         data.normalize(x, (0.5,), (0.5, 0.5))
     with pytest.raises(ValueError, match="positive"):
         data.normalize(x, mean, (0.2, 0.0, 0.2))
+
+
+# ---------------------------------------------------------------------------------------------
+# Hostile and broken files (issue 10): sizes checked before allocating, one clear error each
+# ---------------------------------------------------------------------------------------------
+def attempt(f):
+    """Run ``f``; return the most memory it allocated (traced, above the starting level) and the
+    exception it raised (None if it returned)."""
+    tracemalloc.start()
+    try:
+        start = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        try:
+            f()
+            error = None
+        except Exception as e:  # noqa: BLE001 - returned to the test, which checks its type
+            error = e
+        return tracemalloc.get_traced_memory()[1] - start, error
+    finally:
+        tracemalloc.stop()
+
+
+def assert_refused_small(f, match, limit=1 << 20):
+    """``f`` must raise a ValueError matching ``match`` having allocated less than ``limit`` bytes."""
+    peak, error = attempt(f)
+    assert peak < limit, f"{peak} bytes allocated before refusing (or accepting)"
+    assert isinstance(error, ValueError) and re.search(match, str(error)), repr(error)
+    return error
+
+
+def refused(exception, match, f):
+    """Run ``f``, which must raise ``exception`` matching ``match``; return the error."""
+    with pytest.raises(exception, match=match) as err:
+        f()
+    return err.value
+
+
+def reconstruct_pickle(shape):
+    """A hand-written protocol-2 CIFAR "batch" {b"data": _reconstruct(ndarray, shape, b"b")}: numpy's
+    own reconstruction, allowed by the restricted unpickler, asked for an array of ``shape``."""
+    dims = b"".join(b"J" + struct.pack("<i", s) for s in shape)
+    return (b"\x80\x02}U\x04data" b"cnumpy.core.multiarray\n_reconstruct\n" b"cnumpy\nndarray\n"
+            + dims + b"\x86U\x01b\x87Rs.")
+
+
+class ArrayState:
+    """Pickles like an ndarray whose state declares ``shape`` but carries only ``raw``."""
+
+    def __init__(self, shape, raw):
+        self.shape, self.raw = shape, raw
+
+    def __reduce__(self):
+        reconstruct = np.empty(0).__reduce__()[0]
+        return reconstruct, (np.ndarray, (0,), b"b"), (1, self.shape, np.dtype(np.uint8), False, self.raw)
+
+
+class DirectArray:
+    def __reduce__(self):
+        return np.ndarray, ((1 << 31,),)
+
+
+PICKLE_BOMBS = {  # name: (payload, what the refusal says); none is over 300 bytes
+    "reconstruct": (reconstruct_pickle((1 << 20, 3072)), "_reconstruct"),  # 3 GiB from 99 bytes
+    "state": (pickle.dumps({b"data": ArrayState((1 << 20, 3072), b"abc")}, protocol=2), "3 bytes"),
+    "ndarray": (pickle.dumps({b"data": DirectArray()}, protocol=2), r"numpy\.ndarray"),
+    "binbytes8": (b"\x80\x04\x8e" + struct.pack("<Q", 1 << 33) + b"abc.", "declares 8589934592 bytes"),
+    "binstring": (b"\x80\x02T" + struct.pack("<i", (1 << 31) - 1) + b"abc.", "BINSTRING"),
+    "memo": (b"\x80\x02Nr" + struct.pack("<I", 1 << 24) + b".", "memo index 16777216"),
+    "memo text": (b"\x80\x02Np16777216\n.", "memo index 16777216"),
+    "object array": (pickle.dumps({b"data": np.array([1, "a"], dtype=object)}, protocol=2), "dtype"),
+}
+
+
+def test_reconstruct_pickle_is_a_valid_numpy_call():
+    assert pickle.loads(reconstruct_pickle((2, 3)), encoding="bytes")[b"data"].shape == (2, 3)
+
+
+@pytest.mark.parametrize("name", list(PICKLE_BOMBS))
+def test_cifar_pickle_memory_bomb_refused_before_allocation(tmp_path, name):
+    payload, message = PICKLE_BOMBS[name]
+    assert len(payload) < 300
+    path = tmp_path / "test_batch"
+    path.write_bytes(payload)
+    error = assert_refused_small(lambda: data.read_cifar_pickle(path), message)  # nothing allocated
+    assert isinstance(error, pickle.UnpicklingError) and str(path) in str(error)
+
+
+def test_cifar_pickle_every_numpy_protocol_still_loads(tmp_path):
+    expected = {b"data": np.arange(24, dtype=np.uint8).reshape(2, 12), b"mean": np.linspace(0, 1, 5),
+                b"labels": [1, 2]}
+    for protocol in range(2, pickle.HIGHEST_PROTOCOL + 1):  # 5 stores arrays through _frombuffer
+        path = tmp_path / f"p{protocol}"
+        path.write_bytes(pickle.dumps(expected, protocol=protocol))
+        batch = data.read_cifar_pickle(path)
+        assert type(batch["data"]) is np.ndarray and type(batch["mean"]) is np.ndarray
+        np.testing.assert_array_equal(batch["data"], expected[b"data"])
+        np.testing.assert_array_equal(batch["mean"], expected[b"mean"])
+
+
+def idx_header(dtype_code, shape):
+    return struct.pack(">BBBB", 0, 0, dtype_code, len(shape)) + struct.pack(f">{len(shape)}I", *shape)
+
+
+def test_gzip_idx_read_only_as_far_as_its_header_says(tmp_path):
+    # 4 MiB of zeros compress to 4 KiB; the header claims 2 GiB, which 4 KiB of gzip cannot hold
+    forged = tmp_path / "forged-idx1-ubyte.gz"
+    forged.write_bytes(gzip.compress(idx_header(0x08, (1 << 31,)) + bytes(4 << 20)))
+    assert forged.stat().st_size < 10_000
+    assert_refused_small(lambda: data.read_idx(forged), "forged-idx1-ubyte.gz: truncated or forged")
+    # an honest-looking header (1,000 items) followed by 16 MiB more than it declares: refused
+    # after decompressing the header, the payload and one byte, not the whole stream
+    longer = tmp_path / "longer-idx1-ubyte.gz"
+    longer.write_bytes(gzip.compress(idx_header(0x08, (1000,)) + bytes(1000 + (16 << 20))))
+    assert_refused_small(lambda: data.read_idx(longer), "longer-idx1-ubyte.gz: unexpected trailing bytes", 2 << 20)
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_idx_over_the_size_limit_refused_before_reading(tmp_path, monkeypatch, compress):
+    monkeypatch.setattr(data, "MAX_FILE_BYTES", 1 << 20, raising=False)
+    path = write_idx(tmp_path / "big-idx3-ubyte", np.ones((40, 256, 256), np.uint8), compress)  # 2.6 MB
+    assert_refused_small(lambda: data.read_idx(path), r"over the 1048576-byte limit .*MAX_FILE_BYTES")
+    assert data.read_idx(write_idx(tmp_path / "small", np.ones((4, 256, 256), np.uint8), compress)).shape == (4, 256, 256)
+
+
+def test_cifar_files_over_the_size_limit_refused(tmp_path, monkeypatch):
+    pixels, fine, _ = cifar_batch(np.random.default_rng(20), 400)  # 1.2 MB either way
+    (tmp_path / "test_batch.bin").write_bytes(cifar_record_bytes(pixels, fine))
+    python = tmp_path / "py"
+    python.mkdir()
+    dump_cifar_pickle(python / "test_batch", {b"data": pixels, b"labels": fine.tolist()}, python2=True)
+    monkeypatch.setattr(data, "MAX_FILE_BYTES", 1 << 20, raising=False)
+    for folder, name in [(tmp_path, "test_batch.bin"), (python, "test_batch")]:
+        assert_refused_small(lambda: data.load_cifar(folder, "cifar10", "test"), f"{name}: .*over the 1048576-byte limit")
+
+
+def test_shipped_file_from_a_user_folder_read_only_to_its_size(tmp_path):
+    (tmp_path / "digits.csv.gz").write_bytes(gzip.compress(b"0," * (16 << 20)))  # 32 MiB, the real one is 265 kB
+    assert_refused_small(lambda: data.load_digits(tmp_path), "digits.csv.gz: more than 264712 bytes", 2 << 20)
+
+
+def test_refused_pickle_is_one_error_line_naming_file_and_global(tmp_path, capsys):
+    from refsnn.cli import main
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    pixels, fine, _ = cifar_batch(np.random.default_rng(21), 2)
+    for name in [f"data_batch_{i}" for i in range(1, 6)]:
+        dump_cifar_pickle(folder / name, {b"data": pixels, b"labels": fine.tolist()}, python2=False)
+    (folder / "test_batch").write_bytes(pickle.dumps({b"data": SystemCall("true"), b"labels": [0]}, protocol=2))
+    err = refused(ValueError, r"test_batch: refusing to load global (posix|os)\.system",
+                  lambda: data.get_dataset("cifar10", tmp_path))
+    assert isinstance(err, pickle.UnpicklingError)
+    assert main(["train", "--dataset", "cifar10", "--data-dir", str(tmp_path), "--out-dir", str(tmp_path / "run"),
+                 "--no-progress"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and re.match(r"error: .*test_batch: refusing to load global (posix|os)\.system", lines[0])
+
+
+def test_empty_idx_set_refused_at_load(tmp_path, capsys):
+    from refsnn.cli import main
+    rng = np.random.default_rng(22)
+    write_idx_set(tmp_path, "train", 0, rng, hw=(28, 28))
+    write_idx_set(tmp_path, "test", 3, rng, hw=(28, 28))
+    refused(ValueError, "train-images-idx3-ubyte.gz: the IDX header declares 0 images",
+            lambda: data.get_dataset("mnist", tmp_path))
+    assert main(["train", "--dataset", "mnist", "--data-dir", str(tmp_path), "--out-dir", str(tmp_path / "run"),
+                 "--epochs", "1", "--no-progress"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "declares 0 images" in lines[0]
+    # CIFAR: a python-version batch of 0 images
+    (tmp_path / "test_batch").write_bytes(pickle.dumps({b"data": np.zeros((0, 3072), np.uint8), b"labels": []}))
+    refused(ValueError, "test_batch: holds no images", lambda: data.load_cifar(tmp_path, "cifar10", "test"))
+
+
+def test_idx_labels_out_of_range_counts_and_dims_refused(tmp_path):
+    rng = np.random.default_rng(23)
+    images, labels = write_idx_set(tmp_path, "train", 6, rng, hw=(28, 28))
+    write_idx_set(tmp_path, "test", 3, rng, hw=(28, 28))
+    labels[4] = 10
+    write_idx(tmp_path / "train-labels-idx1-ubyte", labels, compress=False)
+    refused(ValueError, r"train-labels-idx1-ubyte: label 10 of sample 4 lies outside \[0, 10\)",
+            lambda: data.get_dataset("mnist", tmp_path))
+    write_idx(tmp_path / "train-labels-idx1-ubyte", labels[:5] % 10, compress=False)
+    refused(ValueError, "holds 6 images but .*train-labels-idx1-ubyte holds 5 labels",
+            lambda: data.get_dataset("mnist", tmp_path))
+    write_idx(tmp_path / "train-labels-idx1-ubyte", labels % 10, compress=False)
+    write_idx(tmp_path / "train-images-idx3-ubyte.gz", images.reshape(6, 784), compress=True)
+    refused(ValueError, r"train-images-idx3-ubyte.gz: expected unsigned-byte images \[N, H, W\]",
+            lambda: data.get_dataset("mnist", tmp_path))
+    write_idx(tmp_path / "train-images-idx3-ubyte.gz", images[:, :20, :20].copy(), compress=True)
+    refused(ValueError, "train images are 20x20 but test images 28x28", lambda: data.get_dataset("mnist", tmp_path))
+
+
+def test_cifar_labels_out_of_range_name_the_file_and_sample(tmp_path):
+    pixels, fine, _ = cifar_batch(np.random.default_rng(24), 3)
+    fine[2] = 10
+    (tmp_path / "test_batch.bin").write_bytes(cifar_record_bytes(pixels, fine))
+    refused(ValueError, r"test_batch.bin: label 10 of sample 2 lies outside \[0, 10\)",
+            lambda: data.load_cifar(tmp_path, "cifar10", "test"))
+    (tmp_path / "test_batch.bin").unlink()
+    dump_cifar_pickle(tmp_path / "test_batch", {b"data": pixels, b"labels": fine.tolist()}, python2=True)
+    refused(ValueError, r"test_batch 'labels': label 10 of sample 2 lies outside \[0, 10\)",
+            lambda: data.load_cifar(tmp_path, "cifar10", "test"))
+
+
+def test_missing_misplaced_truncated_and_wrong_format_files(tmp_path):
+    rng = np.random.default_rng(25)
+    absent = tmp_path / "absent"
+    for name in ["mnist", "cifar10", "digits", "mnist-t10k"]:
+        refused(FileNotFoundError, f"{absent} does not exist", lambda: data.get_dataset(name, absent))
+    a_file = tmp_path / "a_file"
+    a_file.write_bytes(b"x")
+    for name in ["fashion-mnist", "cifar100", "digits"]:
+        refused(ValueError, f"{a_file} is not a directory", lambda: data.get_dataset(name, a_file))
+
+    idx = tmp_path / "idx"
+    write_idx_set(idx, "train", 4, rng)
+    write_idx_set(idx, "test", 2, rng)
+    (idx / "t10k-images-idx3-ubyte.gz").unlink()
+    (idx / "t10k-images-idx3-ubyte").mkdir()  # a directory where the file should be
+    refused(ValueError, "t10k-images-idx3-ubyte is a directory", lambda: data.get_dataset("mnist", idx))
+    (idx / "t10k-images-idx3-ubyte").rmdir()
+    content = gzip.compress(idx_bytes(rng.integers(0, 256, (2, 5, 4), dtype=np.uint8)))
+    (idx / "t10k-images-idx3-ubyte.gz").write_bytes(content[:-12])  # cut inside the deflate stream
+    refused(ValueError, "t10k-images-idx3-ubyte.gz: corrupt or truncated gzip", lambda: data.get_dataset("mnist", idx))
+
+    pixels, fine, _ = cifar_batch(rng, 2)  # CIFAR files where IDX files should be
+    (idx / "t10k-images-idx3-ubyte.gz").write_bytes(cifar_record_bytes(pixels, fine))
+    refused(ValueError, "t10k-images-idx3-ubyte.gz: bad IDX magic", lambda: data.get_dataset("mnist", idx))
+    (idx / "t10k-images-idx3-ubyte.gz").write_bytes(pickle.dumps({b"data": pixels, b"labels": fine.tolist()}, protocol=2))
+    refused(ValueError, "t10k-images-idx3-ubyte.gz: bad IDX magic", lambda: data.get_dataset("mnist", idx))
+    # IDX files where CIFAR files should be
+    cifar = tmp_path / "cifar"
+    cifar.mkdir()
+    (cifar / "test_batch").write_bytes(idx_bytes(np.zeros((2, 3072), np.uint8)))
+    refused(ValueError, "test_batch: not a valid CIFAR pickle", lambda: data.load_cifar(cifar, "cifar10", "test"))
+    (cifar / "test_batch").write_bytes(pickle.dumps({b"data": pixels, b"labels": fine.tolist()}, protocol=2)[:-30])
+    refused(ValueError, "test_batch: not a valid CIFAR pickle", lambda: data.load_cifar(cifar, "cifar10", "test"))
+    (cifar / "test_batch").unlink()
+    (cifar / "test_batch.bin").mkdir()
+    refused(ValueError, "test_batch.bin is a directory", lambda: data.load_cifar(cifar, "cifar10", "test"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Non-finite input data (issue 10, defect 10)
+# ---------------------------------------------------------------------------------------------
+def test_non_finite_input_refused_naming_the_sample(tmp_path):
+    x = np.random.default_rng(26).random((20, 1, 4, 4)).astype(np.float32)
+    y = np.zeros(20, np.int64)
+    x[12, 0, 1, 2] = np.nan
+    refused(ValueError, "sample 12 of images contains NaN", lambda: data.Batches(x, y, 4))
+    refused(ValueError, "sample 12 of x contains NaN", lambda: data.direct(x, 2))
+    refused(ValueError, "sample 12 of x contains NaN", lambda: data.poisson(x, 2))
+    refused(ValueError, "sample 12 of images contains NaN", lambda: data.normalize(x, (0.5,), (0.2,)))
+    x[12, 0, 1, 2] = 0.5
+    x[3, 0, 0, 0] = -np.inf
+    refused(ValueError, "sample 3 of images contains Inf", lambda: data.Batches(x, y, 4))
+    x[3, 0, 0, 0] = 0.5
+    refused(ValueError, "mean must be finite", lambda: data.normalize(x, (np.nan,), (0.2,)))
+    values = np.arange(12, dtype=np.float64).reshape(6, 2)
+    values[5, 1] = np.nan
+    path = write_idx(tmp_path / "features-idx2-double.gz", values, compress=True)
+    refused(ValueError, f"sample 5 of {path} contains NaN", lambda: data.read_idx(path))
+
+
+def test_nan_in_training_data_is_not_reported_as_divergence(tmp_path):
+    from refsnn.train import Run, TrainConfig
+    run = Run(TrainConfig(dataset="digits", network="mlp", epochs=1, out_dir=str(tmp_path / "run")))
+    run.train_x[700, 0, 3, 3] = np.nan
+    refused(ValueError, "sample 700 of images contains NaN", lambda: run.fit(progress=False, log=lambda s: None))
+
+
+def test_empty_batches_refused():
+    refused(ValueError, "no samples", lambda: data.Batches(np.zeros((0, 3), np.float32), np.zeros(0, np.int64), 4))
+
+
+# ---------------------------------------------------------------------------------------------
+# Options that were silently wrong (issue 10, defect 14)
+# ---------------------------------------------------------------------------------------------
+def test_crop_flip_refused_on_images_smaller_than_cifar(tmp_path, capsys):
+    from refsnn.cli import main
+    train_x, train_y, _, _ = data.digits_split()
+    refused(ValueError, r"'crop_flip' .*32x32.*shape \(1, 8, 8\)", lambda: data.Batches(train_x, train_y, 4, augment="crop_flip"))
+    mnist = np.zeros((4, 1, 28, 28), np.float32)
+    refused(ValueError, r"shape \(1, 28, 28\)", lambda: data.Batches(mnist, np.zeros(4), 4, augment="crop_flip"))
+    # a padding chosen for the image size stays possible, as a callable
+    padded = data.Batches(train_x, train_y, 4, augment=lambda x, rng: data.random_crop_flip(x, rng, padding=1))
+    assert next(iter(padded))[0].shape == (4, 1, 8, 8)
+    assert main(["train", "--dataset", "digits", "--augment", "crop_flip", "--epochs", "1",
+                 "--out-dir", str(tmp_path / "run"), "--no-progress"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "crop_flip" in lines[0] and "32x32" in lines[0]
+
+
+def test_data_dir_is_honoured_for_the_shipped_sets(tmp_path):
+    shipped = data.shipped_data_dir()
+    # torchvision's layout, uncompressed: MNIST/raw/t10k-images-idx3-ubyte
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for stem in ["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]:
+        (raw / stem).write_bytes(gzip.decompress((shipped / f"{stem}.gz").read_bytes()))
+    (tmp_path / "digits.csv").write_bytes(gzip.decompress((shipped / "digits.csv.gz").read_bytes()))
+    for name in ["mnist-t10k", "digits"]:
+        got, expected = data.get_dataset(name, tmp_path), data.get_dataset(name)
+        for a, b in zip(got[:4], expected[:4]):
+            np.testing.assert_array_equal(a, b)
+        assert got[4] == expected[4]
+    # read from there, not from the package: a changed copy is refused, a missing one is reported
+    labels = bytearray((raw / "t10k-labels-idx1-ubyte").read_bytes())
+    labels[20] = (labels[20] + 1) % 10
+    (raw / "t10k-labels-idx1-ubyte").write_bytes(bytes(labels))
+    refused(ValueError, "t10k-labels-idx1-ubyte: md5", lambda: data.get_dataset("mnist-t10k", tmp_path))
+    (tmp_path / "digits.csv").unlink()
+    refused(FileNotFoundError, r"no digits file in .*digits.csv.gz, digits.csv", lambda: data.get_dataset("digits", tmp_path))

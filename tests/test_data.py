@@ -802,6 +802,7 @@ def test_missing_misplaced_truncated_and_wrong_format_files(tmp_path):
     (cifar / "test_batch").unlink()
     (cifar / "test_batch.bin").mkdir()
     refused(ValueError, "test_batch.bin is a directory", lambda: data.load_cifar(cifar, "cifar10", "test"))
+    refused(ValueError, "/dev/zero is not a regular file", lambda: data.read_idx("/dev/zero"))  # endless
 
 
 # ---------------------------------------------------------------------------------------------

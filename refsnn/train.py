@@ -107,6 +107,15 @@ def check_field_types(cfg):
         setattr(cfg, f.name, value)
 
 
+def check_counts(cfg, positive, non_negative):
+    """ConfigError unless the int fields named in ``positive`` are >= 1 and those in
+    ``non_negative`` >= 0."""
+    for names, low, kind in ((positive, 1, "a positive"), (non_negative, 0, "a non-negative")):
+        for name in names:
+            if getattr(cfg, name) < low:
+                raise ConfigError(name, f"{name} must be {kind} integer, got {getattr(cfg, name)}")
+
+
 def check_neuron_options(neuron, options):
     """``options`` are keyword arguments of the neuron (or activation) ``neuron`` with the kinds of
     their defaults (bool, string, else a number or null), and build it; ConfigError naming the
@@ -185,10 +194,7 @@ class TrainConfig:
                                         f"got {getattr(self, name)!r}")
         if _dataset_key(self.dataset) not in DATASETS:  # get_dataset's spelling: any case, _ or -
             raise ConfigError("dataset", f"dataset must be one of {', '.join(DATASETS)}; got {self.dataset!r}")
-        for name, low in (("T", 1), ("epochs", 1), ("batch_size", 1), ("step_size", 1), ("seed", 0),
-                          ("late_matching", 0)):
-            if getattr(self, name) < low:
-                raise ConfigError(name, f"{name} must be an integer >= {low}, got {getattr(self, name)}")
+        check_counts(self, ("T", "epochs", "batch_size", "step_size"), ("seed", "late_matching"))
         for name, low, high, low_open in (("lr", 0.0, math.inf, True), ("momentum", 0.0, math.inf, False),
                                           ("weight_decay", 0.0, math.inf, False), ("gamma", 0.0, math.inf, True),
                                           ("tna_lambda", 0.0, math.inf, False), ("kd_alpha", 0.0, 1.0, False),
@@ -230,16 +236,17 @@ class TrainingDiverged(RuntimeError):
 DIVERGENCE_FACTOR = 100
 
 
-def divergence(loss, out, y, cfg):
+def divergence(loss, out, y, loss_is_ce=True):
     """What shows that training diverged on a batch (None if nothing does): a training loss
     that is not finite, or a cross-entropy of the base network above ``DIVERGENCE_FACTOR``
     · ln(classes). ln(classes) is the cross-entropy of a uniform guess, the order of any loss at
     initialisation; a hundred times it means logit margins of hundreds against the right class,
     which no converging run reaches (``--lr 1e6`` does within a few steps). The bound applies
-    to the cross-entropy whatever the method, so TET, TNA, KD and DML are judged alike."""
+    to the cross-entropy whatever the method, so TET, TNA, KD and DML are judged alike
+    (``loss_is_ce``: ``loss`` is that cross-entropy already)."""
     if not math.isfinite(loss):
         return f"the loss is {loss}"
-    ce = loss if cfg.method == "plain" and cfg.loss == "ce" else cross_entropy(out, y)[0]
+    ce = loss if loss_is_ce else cross_entropy(out, y)[0]
     classes = out.shape[-1]
     bound = DIVERGENCE_FACTOR * math.log(classes)
     if not ce <= bound:
@@ -505,19 +512,18 @@ class Run:
             trained.append((self.twin, self.twin_opt, "twin "))
         for network, _, _ in trained:
             network.train()
-        batches = Batches(self.train_x, self.train_y, cfg.batch_size, shuffle=True, seed=cfg.seed,
-                          augment=cfg.augment)
+        batches = self._batches("training", self.train_x, self.train_y, shuffle=True, seed=cfg.seed,
+                                augment=cfg.augment)
         batches.set_epoch(self.epoch)
         total_loss = total_correct = seen = 0.0
         bar = tqdm(batches, desc=f"epoch {self.epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
         for step, (x, y) in enumerate(bar):
-            check_finite_data(x, "training", lambda j: batches.order()[step * cfg.batch_size + j], cfg.dataset)
             where = f"training diverged at epoch {self.epoch + 1}, step {step}"
             try:
                 loss, out, grads = self.loss_and_grads(x, y, step)
             except NonFiniteError as e:
                 raise TrainingDiverged(f"{where}: {e}; {self._kept()}") from None
-            problem = divergence(loss, out, y, cfg)
+            problem = divergence(loss, out, y, cfg.method == "plain" and cfg.loss == "ce")
             if problem:
                 raise TrainingDiverged(f"{where}: {problem}; {self._kept()}")
             for (network, _, label), (_, grad) in zip(trained, grads):
@@ -534,6 +540,15 @@ class Run:
             bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{total_correct / seen:.4f}")
         return total_loss / seen, total_correct / seen
 
+    def _batches(self, split, images, labels, **options):
+        """``Batches`` of ``batch_size`` over a split; a data problem it finds (NaN or Inf in a
+        sample...) is reported as such, never as a divergence."""
+        try:
+            return Batches(images, labels, self.cfg.batch_size, **options)
+        except ValueError as e:
+            raise ValueError(f"the {split} set of {self.cfg.dataset}: {e}: the input data is broken (this is not a "
+                             "training divergence)") from None
+
     def _kept(self):
         """What a failed epoch leaves: the last checkpoint, or none yet."""
         if self.epoch > 0:
@@ -547,10 +562,9 @@ class Run:
         model = self.model if model is None else model
         model.eval()
         total_loss = total_correct = 0.0
-        batches = Batches(self.test_x, self.test_y, cfg.batch_size, shuffle=False)
+        batches = self._batches("test", self.test_x, self.test_y, shuffle=False)
         with meter if meter is not None else contextlib.nullcontext():
             for step, (x, y) in enumerate(tqdm(batches, desc="test", disable=not progress, leave=False)):
-                check_finite_data(x, "test", lambda j: step * cfg.batch_size + j, cfg.dataset)
                 out = model.forward(encode(cfg, x, None, step))
                 total_loss += loss_and_grad(cfg, out, y)[0] * len(y)
                 total_correct += accuracy(out, y) * len(y)

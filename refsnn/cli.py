@@ -1,8 +1,8 @@
-"""``refsnn train | eval | export-ternary | convert | verify | bench`` — the command line.
+"""refsnn train | eval | export-ternary | convert | verify | bench: the command line.
 
-Exit codes: 0 done; 2 an error, reported as one ``error: ...`` line; 3 training diverged; 130
+Exit codes: 0 done; 2 an error, reported as one "error: ..." line; 3 training diverged; 130
 and 143 interrupted by SIGINT (Ctrl-C) and SIGTERM; 141 the reader of the output went away
-(``refsnn eval ... | head``).
+(refsnn eval ... | head).
 """
 import argparse
 import dataclasses
@@ -341,7 +341,8 @@ def _raise_interrupted(signum, frame):
     raise Interrupted(signum)
 
 
-def main(argv=None):
+def build_parser():
+    """The ``refsnn`` argument parser, every subcommand included."""
     parser = argparse.ArgumentParser(prog="refsnn", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command")
@@ -360,10 +361,14 @@ def main(argv=None):
                        ("verify", "agreement with SpikingJelly and snnTorch (python -m verify)")):
         sub.add_parser(name, help=text, prefix_chars="+", add_help=False).add_argument(
             "rest", nargs="*", help=f"arguments of python -m {name} (refsnn {name} -h lists them)")
+    return parser
+
+
+def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv:
         argv = ["train"]  # the main job: `refsnn train` with its defaults
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     args.argv = argv
     handlers = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
     try:

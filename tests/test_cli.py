@@ -142,18 +142,18 @@ def test_misspelt_or_mistyped_neuron_option_is_named(tmp_path, capsys, options, 
 
 
 def test_help_gives_every_option_a_text_and_lists_the_registries():
-    import argparse
-
-    from refsnn.cli import _convert_parser, _train_parser
+    from refsnn.cli import build_parser
     from refsnn.models import ANALOG_ACTIVATIONS, NETWORKS
     from refsnn.neurons import NEURONS
     from refsnn.train import DATASETS
-    sub = argparse.ArgumentParser().add_subparsers()
-    train, convert = _train_parser(sub), _convert_parser(sub)
-    for parser in (train, convert):
+    commands = build_parser()._subparsers._group_actions[0].choices
+    assert {"train", "eval", "export-ternary", "convert", "bench", "verify"} <= set(commands)
+    for parser in commands.values():
         for action in parser._actions:
             text = re.sub(r"\(default: .*\)$", "", action.help or "").strip()
-            assert text, f"{parser.prog} {action.option_strings}: no help text"
+            assert text, f"{parser.prog} {action.option_strings or action.dest}: no help text"
+    train, convert = commands["train"], commands["convert"]
+    for parser in (train, convert):
         helps = {a.dest: a.help for a in parser._actions}
         assert all(name in helps["network"] for name in NETWORKS), helps["network"]
         assert all(name in helps["dataset"] for name in DATASETS), helps["dataset"]

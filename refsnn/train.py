@@ -641,6 +641,9 @@ def resume_config(saved, given, trained):
         if cfg.epochs <= trained:
             raise ConfigError("epochs", f"epochs = {cfg.epochs}, but the run has already trained {trained}: pass "
                                         f"more than {trained} to extend it")
+        if trained >= saved.epochs and cfg.method in ("tna", "dml"):
+            raise ConfigError("epochs", f"a finished {cfg.method} run keeps no twin optimiser state, so it cannot "
+                                        "be extended: start a new run with the epochs you want")
         verb = "extending" if cfg.epochs > saved.epochs else "shortening"
         notes.append(f"{verb} from {saved.epochs} to {cfg.epochs} epochs"
                      + (f"; the cosine schedule now anneals over {cfg.epochs} epochs from epoch {trained + 1}"

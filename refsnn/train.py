@@ -236,21 +236,24 @@ class TrainingDiverged(RuntimeError):
 DIVERGENCE_FACTOR = 100
 
 
-def divergence(loss, out, y, loss_is_ce=True):
-    """What shows that training diverged on a batch (None if nothing does): a training loss
-    that is not finite, or a cross-entropy of the base network above ``DIVERGENCE_FACTOR``
-    · ln(classes). ln(classes) is the cross-entropy of a uniform guess, the order of any loss at
-    initialisation; a hundred times it means logit margins of hundreds against the right class,
-    which no converging run reaches (``--lr 1e6`` does within a few steps). The bound applies
-    to the cross-entropy whatever the method, so TET, TNA, KD and DML are judged alike
-    (``loss_is_ce``: ``loss`` is that cross-entropy already)."""
+def divergence(loss, out, y, bounded="cross-entropy"):
+    """What shows that training diverged on a batch (None if nothing does): a training loss that
+    is not finite, or a loss above ``DIVERGENCE_FACTOR`` · ln(classes). ln(classes) is the
+    cross-entropy of a uniform guess, the order of any of refsnn's losses at initialisation; a
+    hundred times it means logit margins of hundreds against the right class, which no
+    converging run reaches (``--lr 1e6`` does within a few steps).
+
+    ``bounded`` names what ``loss`` is when the bound applies to it (the cross-entropy; the
+    TNA/DML loss, both networks' cross-entropies plus a matching term, so a diverging twin is
+    seen too). With None it applies to the cross-entropy of the base output ``out`` (TET; KD,
+    whose τ²-scaled distillation term may be large by design)."""
     if not math.isfinite(loss):
         return f"the loss is {loss}"
-    ce = loss if loss_is_ce else cross_entropy(out, y)[0]
+    value, name = (loss, bounded) if bounded else (cross_entropy(out, y)[0], "cross-entropy")
     classes = out.shape[-1]
     bound = DIVERGENCE_FACTOR * math.log(classes)
-    if not ce <= bound:
-        return f"the cross-entropy is {ce:.4g}, above {DIVERGENCE_FACTOR}·ln({classes}) = {bound:.4g}"
+    if not value <= bound:
+        return f"the {name} is {value:.4g}, above {DIVERGENCE_FACTOR}·ln({classes}) = {bound:.4g}"
     return None
 
 
@@ -516,6 +519,9 @@ class Run:
                                 augment=cfg.augment)
         batches.set_epoch(self.epoch)
         total_loss = total_correct = seen = 0.0
+        # what the divergence bound applies to (see divergence): the loss itself, or the base's cross-entropy
+        bounded = "cross-entropy" if cfg.method == "plain" and cfg.loss == "ce" else \
+            {"tna": "TNA loss", "dml": "DML loss"}.get(cfg.method)
         bar = tqdm(batches, desc=f"epoch {self.epoch + 1}/{cfg.epochs}", disable=not progress, leave=False)
         for step, (x, y) in enumerate(bar):
             where = f"training diverged at epoch {self.epoch + 1}, step {step}"
@@ -523,7 +529,7 @@ class Run:
                 loss, out, grads = self.loss_and_grads(x, y, step)
             except NonFiniteError as e:
                 raise TrainingDiverged(f"{where}: {e}; {self._kept()}") from None
-            problem = divergence(loss, out, y, cfg.method == "plain" and cfg.loss == "ce")
+            problem = divergence(loss, out, y, bounded)
             if problem:
                 raise TrainingDiverged(f"{where}: {problem}; {self._kept()}")
             for (network, _, label), (_, grad) in zip(trained, grads):

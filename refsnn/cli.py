@@ -6,6 +6,7 @@ and 143 interrupted by SIGINT (Ctrl-C) and SIGTERM; 141 the reader of the output
 """
 import argparse
 import dataclasses
+import errno
 import json
 import re
 import shlex
@@ -192,24 +193,8 @@ def _os_error(e):
     return f"{e.filename}: {text}" if e.filename else text
 
 
-def _guarded(fit, places, argv):
-    """Run ``fit()``; a divergence, a failed write (disk full, file too large...) or a signal
-    becomes one message saying where the last checkpoint is and how to resume; its exit code."""
-    from .module import NonFiniteError
-    from .train import TrainingDiverged
-    try:
-        fit()
-    except (TrainingDiverged, NonFiniteError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 3
-    except Interrupted as e:
-        print(f"\ninterrupted by {signal.Signals(e.signum).name}: {_stopped(places, argv)}", file=sys.stderr)
-        return 128 + e.signum
-    except OSError as e:
-        print(f"error: {_os_error(e)} while writing the run in {places[0][0]}; {_stopped(places, argv)}",
-              file=sys.stderr)
-        return 2
-    return 0
+# the errors of a write that a full, size-limited, read-only or failing disk gives
+WRITE_ERRORS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EIO}
 
 
 def cmd_train(args):
@@ -219,6 +204,7 @@ def cmd_train(args):
         raise ValueError("--resume and --overwrite contradict each other: pick one")
     if args.resume:
         out_dir = given.pop("out_dir", TrainConfig.out_dir)
+        args.places = [(out_dir, "epoch")]  # what an interruption or a failed write reports
         run, notes = _from_origins(lambda: resume_run(out_dir, given), origins)
         for note in notes:
             print(note)
@@ -229,6 +215,7 @@ def cmd_train(args):
     else:
         cfg = _from_origins(lambda: TrainConfig.from_dict(given), origins)
         check_writable(cfg.out_dir)
+        args.places = [(cfg.out_dir, "epoch")]
         run = Run(cfg, overwrite=args.overwrite)
     c = run.cfg
     print(f"refsnn train: {c.network} with {c.neuron} neurons on {c.dataset} "
@@ -236,9 +223,7 @@ def cmd_train(args):
           f"{c.optimizer} lr {c.lr}, {c.schedule} schedule, method {c.method}"
           f"{', ternary weights' if c.ternary else ''}, seed {c.seed} → {c.out_dir}")
     start = time.perf_counter()
-    code = _guarded(lambda: run.fit(progress=not args.no_progress), [(c.out_dir, "epoch")], args.argv)
-    if code:
-        return code
+    run.fit(progress=not args.no_progress)
     print(f"trained in {time.perf_counter() - start:.1f} s\n")
     print(summary_table(run, ActivityMeter(run.model))[1])
     return 0
@@ -313,15 +298,11 @@ def cmd_convert(args):
     else:
         cfg = ConvertConfig.from_dict(given)
         check_writable(cfg.out_dir)
+    args.places = [(cfg.out_dir, "fine-tuning epoch"), (Path(cfg.out_dir) / "dnn", "DNN epoch")]
     source = f"the DNN run {cfg.dnn_dir}" if cfg.dnn_dir else f"a {cfg.network} DNN trained {cfg.dnn_epochs} epochs"
     print(f"refsnn convert: {source} → SNN with T = {cfg.T}, fine-tuned for {cfg.finetune_epochs} epoch(s) "
           f"(Adam/AMSGrad lr {cfg.finetune_lr}), seed {cfg.seed} → {cfg.out_dir}")
-    results = {}
-    code = _guarded(lambda: results.update(run_conversion(cfg, progress=not args.no_progress, resume=args.resume,
-                                                           overwrite=args.overwrite)),
-                    [(cfg.out_dir, "fine-tuning epoch"), (Path(cfg.out_dir) / "dnn", "DNN epoch")], args.argv)
-    if code:
-        return code
+    results = run_conversion(cfg, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite)
     print(f"done in {results['seconds']:.1f} s\n")
     print(format_report(results, cfg))
     return 0
@@ -368,8 +349,9 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv:
         argv = ["train"]  # the main job: `refsnn train` with its defaults
+    from .train import TrainingDiverged
     args = build_parser().parse_args(argv)
-    args.argv = argv
+    args.argv, args.places = argv, None  # places: run directories a command writes (see _stopped)
     handlers = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         code = {"train": cmd_train, "eval": cmd_eval, "export-ternary": cmd_export_ternary, "bench": cmd_bench,
@@ -381,10 +363,15 @@ def main(argv=None):
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 128 + signal.SIGPIPE
     except Interrupted as e:
-        print(f"\ninterrupted by {signal.Signals(e.signum).name}", file=sys.stderr)
+        where = f": {_stopped(args.places, argv)}" if args.places else ""
+        print(f"\ninterrupted by {signal.Signals(e.signum).name}{where}", file=sys.stderr)
         return 128 + e.signum
+    except TrainingDiverged as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
     except OSError as e:
-        print(f"error: {_os_error(e)}", file=sys.stderr)
+        where = f"; {_stopped(args.places, argv)}" if args.places and e.errno in WRITE_ERRORS else ""
+        print(f"error: {_os_error(e)}{where}", file=sys.stderr)
         return 2
     except ValueError as e:  # refsnn's own errors are ValueErrors (ConfigError, NonFiniteError, ...)
         print(f"error: {e}", file=sys.stderr)

@@ -291,8 +291,8 @@ def test_full_disk_while_saving_is_one_error_line_and_leaves_no_temporary_file(t
     with tmpfs(tmp_path / "full", "size=64k") as full:  # the first checkpoint (~230 kB) does not fit
         code, out, err = run_cli(capsys, "train", *MLP, "--epochs", "2", "--out-dir", full / "run")
         assert code == 2, out + err
-        assert err.startswith("error: No space left on device while writing the run in") and "no checkpoint yet" \
-            in err and len(err.splitlines()) == 1, err
+        assert err.startswith(f"error: No space left on device; no checkpoint yet in {full / 'run'}: start again "
+                              "with: refsnn train") and len(err.splitlines()) == 1, err
         assert not [p.name for p in (full / "run").iterdir() if p.name.endswith(".tmp")]
 
 

@@ -170,9 +170,10 @@ def _from_origins(make, origins):
 
 def _saved_epoch(run_dir):
     """The epoch of the checkpoint in ``run_dir`` (its checkpoint.json), or None if there is none."""
+    from .checkpoint import META, read_meta
     try:
-        return json.loads((Path(run_dir) / "checkpoint.json").read_text())["epoch"]
-    except (OSError, ValueError, KeyError, TypeError):
+        return read_meta(Path(run_dir) / META)["epoch"]
+    except (OSError, ValueError):
         return None
 
 
@@ -234,7 +235,7 @@ def cmd_eval(args):
     from .train import load_for_eval, summary_table
     if identify(args.checkpoint) == "convert":
         from .convert import eval_summary
-        print(eval_summary(args.checkpoint, args.data_dir)[1])
+        print(f"{args.checkpoint}: {eval_summary(args.checkpoint, args.data_dir)[1]}")
         return 0
     run = load_for_eval(args.checkpoint, args.data_dir)
     print(f"{args.checkpoint}: {run.cfg.network} with {run.cfg.neuron} neurons, {run.cfg.dataset}, "

@@ -41,9 +41,8 @@ each a costs T binary searches and every b is then free.
 import contextlib
 import copy
 import dataclasses
-import hashlib
-import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -52,7 +51,7 @@ import numpy as np
 from numba import prange
 from tqdm import tqdm
 
-from . import __version__
+from .checkpoint import META, claim_run_dir, read_checkpoint, write_checkpoint
 from .data import Batches, direct, get_dataset
 from .energy import ActivityMeter
 from .layers import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, ClippedReLU, Conv2d, Dropout,
@@ -63,7 +62,7 @@ from .module import NonFiniteError, Sequential
 from .neurons import BLOCK, BaseNeuron
 from .optim import Adam
 from .surrogate import BOXCAR, derivative, fire
-from .train import Run, TrainConfig, _generators, config_from_dict, _npz_bytes, atomic_write_bytes, load_run, read_checkpoint
+from .train import Run, TrainConfig, _generators, _prefixed, _section, build_model, config_from_dict, load_run
 
 
 # ------------------------------------------------------------------------------------------
@@ -612,19 +611,24 @@ def dnn_config(cfg):
                        dtype=cfg.dtype, out_dir=str(Path(cfg.out_dir) / "dnn"))
 
 
-def train_or_load_dnn(cfg, progress=False, log=print):
+def train_or_load_dnn(cfg, progress=False, log=print, overwrite=False):
     """The DNN run: ``cfg.dnn_dir`` if given, else ``out_dir/dnn`` (trained, or resumed if a
-    checkpoint is there). Raises ValueError if the run's activation is not clipped_relu."""
+    checkpoint with the same config is there; one with another config is refused unless
+    ``overwrite``). Raises ValueError if the run's activation is not clipped_relu."""
     if cfg.dnn_dir is not None:
         run = load_run(cfg.dnn_dir)
     else:
         target = dnn_config(cfg)
-        if (Path(target.out_dir) / "checkpoint.json").exists():
+        run = None
+        if os.path.lexists(Path(target.out_dir) / META):
             run = load_run(target.out_dir)
             if run.cfg != target:
-                raise ValueError(f"{target.out_dir} holds a DNN run with another config; pick another --out-dir")
-        else:
-            run = Run(target)
+                if not overwrite:
+                    raise ValueError(f"{target.out_dir} holds a DNN run with another config: pass --overwrite to "
+                                     "replace it, or choose another --out-dir")
+                run = None
+        if run is None:
+            run = Run(target, overwrite=overwrite)
         if run.epoch < run.cfg.epochs:
             log(f"training the clipped-ReLU DNN: {run.cfg.network} on {run.cfg.dataset}, {run.cfg.epochs} epochs "
                 f"→ {run.cfg.out_dir}")
@@ -635,113 +639,114 @@ def train_or_load_dnn(cfg, progress=False, log=print):
     return run
 
 
-def save_checkpoint(out_dir, cfg, snn, opt, epoch, scales, results, history):
-    """``snn-epochNNNN.npz`` (model/…, optim/…) then ``checkpoint.json`` (the commit point), both
-    atomically; the previous weights file is removed after the json names the new one."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    arrays = {f"model/{k}": v for k, v in snn.state_dict().items()}
-    arrays.update({f"optim/{k}": np.asarray(v) for k, v in opt.state_dict().items()})
-    data = _npz_bytes(arrays)
-    weights = f"snn-epoch{epoch:04d}.npz"
-    atomic_write_bytes(out_dir / weights, data)
-    meta_path = out_dir / "checkpoint.json"
-    try:
-        old = json.loads(meta_path.read_text())["weights"]
-    except (OSError, ValueError, KeyError):
-        old = None
-    meta = {"refsnn_version": __version__, "kind": "converted-snn", "epoch": epoch,
-            "config": dataclasses.asdict(cfg), "scales": scales, "results": results, "history": history,
-            "generators": {k: g.bit_generator.state for k, g in _generators(snn).items()},
-            "weights": weights, "weights_sha256": hashlib.sha256(data).hexdigest()}
-    atomic_write_bytes(meta_path, json.dumps(meta, indent=1).encode())
-    if old and old != weights:
-        (out_dir / old).unlink(missing_ok=True)
-
-
-def _read_checkpoint(path):
-    meta, arrays = read_checkpoint(path)
-    if meta.get("kind") != "converted-snn":
-        raise ValueError(f"{path} is not a converted-SNN checkpoint (refsnn convert writes those)")
-    return meta, arrays
-
-
-def _build_snn(cfg, dnn_config_dict, scales):
+def _build_snn(cfg, dnn_config_dict, scales, info):
     """The converted network's structure (weights come from a state dict): the DNN is rebuilt
-    from its trainer config, untrained, and converted with the saved scales."""
-    dnn = Run(TrainConfig.from_dict(dnn_config_dict)).model
+    from its trainer config for the data set's ``info``, untrained, and converted with the
+    saved scales."""
+    dnn = build_model(TrainConfig.from_dict(dnn_config_dict), info)
     return convert(dnn, scales, cfg.dropout, cfg.surrogate, cfg.detach_reset, cfg.train_amplitude,
                    rng=np.random.default_rng([cfg.seed, 4]))
 
 
-def load_converted(path):
-    """``(snn, meta)`` from a ``refsnn convert`` output directory (or its checkpoint.json)."""
-    meta, arrays = _read_checkpoint(path)
+def _load_converted(path, data_dir=None):
+    """``(cfg, snn, meta, data)`` of a ``refsnn convert`` run, ``data`` its data set
+    (``get_dataset``'s tuple) read from ``data_dir`` if given, else from the saved config's."""
+    meta, arrays = read_checkpoint(path, kind="convert")
     cfg = ConvertConfig.from_dict(meta["config"])
-    snn = _build_snn(cfg, meta["results"]["dnn_config"], meta["scales"])
-    snn.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("model/")})
+    data = get_dataset(meta["results"]["dataset"], cfg.data_dir if data_dir is None else data_dir)
+    snn = _build_snn(cfg, meta["results"]["dnn_config"], meta["scales"], data[4])
+    snn.load_state_dict(_section(arrays, "model/"))
+    return cfg, snn, meta, data
+
+
+def load_converted(path, data_dir=None):
+    """``(snn, meta)`` from a ``refsnn convert`` output directory (or its checkpoint.json)."""
+    _, snn, meta, _ = _load_converted(path, data_dir)
     return snn, meta
 
 
-def run_conversion(cfg, progress=False, log=print, resume=False):
+def eval_summary(path, data_dir=None, progress=False):
+    """``(test accuracy, report)`` of a ``refsnn convert`` run, as ``refsnn eval`` prints it:
+    the converted SNN on its test set, with per-layer activity and energy."""
+    cfg, snn, meta, (_, _, test_x, test_y, info) = _load_converted(path, data_dir)
+    meter = SpikeMeter(snn)
+    loss, acc = evaluate(snn, test_x, test_y, cfg.T, cfg.batch_size, meter=meter, progress=progress)
+    lines = [f"converted SNN ({meta['results']['dnn_config']['network']} DNN, IF neurons), {info['name']}, "
+             f"after fine-tuning epoch {meta['epoch']}", "",
+             f"test accuracy {acc * 100:.2f}%  (loss {loss:.4f}, {len(test_y)} samples, T = {cfg.T})", "",
+             energy_table(meter)]
+    return acc, "\n".join(lines)
+
+
+def run_conversion(cfg, progress=False, log=print, resume=False, overwrite=False):
     """Train (or load) the DNN, calibrate, convert, fine-tune, measure. Checkpoints in
     ``cfg.out_dir`` after conversion and after every fine-tuning epoch; ``resume`` continues
-    from them. Returns the results dict (accuracies, scales, activity and energy)."""
+    from them (also in a directory the run was moved to), ``overwrite`` lets a fresh conversion
+    replace the run in ``out_dir`` (else refused). ``out_dir`` is locked while the conversion
+    runs. Returns the results dict (accuracies, scales, activity and energy)."""
+    if resume and overwrite:
+        raise ValueError("resume and overwrite (--resume, --overwrite) contradict each other: pick one")
     out_dir = Path(cfg.out_dir)
-    meta_path = out_dir / "checkpoint.json"
-    if meta_path.exists() and not resume:
-        raise ValueError(f"{out_dir} already holds a conversion checkpoint: pass resume=True (--resume) "
-                         "or choose another out_dir")
-    start = time.perf_counter()
-    if resume and meta_path.exists():
-        meta, arrays = _read_checkpoint(out_dir)
-        saved = ConvertConfig.from_dict(meta["config"])
-        if dataclasses.replace(saved, finetune_epochs=cfg.finetune_epochs) != cfg:
+    loaded = None
+    if resume and os.path.lexists(out_dir / META):
+        loaded, arrays = read_checkpoint(out_dir, kind="convert")
+        saved = ConvertConfig.from_dict(loaded["config"])
+        if dataclasses.replace(saved, finetune_epochs=cfg.finetune_epochs, out_dir=cfg.out_dir) != cfg:
             raise ValueError(f"{out_dir} was made with another config; only finetune_epochs may change on resume")
-        results, scales, history = meta["results"], meta["scales"], meta["history"]
-        train_x, train_y, test_x, test_y, _ = get_dataset(results["dataset"], cfg.data_dir)
-        snn = _build_snn(cfg, results["dnn_config"], scales)
-        snn.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("model/")})
-        opt = make_finetune_optimizer(snn, cfg.finetune_lr)
-        opt.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("optim/")})
-        for name, gen in _generators(snn).items():
-            gen.bit_generator.state = meta["generators"][name]
-        epoch = meta["epoch"]
-        log(f"resuming {out_dir} after fine-tuning epoch {epoch}")
-    else:
-        run = train_or_load_dnn(cfg, progress, log)
-        train_x, train_y, test_x, test_y = run.train_x, run.train_y, run.test_x, run.test_y
-        _, dnn_acc = run.evaluate()
-        rng = np.random.default_rng([cfg.seed, 3])
-        calib = train_x[np.sort(rng.choice(len(train_x), min(cfg.calibration_samples, len(train_x)), replace=False))]
-        scales = calibrate(run.model, calib, cfg.T, rng=rng)
-        snn = convert(run.model, scales, cfg.dropout, cfg.surrogate, cfg.detach_reset, cfg.train_amplitude,
-                      rng=np.random.default_rng([cfg.seed, 4]))
-        _, converted_acc = evaluate(snn, test_x, test_y, cfg.T)
-        results = {"dataset": run.info["name"], "dnn_config": dataclasses.asdict(run.cfg),
-                   "dnn_dir": str(run.out_dir), "dnn_acc": dnn_acc, "converted_acc": converted_acc}
-        history, epoch = [], 0
-        opt = make_finetune_optimizer(snn, cfg.finetune_lr)
-        save_checkpoint(out_dir, cfg, snn, opt, 0, scales, results, history)
-        log(f"DNN test accuracy {dnn_acc * 100:.2f}%; converted SNN (T = {cfg.T}) {converted_acc * 100:.2f}%")
-        for i, s in enumerate(scales):
-            log(f"  layer {i}: μ = {s['mu']:.4f}  a = {s['a']:.2f}  b = {s['b']:.2f}  "
-                f"(calibration error {s['error']:.3e} μ²)")
-    while epoch < cfg.finetune_epochs:
-        t0 = time.perf_counter()
-        train_loss, train_acc = finetune_epoch(snn, opt, train_x, train_y, cfg.T, cfg.batch_size, cfg.seed, epoch,
-                                               progress)
-        test_loss, test_acc = evaluate(snn, test_x, test_y, cfg.T)
-        epoch += 1
-        history.append({"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss,
-                        "test_acc": test_acc, "seconds": round(time.perf_counter() - t0, 3)})
-        save_checkpoint(out_dir, cfg, snn, opt, epoch, scales, results, history)
-        log(f"fine-tune epoch {epoch:3d}/{cfg.finetune_epochs}  loss {train_loss:.4f}  train acc {train_acc:.4f}  "
-            f"test acc {test_acc:.4f}  ({history[-1]['seconds']:.1f} s)")
-    meter = SpikeMeter(snn)
-    _, final_acc = evaluate(snn, test_x, test_y, cfg.T, meter=meter)
-    results = dict(results, finetuned_acc=final_acc, **activity_summary(meter))
-    save_checkpoint(out_dir, cfg, snn, opt, epoch, scales, results, history)
+    start = time.perf_counter()
+    with claim_run_dir(out_dir, loaded, overwrite):
+        if loaded is not None:
+            results, scales, history, epoch = loaded["results"], loaded["scales"], loaded["history"], loaded["epoch"]
+            train_x, train_y, test_x, test_y, info = get_dataset(results["dataset"], cfg.data_dir)
+            snn = _build_snn(cfg, results["dnn_config"], scales, info)
+            snn.load_state_dict(_section(arrays, "model/"))
+            opt = make_finetune_optimizer(snn, cfg.finetune_lr)
+            opt.load_state_dict(_section(arrays, "optim/"))
+            for name, gen in _generators(snn).items():
+                gen.bit_generator.state = loaded["generators"][name]
+            log(f"resuming {out_dir} after fine-tuning epoch {epoch}")
+
+        def save(final=False):
+            arrays = {**_prefixed("model/", snn.state_dict()), **_prefixed("optim/", opt.state_dict())}
+            write_checkpoint(out_dir, "convert", epoch, arrays, dataclasses.asdict(cfg), history, final=final,
+                             generators={k: g.bit_generator.state for k, g in _generators(snn).items()},
+                             scales=scales, results=results)
+
+        if loaded is None:
+            run = train_or_load_dnn(cfg, progress, log, overwrite)
+            train_x, train_y, test_x, test_y = run.train_x, run.train_y, run.test_x, run.test_y
+            _, dnn_acc = run.evaluate()
+            rng = np.random.default_rng([cfg.seed, 3])
+            calib = train_x[np.sort(rng.choice(len(train_x), min(cfg.calibration_samples, len(train_x)),
+                                               replace=False))]
+            scales = calibrate(run.model, calib, cfg.T, rng=rng)
+            snn = convert(run.model, scales, cfg.dropout, cfg.surrogate, cfg.detach_reset, cfg.train_amplitude,
+                          rng=np.random.default_rng([cfg.seed, 4]))
+            _, converted_acc = evaluate(snn, test_x, test_y, cfg.T)
+            results = {"dataset": run.info["name"], "dnn_config": dataclasses.asdict(run.cfg),
+                       "dnn_dir": str(run.out_dir), "dnn_acc": dnn_acc, "converted_acc": converted_acc}
+            history, epoch = [], 0
+            opt = make_finetune_optimizer(snn, cfg.finetune_lr)
+            save()
+            log(f"DNN test accuracy {dnn_acc * 100:.2f}%; converted SNN (T = {cfg.T}) {converted_acc * 100:.2f}%")
+            for i, s in enumerate(scales):
+                log(f"  layer {i}: μ = {s['mu']:.4f}  a = {s['a']:.2f}  b = {s['b']:.2f}  "
+                    f"(calibration error {s['error']:.3e} μ²)")
+        while epoch < cfg.finetune_epochs:
+            t0 = time.perf_counter()
+            train_loss, train_acc = finetune_epoch(snn, opt, train_x, train_y, cfg.T, cfg.batch_size, cfg.seed,
+                                                   epoch, progress)
+            test_loss, test_acc = evaluate(snn, test_x, test_y, cfg.T)
+            epoch += 1
+            history.append({"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss,
+                            "test_acc": test_acc, "seconds": round(time.perf_counter() - t0, 3)})
+            save()
+            log(f"fine-tune epoch {epoch:3d}/{cfg.finetune_epochs}  loss {train_loss:.4f}  train acc "
+                f"{train_acc:.4f}  test acc {test_acc:.4f}  ({history[-1]['seconds']:.1f} s)")
+        meter = SpikeMeter(snn)
+        _, final_acc = evaluate(snn, test_x, test_y, cfg.T, meter=meter)
+        results = dict(results, finetuned_acc=final_acc, **activity_summary(meter))
+        save(final=True)
     return {**results, "scales": scales, "history": history, "snn": snn, "meter": meter,
             "seconds": time.perf_counter() - start}
 

@@ -1,20 +1,33 @@
 """The trainer: loop, evaluation, metrics, atomic checkpoints and exact resume.
 
-A run lives in ``out_dir``:
+A run lives in a run directory: ``out_dir`` for a fresh run, and for a resumed or evaluated one
+the directory given (a moved or copied run continues where it is; the ``out_dir`` saved in the
+config is a record, never used). The format is ``refsnn.checkpoint``'s, shared with
+``refsnn convert`` (kind ``"train"`` here):
 
-* ``checkpoint.json`` — metadata: config, epoch, metrics history, random-generator states,
-  library version, and the name and SHA-256 of the weights file. It is the commit point.
+* ``checkpoint.json`` — the commit point: ``kind``, ``refsnn_version``, ``epoch``, ``config``,
+  ``history`` (one row per finished epoch), ``weights`` and ``weights_sha256`` (the name and
+  hash of the weights file), ``generators`` (Dropout generator states), ``twin_generators`` (TNA,
+  DML) and ``teacher_sha256`` (KD).
 * ``checkpoint-epochNNNN.npz`` — model parameters and buffers (``model/<state-dict name>``),
   optimiser (``optim/...``) and schedule (``sched/...``) state; for TNA and DML also the twin's
   (``twin/...``, ``twin_optim/...``, ``twin_sched/...``) while training. The finished run keeps
-  only the base network (and the twin's weights with ``save_twin``). No pickle anywhere.
+  only the base network (and the twin's weights with ``save_twin``). No pickle anywhere. The
+  file of the previous epoch is kept until the next save, so a reader polling the run never
+  finds the json naming a file that is gone.
 * ``metrics.csv`` and ``metrics.jsonl`` — one row per finished epoch (rewritten from the
   checkpoint's history, so a resumed run never duplicates or loses a row).
+* ``run.lock`` — locked while a process trains the run: a second trainer on the directory is
+  refused, and a killed one leaves no stale lock (the kernel drops it).
 
 Every file is written to a temporary name, flushed, fsynced and renamed over the old one, and
-the json is written last: a run killed at any instant leaves a loadable checkpoint. The order
-of batches, the augmentation and Poisson encoding are pure functions of (seed, epoch, step),
-and Dropout generators are saved, so a resumed run ends bit-identical to an uninterrupted one.
+the json is written last: a run killed at any instant leaves a loadable checkpoint, and the next
+start removes what the kill left (temporary files, weights the json does not name). A fresh run
+refuses a directory that holds another run unless ``overwrite`` (``--overwrite``). Names read
+from a checkpoint are checked before use: nothing outside the run directory is read or removed.
+The order of batches, the augmentation and Poisson encoding are pure functions of (seed, epoch,
+step), and Dropout generators are saved, so a resumed run ends bit-identical to an
+uninterrupted one.
 
 Methods (methods.md §1-3), chosen by ``method``:
 
@@ -30,23 +43,18 @@ Methods (methods.md §1-3), chosen by ``method``:
 (``twin_precision = "same"``) or kept at full precision (``"full"``).
 """
 import contextlib
-import csv
 import dataclasses
-import hashlib
 import inspect
-import io
-import json
 import math
-import os
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from . import __version__
+from .checkpoint import (EXPORT_KIND, claim_run_dir, identify, read_checkpoint, read_export, run_paths,
+                         write_checkpoint, write_export)
 from .data import _AUGMENTATIONS, _CIFAR, _IDX_SETS, Batches, direct, get_dataset, poisson
 from .energy import ActivityMeter
 from .losses import accuracy, cross_entropy, dml_loss, kd_loss, tet_loss, twin_loss
@@ -279,30 +287,6 @@ def check_finite_data(x, split, index, dataset):
 
 
 # ------------------------------------------------------------------------------------------
-# atomic files
-# ------------------------------------------------------------------------------------------
-def atomic_write_bytes(path, data):
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _npz_bytes(arrays):
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    return buf.getvalue()
-
-
-# ------------------------------------------------------------------------------------------
 # the pieces of a run
 # ------------------------------------------------------------------------------------------
 def make_optimizer(cfg, model):
@@ -385,10 +369,13 @@ class Run:
     for TNA/DML the twin with its own optimiser and schedule, for KD the teacher.
 
     ``training=False`` builds only what evaluation needs (no optimiser, twin or teacher).
+    ``overwrite``: a fresh run may replace a run already in ``cfg.out_dir`` (else ``fit`` refuses).
     """
 
-    def __init__(self, cfg, training=True):
+    def __init__(self, cfg, training=True, overwrite=False):
         self.cfg = cfg
+        self.overwrite = overwrite
+        self._committed = None  # the metadata of the checkpoint on disk this run was restored from or saved
         self.train_x, self.train_y, self.test_x, self.test_y, self.info = get_dataset(cfg.dataset, cfg.data_dir)
         self.model = build_model(cfg, self.info)
         self.opt = self.sched = self.twin = self.twin_opt = self.twin_sched = self.teacher = None
@@ -406,7 +393,6 @@ class Run:
 
     # -- checkpoints ----------------------------------------------------------------
     def save(self):
-        self.out_dir.mkdir(parents=True, exist_ok=True)
         finished = self.epoch >= self.cfg.epochs
         arrays = _prefixed("model/", self.model.state_dict())
         arrays.update(_prefixed("optim/", self.opt.state_dict()))
@@ -421,28 +407,13 @@ class Run:
             arrays.update(_prefixed("twin_optim/", self.twin_opt.state_dict()))
             if self.twin_sched is not None:
                 arrays.update(_prefixed("twin_sched/", self.twin_sched.state_dict()))
-        data = _npz_bytes(arrays)
-        weights = f"checkpoint-epoch{self.epoch:04d}.npz"
-        atomic_write_bytes(self.out_dir / weights, data)
-        meta = {"refsnn_version": __version__, "epoch": self.epoch, "config": dataclasses.asdict(self.cfg),
-                "weights": weights, "weights_sha256": hashlib.sha256(data).hexdigest(),
-                "generators": {k: g.bit_generator.state for k, g in _generators(self.model).items()},
-                "history": self.history}
+        fields = {"generators": {k: g.bit_generator.state for k, g in _generators(self.model).items()}}
         if keep_twin:
-            meta["twin_generators"] = {k: g.bit_generator.state for k, g in _generators(self.twin).items()}
+            fields["twin_generators"] = {k: g.bit_generator.state for k, g in _generators(self.twin).items()}
         if self.teacher is not None:
-            meta["teacher_sha256"] = self.teacher.sha256
-        old = self._current_weights_file()
-        atomic_write_bytes(self.out_dir / "checkpoint.json", json.dumps(meta, indent=1).encode())
-        if old and old != weights:
-            (self.out_dir / old).unlink(missing_ok=True)
-        self._write_metrics()
-
-    def _current_weights_file(self):
-        try:
-            return json.loads((self.out_dir / "checkpoint.json").read_text())["weights"]
-        except (OSError, ValueError, KeyError):
-            return None
+            fields["teacher_sha256"] = self.teacher.sha256
+        self._committed = write_checkpoint(self.out_dir, "train", self.epoch, arrays, dataclasses.asdict(self.cfg),
+                                           self.history, final=finished, **fields)
 
     def restore(self, meta, arrays):
         self.model.load_state_dict(_section(arrays, "model/"))
@@ -467,18 +438,7 @@ class Run:
                              "(its weights' SHA-256 differs): resuming would not be exact")
         self.epoch = meta["epoch"]
         self.history = meta["history"]
-
-    def _write_metrics(self):
-        if not self.history:
-            return
-        fields = list(self.history[0])
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(self.history)
-        atomic_write_bytes(self.out_dir / "metrics.csv", buf.getvalue().encode())
-        atomic_write_bytes(self.out_dir / "metrics.jsonl",
-                           "".join(json.dumps(r) + "\n" for r in self.history).encode())
+        self._committed = meta
 
     # -- one step, one epoch --------------------------------------------------------
     def matching_lambda(self):
@@ -581,27 +541,29 @@ class Run:
         cfg = self.cfg
         if self.opt is None and self.epoch < cfg.epochs:
             raise ValueError("this run was loaded for evaluation only (training=False)")
-        if self.epoch < cfg.epochs:
-            check_writable(self.out_dir)  # now, not when the first epoch's checkpoint fails
-        while self.epoch < cfg.epochs:
-            start = time.perf_counter()
-            lr = self.opt.lr
-            train_loss, train_acc = self.train_epoch(progress)
-            test_loss, test_acc = self.evaluate()
-            row = {"epoch": self.epoch + 1, "lr": lr, "train_loss": train_loss, "train_acc": train_acc,
-                   "test_loss": test_loss, "test_acc": test_acc}
-            if self.twin is not None:
-                row["twin_test_acc"] = self.evaluate(model=self.twin)[1]
-            for sched in (self.sched, self.twin_sched):
-                if sched is not None:
-                    sched.step()
-            self.epoch += 1
-            row["seconds"] = round(time.perf_counter() - start, 3)
-            self.history.append(row)
-            self.save()
-            twin = f"  twin test acc {row['twin_test_acc']:.4f}" if self.twin is not None else ""
-            log(f"epoch {self.epoch:3d}/{cfg.epochs}  loss {train_loss:.4f}  train acc {train_acc:.4f}  "
-                f"test loss {test_loss:.4f}  test acc {test_acc:.4f}{twin}  ({row['seconds']:.1f} s)")
+        check_writable(self.out_dir)  # now, not when the first epoch's checkpoint fails
+        # the run's directory is ours until the last epoch is saved: lock, leftovers, metrics
+        # (also for a finished run: a kill after its last checkpoint may have left some)
+        with claim_run_dir(self.out_dir, self._committed, self.overwrite):
+            while self.epoch < cfg.epochs:
+                start = time.perf_counter()
+                lr = self.opt.lr
+                train_loss, train_acc = self.train_epoch(progress)
+                test_loss, test_acc = self.evaluate()
+                row = {"epoch": self.epoch + 1, "lr": lr, "train_loss": train_loss, "train_acc": train_acc,
+                       "test_loss": test_loss, "test_acc": test_acc}
+                if self.twin is not None:
+                    row["twin_test_acc"] = self.evaluate(model=self.twin)[1]
+                for sched in (self.sched, self.twin_sched):
+                    if sched is not None:
+                        sched.step()
+                self.epoch += 1
+                row["seconds"] = round(time.perf_counter() - start, 3)
+                self.history.append(row)
+                self.save()
+                twin = f"  twin test acc {row['twin_test_acc']:.4f}" if self.twin is not None else ""
+                log(f"epoch {self.epoch:3d}/{cfg.epochs}  loss {train_loss:.4f}  train acc {train_acc:.4f}  "
+                    f"test loss {test_loss:.4f}  test acc {test_acc:.4f}{twin}  ({row['seconds']:.1f} s)")
         return self.history
 
     def replan_schedules(self):
@@ -663,9 +625,9 @@ def resume_run(path, given=None):
     """``(run, notes)``: the run saved in the directory ``path``, ready to train on, with the
     options in ``given`` (see ``resume_config``); ``notes`` say what changed. The run's
     directory is ``path``, wherever the run was first written."""
-    meta, arrays = read_checkpoint(path)
+    meta, arrays = read_checkpoint(path, kind="train")
     saved = TrainConfig.from_dict(meta["config"])
-    cfg, notes = resume_config(saved, {**(given or {}), "out_dir": str(path)}, meta["epoch"])
+    cfg, notes = resume_config(saved, {**(given or {}), "out_dir": str(run_paths(path)[0])}, meta["epoch"])
     run = Run(cfg, training=meta["epoch"] < cfg.epochs)
     run.restore(meta, arrays)
     if cfg.epochs != saved.epochs:
@@ -673,35 +635,17 @@ def resume_run(path, given=None):
     return run, notes
 
 
-def read_checkpoint(path):
-    """``(meta, arrays)`` from a run directory or its ``checkpoint.json``, verified."""
-    path = Path(path)
-    meta_path = path / "checkpoint.json" if path.is_dir() else path
-    if not meta_path.exists():
-        raise FileNotFoundError(f"no checkpoint at {meta_path}")
-    try:
-        meta = json.loads(meta_path.read_text())
-        weights_path = meta_path.parent / meta["weights"]
-        expected_sha = meta["weights_sha256"]
-        meta["config"], meta["epoch"], meta["history"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"corrupt checkpoint metadata {meta_path}: {e}") from None
-    if not weights_path.exists():
-        raise FileNotFoundError(f"checkpoint {meta_path} names weights {weights_path.name}, which is missing")
-    data = weights_path.read_bytes()
-    if hashlib.sha256(data).hexdigest() != expected_sha:
-        raise ValueError(f"corrupt checkpoint: {weights_path} does not match the SHA-256 recorded in {meta_path} "
-                         "(truncated or modified)")
-    with np.load(io.BytesIO(data), allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
-    return meta, arrays
-
-
-def load_run(path, training=True):
-    """Rebuild a run (model, optimiser, schedule, twin, history) from a checkpoint. A finished
-    run, or ``training=False``, is rebuilt for evaluation only (no optimiser, twin or teacher)."""
-    meta, arrays = read_checkpoint(path)
-    cfg = TrainConfig.from_dict(meta["config"])
+def load_run(path, training=True, data_dir=None):
+    """Rebuild a training run (model, optimiser, schedule, twin, history) from a run directory or
+    its checkpoint.json. The run's directory is that directory, wherever the run was written
+    (the ``out_dir`` saved in its config is only a record). A finished run, or
+    ``training=False``, is rebuilt for evaluation only (no optimiser, twin or teacher).
+    ``data_dir``: where the data set is now, if not where the run was trained."""
+    meta, arrays = read_checkpoint(path, kind="train")
+    changes = {"out_dir": str(run_paths(path)[0])}
+    if data_dir is not None:
+        changes["data_dir"] = str(data_dir)
+    cfg = TrainConfig.from_dict({**meta["config"], **changes})
     run = Run(cfg, training=training and meta["epoch"] < cfg.epochs)
     run.restore(meta, arrays)
     return run
@@ -710,45 +654,20 @@ def load_run(path, training=True):
 # ------------------------------------------------------------------------------------------
 # ternary export: int8 codes + scales, and the networks trained runs hold
 # ------------------------------------------------------------------------------------------
-EXPORT_FORMAT = "refsnn-ternary-1"
-
-
 def export_ternary_run(path, out_path):
     """Write the base network of a ternary run as ``int8`` codes + scales (``model/<name>.codes``,
     ``model/<name>.scale``, other arrays as trained) with its config in ``meta.json``; no pickle.
     Returns the sizes in bytes: ``ternary_bytes`` (the arrays), ``float32_bytes`` (the same
     network stored as float32) and ``file_bytes`` (the .npz written)."""
-    meta, arrays = read_checkpoint(path)
-    cfg = TrainConfig.from_dict(meta["config"])
-    if not cfg.ternary:
+    run = load_run(path, training=False)
+    if not run.cfg.ternary:
         raise ValueError(f"the run in {path} was not trained with ternary weights (ternary = false)")
-    run = Run(cfg, training=False)
-    run.restore(meta, arrays)
     model_arrays = export_ternary(run.model)
-    info = {"format": EXPORT_FORMAT, "refsnn_version": __version__, "config": dataclasses.asdict(cfg),
-            "epoch": run.epoch, "test_acc": run.history[-1]["test_acc"] if run.history else None}
-    data = _npz_bytes({**_prefixed("model/", model_arrays), "meta.json": np.array(json.dumps(info))})
-    atomic_write_bytes(out_path, data)
+    meta = {"config": dataclasses.asdict(run.cfg), "epoch": run.epoch,
+            "test_acc": run.history[-1]["test_acc"] if run.history else None}
+    file_bytes = write_export(out_path, meta, _prefixed("model/", model_arrays))
     return {"ternary_bytes": export_bytes(model_arrays), "float32_bytes": float32_bytes(run.model),
-            "file_bytes": len(data)}
-
-
-def read_export(path):
-    """``(meta, model arrays, sha256 of the file)`` of a ternary export."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no ternary export at {path}")
-    data = path.read_bytes()
-    try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-        meta = json.loads(str(arrays.pop("meta.json")))
-        if meta.get("format") != EXPORT_FORMAT:
-            raise ValueError(f"format {meta.get('format')!r}, expected {EXPORT_FORMAT!r}")
-        meta["config"], meta["epoch"]
-    except (ValueError, KeyError, TypeError, OSError, zipfile.BadZipFile) as e:
-        raise ValueError(f"{path} is not a readable refsnn ternary export: {e}") from None
-    return meta, _section(arrays, "model/"), hashlib.sha256(data).hexdigest()
+            "file_bytes": file_bytes}
 
 
 def _dataset_key(name):
@@ -756,37 +675,45 @@ def _dataset_key(name):
 
 
 def load_network(path, info=None):
-    """``(cfg, model, sha256)``: the trained base network in a run directory, its checkpoint.json
-    or a ternary export (a ``.npz``), with the config it was trained with.
+    """``(cfg, model, sha256)``: the trained base network in a training run directory, its
+    checkpoint.json or a ternary export, with the config it was trained with.
 
     ``info`` (a data set's info dict): the network must have been trained on that data set (and
     the data is then not read again). Ternary layers forward with their ternary weights."""
-    path = Path(path)
-    if path.suffix == ".npz":
+    kind = identify(path)
+    if kind == EXPORT_KIND:
         meta, arrays, sha256 = read_export(path)
     else:
-        meta, arrays = read_checkpoint(path)
-        arrays, sha256 = _section(arrays, "model/"), meta["weights_sha256"]
+        meta, arrays = read_checkpoint(path, kind="train")
+        sha256 = meta["weights_sha256"]
+    arrays = _section(arrays, "model/")
     cfg = TrainConfig.from_dict(meta["config"])
     if info is None:
         info = get_dataset(cfg.dataset, cfg.data_dir)[4]
     elif _dataset_key(cfg.dataset) != info["name"]:
         raise ValueError(f"{path} holds a network trained on {cfg.dataset!r} ({cfg.network}); this run uses "
                          f"{info['name']!r}: the teacher must share the data set and its {info['num_classes']} classes")
-    if path.suffix == ".npz":
+    if kind == EXPORT_KIND:
         model = load_ternary(build_model(cfg, info, quantize=False), arrays)
     else:
         model = build_model(cfg, info).load_state_dict(arrays)
     return cfg, model, sha256
 
 
-def load_for_eval(path):
-    """A run ready for ``evaluate``/``summary_table`` from a run directory, its checkpoint.json or
-    a ternary export (``.npz``)."""
-    if Path(path).suffix != ".npz":
-        return load_run(path, training=False)
+def load_for_eval(path, data_dir=None):
+    """A run ready for ``evaluate``/``summary_table`` from a training run directory, its
+    checkpoint.json or a ternary export; ``data_dir``: where the data set is now, if not where
+    the network was trained. A ``refsnn convert`` run is evaluated by
+    ``refsnn.convert.eval_summary``."""
+    kind = identify(path)
+    if kind == "train":
+        return load_run(path, training=False, data_dir=data_dir)
+    if kind != EXPORT_KIND:
+        raise ValueError(f"{path} is a converted-SNN run (refsnn convert): evaluate it with "
+                         "refsnn.convert.eval_summary (refsnn eval does)")
     meta, _, _ = read_export(path)
-    run = Run(TrainConfig.from_dict(meta["config"]), training=False)
+    changes = {} if data_dir is None else {"data_dir": str(data_dir)}
+    run = Run(TrainConfig.from_dict({**meta["config"], **changes}), training=False)
     _, run.model, _ = load_network(path, run.info)
     run.epoch = meta["epoch"]
     return run

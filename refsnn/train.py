@@ -277,15 +277,6 @@ def check_writable(directory):
         raise OSError(e.errno, f"cannot write in {directory}: {e.strerror}") from None
 
 
-def check_finite_data(x, split, index, dataset):
-    """ValueError naming the first sample of the batch ``x`` that holds NaN or Inf (``index(j)``:
-    its index in the ``split`` set): a data problem, not a divergence."""
-    bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
-    if bad.any():
-        raise ValueError(f"{split} sample {index(int(np.argmax(bad)))} of the data set {dataset} contains NaN or "
-                         "Inf: the input data is broken (this is not a training divergence)")
-
-
 # ------------------------------------------------------------------------------------------
 # the pieces of a run
 # ------------------------------------------------------------------------------------------
@@ -549,11 +540,16 @@ class Run:
                 start = time.perf_counter()
                 lr = self.opt.lr
                 train_loss, train_acc = self.train_epoch(progress)
-                test_loss, test_acc = self.evaluate()
+                try:  # the last optimiser steps can leave weights that overflow on the test set
+                    test_loss, test_acc = self.evaluate()
+                    twin_acc = self.evaluate(model=self.twin)[1] if self.twin is not None else None
+                except NonFiniteError as e:
+                    raise TrainingDiverged(f"training diverged in epoch {self.epoch + 1}: the test pass after it "
+                                           f"found {e}; {self._kept()}") from None
                 row = {"epoch": self.epoch + 1, "lr": lr, "train_loss": train_loss, "train_acc": train_acc,
                        "test_loss": test_loss, "test_acc": test_acc}
                 if self.twin is not None:
-                    row["twin_test_acc"] = self.evaluate(model=self.twin)[1]
+                    row["twin_test_acc"] = twin_acc
                 for sched in (self.sched, self.twin_sched):
                     if sched is not None:
                         sched.step()

@@ -57,12 +57,14 @@ from .energy import ActivityMeter
 from .layers import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, ClippedReLU, Conv2d, Dropout,
                      Flatten, Linear, MaxPool2d)
 from .losses import accuracy, cross_entropy
-from .models import Chain
+from .models import NETWORKS, Chain
 from .module import NonFiniteError, Sequential
 from .neurons import BLOCK, BaseNeuron
 from .optim import Adam
-from .surrogate import BOXCAR, derivative, fire
-from .train import Run, TrainConfig, _generators, _prefixed, _section, build_model, config_from_dict, load_run
+from .surrogate import BOXCAR, SURROGATES, derivative, fire
+from .train import (DATASETS, ConfigError, Run, TrainConfig, TrainingDiverged, _dataset_key, _generators, _prefixed,
+                    _section, build_model, check_counts, check_field_types, changed_options, config_from_dict, divergence,
+                    load_run)
 
 
 # ------------------------------------------------------------------------------------------
@@ -519,11 +521,16 @@ def finetune_epoch(model, opt, images, labels, T, batch_size=64, seed=0, epoch=0
     batches = Batches(images, labels, batch_size, shuffle=True, seed=seed)
     batches.set_epoch(epoch)
     total_loss = total_correct = seen = 0.0
-    for x, y in tqdm(batches, desc=f"fine-tune {epoch + 1}", disable=not progress, leave=False):
-        out = model.forward(direct(x.astype(dtype, copy=False), T))
-        loss, grad = cross_entropy(out, y)
-        if not math.isfinite(loss):
-            raise NonFiniteError(f"fine-tuning diverged: loss {loss} in epoch {epoch + 1}")
+    for step, (x, y) in enumerate(tqdm(batches, desc=f"fine-tune {epoch + 1}", disable=not progress, leave=False)):
+        where = f"fine-tuning diverged at epoch {epoch + 1}, step {step}"
+        try:
+            out = model.forward(direct(x.astype(dtype, copy=False), T))
+            loss, grad = cross_entropy(out, y)
+        except NonFiniteError as e:
+            raise TrainingDiverged(f"{where}: {e}") from None
+        problem = divergence(loss, out, y)
+        if problem:
+            raise TrainingDiverged(f"{where}: {problem}")
         model.zero_grad()
         model.backward(grad)
         opt.step()
@@ -585,19 +592,19 @@ class ConvertConfig:
     out_dir: str = "runs/convert"
 
     def __post_init__(self):
-        for name in ("T", "dnn_epochs", "calibration_samples", "batch_size"):
-            _positive_int(getattr(self, name), name)
-        if isinstance(self.finetune_epochs, bool) or not isinstance(self.finetune_epochs, int) \
-                or self.finetune_epochs < 0:
-            raise ValueError(f"finetune_epochs must be a non-negative integer, got {self.finetune_epochs!r}")
+        check_field_types(self)  # the declared types, as TrainConfig (TOML, flags, checkpoints)
+        check_counts(self, ("T", "dnn_epochs", "calibration_samples", "batch_size"), ("finetune_epochs", "seed"))
         for name in ("dnn_lr", "finetune_lr"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a positive number, got {value!r}")
-        if not (isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0):
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
-        if self.dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
+            if not getattr(self, name) > 0:
+                raise ConfigError(name, f"{name} must be > 0, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError("dropout", f"dropout must be in [0, 1), got {self.dropout}")
+        for name, allowed in (("network", tuple(NETWORKS)), ("surrogate", tuple(SURROGATES)),
+                              ("dtype", ("float32", "float64"))):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(name, f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
+        if _dataset_key(self.dataset) not in DATASETS:
+            raise ConfigError("dataset", f"dataset must be one of {', '.join(DATASETS)}; got {self.dataset!r}")
 
     @classmethod
     def from_dict(cls, d):
@@ -691,8 +698,13 @@ def run_conversion(cfg, progress=False, log=print, resume=False, overwrite=False
     if resume and os.path.lexists(out_dir / META):
         loaded, arrays = read_checkpoint(out_dir, kind="convert")
         saved = ConvertConfig.from_dict(loaded["config"])
-        if dataclasses.replace(saved, finetune_epochs=cfg.finetune_epochs, out_dir=cfg.out_dir) != cfg:
-            raise ValueError(f"{out_dir} was made with another config; only finetune_epochs may change on resume")
+        # the data and the DNN may have moved; fine-tuning may be extended (Adam at a constant lr)
+        if "finetune_epochs" in changed_options(saved, cfg, ("finetune_epochs", "data_dir", "dnn_dir", "out_dir")):
+            if cfg.finetune_epochs < loaded["epoch"]:
+                raise ConfigError("finetune_epochs", f"finetune_epochs = {cfg.finetune_epochs}, but {out_dir} has "
+                                                     f"already fine-tuned {loaded['epoch']} epochs")
+            log(f"{'extending' if cfg.finetune_epochs > saved.finetune_epochs else 'shortening'} fine-tuning "
+                f"from {saved.finetune_epochs} to {cfg.finetune_epochs} epochs")
     start = time.perf_counter()
     with claim_run_dir(out_dir, loaded, overwrite):
         if loaded is not None:
@@ -722,7 +734,7 @@ def run_conversion(cfg, progress=False, log=print, resume=False, overwrite=False
             scales = calibrate(run.model, calib, cfg.T, rng=rng)
             snn = convert(run.model, scales, cfg.dropout, cfg.surrogate, cfg.detach_reset, cfg.train_amplitude,
                           rng=np.random.default_rng([cfg.seed, 4]))
-            _, converted_acc = evaluate(snn, test_x, test_y, cfg.T)
+            _, converted_acc = evaluate(snn, test_x, test_y, cfg.T, cfg.batch_size)
             results = {"dataset": run.info["name"], "dnn_config": dataclasses.asdict(run.cfg),
                        "dnn_dir": str(run.out_dir), "dnn_acc": dnn_acc, "converted_acc": converted_acc}
             history, epoch = [], 0
@@ -734,9 +746,13 @@ def run_conversion(cfg, progress=False, log=print, resume=False, overwrite=False
                     f"(calibration error {s['error']:.3e} μ²)")
         while epoch < cfg.finetune_epochs:
             t0 = time.perf_counter()
-            train_loss, train_acc = finetune_epoch(snn, opt, train_x, train_y, cfg.T, cfg.batch_size, cfg.seed,
-                                                   epoch, progress)
-            test_loss, test_acc = evaluate(snn, test_x, test_y, cfg.T)
+            try:
+                train_loss, train_acc = finetune_epoch(snn, opt, train_x, train_y, cfg.T, cfg.batch_size, cfg.seed,
+                                                       epoch, progress)
+            except TrainingDiverged as e:
+                raise TrainingDiverged(f"{e}; the last good checkpoint (fine-tuning epoch {epoch}) in {out_dir} "
+                                       "is kept") from None
+            test_loss, test_acc = evaluate(snn, test_x, test_y, cfg.T, cfg.batch_size)
             epoch += 1
             history.append({"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss,
                             "test_acc": test_acc, "seconds": round(time.perf_counter() - t0, 3)})
@@ -744,7 +760,7 @@ def run_conversion(cfg, progress=False, log=print, resume=False, overwrite=False
             log(f"fine-tune epoch {epoch:3d}/{cfg.finetune_epochs}  loss {train_loss:.4f}  train acc "
                 f"{train_acc:.4f}  test acc {test_acc:.4f}  ({history[-1]['seconds']:.1f} s)")
         meter = SpikeMeter(snn)
-        _, final_acc = evaluate(snn, test_x, test_y, cfg.T, meter=meter)
+        _, final_acc = evaluate(snn, test_x, test_y, cfg.T, cfg.batch_size, meter=meter)
         results = dict(results, finetuned_acc=final_acc, **activity_summary(meter))
         save(final=True)
     return {**results, "scales": scales, "history": history, "snn": snn, "meter": meter,

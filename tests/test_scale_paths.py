@@ -58,11 +58,11 @@ def reference_lif_family(neuron, kind):
     vr = 0.0 if neuron.v_reset is None else neuron.v_reset
     s_opts = (neuron.surrogate.name, neuron.surrogate.alpha, neuron.surrogate.beta)
 
-    def forward(x, w=None, frozen=None):
+    def forward(x, w=None, frozen=None, state=None):
         k = {"if": 1.0, "lif": 1.0 / getattr(neuron, "tau", 1.0), "plif": None}[kind]
         if kind == "plif":
             k = 1.0 / (1.0 + np.exp(-w))
-        v = np.full(x.shape[1:], vr)
+        v = np.full(x.shape[1:], vr) if state is None else state["v"]
         spikes = []
         for t in range(x.shape[0]):
             if kind == "if":
@@ -75,14 +75,15 @@ def reference_lif_family(neuron, kind):
             s_reset = s if frozen is None else frozen[t]
             v = h - s_reset * neuron.v_threshold if neuron.v_reset is None else s_reset * vr + (1 - s_reset) * h
             spikes.append(s)
-        return np.array(spikes), np.array(spikes)
+        return np.array(spikes), np.array(spikes), {"v": v}
     return forward
 
 
 def reference_clif(neuron):
     """H = V − V/tau + X ;  S = φ ;  M = M·σ(H/tau) + S ;  V = H − S·(V_th + σ(M))."""
-    def forward(x, frozen=None):
-        v, m, spikes = np.zeros(x.shape[1:]), np.zeros(x.shape[1:]), []
+    def forward(x, frozen=None, state=None):
+        v, m = (np.zeros(x.shape[1:]), np.zeros(x.shape[1:])) if state is None else (state["v"], state["m"])
+        spikes = []
         for t in range(x.shape[0]):
             h = v - v / neuron.tau + x[t]
             s = smooth_spike(h, neuron.v_threshold, neuron.surrogate.name, neuron.surrogate.alpha,
@@ -90,7 +91,7 @@ def reference_clif(neuron):
             m = m * sigmoid(h / neuron.tau) + s
             v = h - s * (neuron.v_threshold + sigmoid(m))
             spikes.append(s)
-        return np.array(spikes), np.array(spikes)
+        return np.array(spikes), np.array(spikes), {"v": v, "m": m}
     return forward
 
 
@@ -104,7 +105,7 @@ def reference_converted(neuron):
             v = h - (s if frozen is None else frozen[t]) * threshold
             out.append(amplitude * s)
             spikes.append(s)
-        return np.array(out), np.array(spikes)
+        return np.array(out), np.array(spikes), {"v": v}
     return forward
 
 
@@ -147,7 +148,7 @@ def check_against_reference(neuron, reference, params, x, elementwise=True):
     neuron.smooth = True
     values = {name: float(neuron.params[name]) for name in params}
     out = neuron.forward(x)
-    ref, spikes = reference(x, **values)
+    ref, spikes, _ = reference(x, **values)
     np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-13)
     rng = np.random.default_rng(1)
     proj = rng.standard_normal(x.shape)
@@ -249,6 +250,42 @@ def test_converted_neuron_parameters_over_several_blocks_match_torch(detach_rese
         np.testing.assert_allclose(float(neuron.grads[k]), float(p.grad), rtol=1e-10)
 
 
+@pytest.mark.parametrize("kind", ["lif", "plif", "clif"])
+def test_initial_state_over_several_blocks(kind):
+    """A chunk started from a given state (``forward(x, state)``): each block must read and return
+    its own neurons' state. Smooth mode against the reference: output, final state, dL/dx, dL/dstate
+    and PLIF's dL/dw."""
+    x = wide(seed=6)
+    rng = np.random.default_rng(7)
+    neuron = {"lif": lambda: refsnn.LIF(v_reset=None), "plif": lambda: refsnn.PLIF(init_tau=3.0),
+              "clif": lambda: refsnn.CLIF()}[kind]().to(np.float64)
+    neuron.smooth = True
+    reference = reference_clif(neuron) if kind == "clif" else reference_lif_family(neuron, kind)
+    values = {"w": float(neuron.params["w"])} if kind == "plif" else {}
+    state = {name: rng.standard_normal(x.shape[1:]) * 0.5 for name in neuron.state_names}
+    out = neuron.forward(x, state=state)
+    ref, _, ref_state = reference(x, **values, state=state)
+    np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-13)
+    for name in neuron.state_names:
+        np.testing.assert_allclose(neuron.state[name], ref_state[name], rtol=1e-12, atol=1e-13)
+    proj = rng.standard_normal(x.shape)
+    neuron.zero_grad()
+    grad_x = neuron.backward(proj)
+
+    def loss(xx=x, st=state, **changed):
+        return float(np.sum(reference(xx, **{**values, **changed}, state=st)[0] * proj))
+
+    assert check_directional(lambda xx: loss(xx), x.copy(), grad_x, rng) <= TOL
+    for name in neuron.state_names:
+        err = check_directional(lambda sv: loss(st={**state, name: sv}), state[name].copy(),
+                                neuron.grad_state[name], rng)
+        assert err <= TOL, (name, err)
+    if values:
+        err = check_directional(lambda w: loss(w=float(w)), np.array(values["w"]), np.array(float(neuron.grads["w"])),
+                                rng)
+        assert err <= TOL, ("w", err)
+
+
 def test_conv2d_saves_analog_input_found_in_a_later_block():
     """Conv2d stores a spike input as uint8, decided over parallel blocks of 4096 elements: one
     analog value in the last, partial block must keep the input analog (weight gradient vs torch)."""
@@ -324,6 +361,29 @@ def test_activity_is_counted_over_every_batch(meter_class):
     assert rows["1"]["rate"] == pytest.approx(sum(np.count_nonzero(b) for b in batches) / sum(b.size for b in batches))
     assert not rows["1"]["spike_input"] and rows["3"]["spike_input"]
     assert rows["3"]["sops"] == pytest.approx(spikes / samples * 3)  # spikes per sample × fan-out 3
+
+
+# ---- names read from a checkpoint stay in its directory, whatever their prefix -----------------
+def test_weights_name_continuing_as_a_path_is_refused(tmp_path, capsys):
+    """checkpoint.json naming "checkpoint-epoch9999.npz/../../victim.npz" (through a directory of
+    that name, which a crafted run directory can hold) starts like a weights file name but leads
+    out of the directory: refused, and the file outside is neither read as weights nor changed."""
+    run_dir = tmp_path / "run"
+    assert main(["train", "--network", "mlp", "--neuron", "lif", "--T", "1", "--epochs", "1", "--no-progress",
+                 "--out-dir", str(run_dir)]) == 0
+    meta = json.loads((run_dir / "checkpoint.json").read_text())
+    victim = tmp_path / "victim.npz"
+    victim.write_bytes((run_dir / meta["weights"]).read_bytes())  # valid weights with the recorded SHA-256
+    original = victim.read_bytes()
+    (run_dir / "checkpoint-epoch9999.npz").mkdir()
+    meta["weights"] = "checkpoint-epoch9999.npz/../../victim.npz"
+    (run_dir / "checkpoint.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="refused"):
+        read_checkpoint(run_dir)
+    capsys.readouterr()
+    assert main(["eval", str(run_dir)]) == 2
+    assert "error:" in capsys.readouterr().err
+    assert victim.read_bytes() == original
 
 
 # ---- resuming with a stochastic layer: the generators are part of the checkpoint --------------

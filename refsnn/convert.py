@@ -58,7 +58,7 @@ from .layers import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Cli
                      Flatten, Linear, MaxPool2d)
 from .losses import accuracy, cross_entropy
 from .models import NETWORKS, Chain
-from .module import NonFiniteError, Sequential
+from .module import NonFiniteError, Sequential, check_flag, check_real
 from .neurons import BLOCK, BaseNeuron
 from .optim import Adam
 from .surrogate import BOXCAR, SURROGATES, derivative, fire
@@ -156,24 +156,22 @@ class ConvertedNeuron(BaseNeuron):
     Surrogate ``boxcar`` (Datta & Beerel) on u = H/V_th − 1 by default; any refsnn surrogate
     works. ``detach_reset=True`` (the authors' code) stops the gradient through the reset's
     spike. Fires on H ≥ V_th (``strict=True``: H > V_th, as the authors' code). Each forward
-    starts from V = 0. Scalars are float32 parameters by default, cast to the input's dtype.
+    starts from V = 0. Scalars are float32 parameters by default (``dtype``); the input must have
+    their dtype (refsnn.module's dtype rule: ``.to(np.float64)`` converts them).
     """
 
     def __init__(self, threshold=1.0, leak=1.0, amplitude=1.0, surrogate="boxcar", alpha=None, beta=1.0,
                  detach_reset=True, train_amplitude=False, smooth=False, strict=False, dtype=np.float32):
-        for name, value in (("threshold", threshold), ("leak", leak), ("amplitude", amplitude)):
-            if not (isinstance(value, (int, float, np.floating)) and math.isfinite(value)):
-                raise ValueError(f"{name} must be a finite number, got {value!r}")
-        if threshold <= 0:
-            raise ValueError(f"threshold must be > 0, got {threshold}")
+        threshold = check_real(threshold, "threshold", low=0, low_open=True)
+        leak, amplitude = check_real(leak, "leak"), check_real(amplitude, "amplitude")
         self._dtype_init = np.dtype(dtype)
-        super().__init__(float(threshold), surrogate, alpha, beta, smooth, strict)  # creates params["threshold"]
+        super().__init__(threshold, surrogate, alpha, beta, smooth, strict)  # creates params["threshold"]
         self.add_param("leak", np.array(leak, dtype=dtype))
-        if train_amplitude:
+        if check_flag(train_amplitude, "train_amplitude"):
             self.add_param("amplitude", np.array(amplitude, dtype=dtype))
         else:
             self.buffers["amplitude"] = np.array(amplitude, dtype=dtype)
-        self.detach_reset = bool(detach_reset)
+        self.detach_reset = check_flag(detach_reset, "detach_reset")
 
     # BaseNeuron keeps ``v_threshold``; here it is a view of the learnable parameter, created by
     # BaseNeuron's own assignment in __init__.
@@ -209,7 +207,7 @@ class ConvertedNeuron(BaseNeuron):
         th, scale, code, alpha, beta = self._surrogate_args()
         converted_forward(x2, th, scale, c(self.leak), c(self.amplitude), code, alpha, beta, self.smooth,
                           self.strict, out, h_seq, v_final)
-        self._raise_if_nonfinite(v_final)
+        self._raise_if_nonfinite(v_final, x2, h_seq, {})
         self._saved = (h_seq,)
         self.h_seq = h_seq.reshape(self._shape)
         return out.reshape(self._shape)
@@ -220,12 +218,17 @@ class ConvertedNeuron(BaseNeuron):
         self._saved = None
         T, M = h_seq.shape
         c = self._dtype.type
-        th, scale, code, alpha, beta = self._surrogate_args()
-        grad_x = np.empty_like(h_seq)
-        partials = np.zeros(((M + BLOCK - 1) // BLOCK, 3), np.float64)
-        converted_backward(g, h_seq, th, scale, c(self.leak), c(self.amplitude), code, alpha, beta, self.smooth,
-                           self.strict, self.detach_reset, grad_x, partials)
-        g_th, g_leak, g_amp = partials.sum(axis=0)
+
+        def run(dt):
+            th, scale, code, alpha, beta = self._surrogate_args(dt)
+            grad_x = np.empty(h_seq.shape, dt)
+            partials = np.zeros(((M + BLOCK - 1) // BLOCK, 3), np.float64)
+            converted_backward(g.astype(dt, copy=False), h_seq.astype(dt, copy=False), th, scale,
+                               dt.type(c(self.leak)), dt.type(c(self.amplitude)), code, alpha, beta, self.smooth,
+                               self.strict, self.detach_reset, grad_x, partials)
+            return grad_x, *partials.sum(axis=0)
+
+        grad_x, g_th, g_leak, g_amp = self._backward(run, h_seq, grad_out=g)
         self.grads["threshold"] += g_th
         self.grads["leak"] += g_leak
         if "amplitude" in self.params:

@@ -7,9 +7,12 @@ tests check against torch autograd.
 
 ``forward`` saves what ``backward`` needs; ``backward`` consumes it (a second ``backward`` for one
 ``forward`` raises, as PyTorch does without ``retain_graph``), returns the input gradient and adds
-the parameter gradients into ``self.grads``. Computation runs in the dtype of the input;
-parameters are cast to it when they differ. Layers keep references to their inputs rather than
-copies (Linear, BatchNorm): do not modify an input in place between forward and backward.
+the parameter gradients into ``self.grads``. Computation runs in the dtype of the input, which
+must be the dtype of the layer's parameters and buffers (refsnn.module's rule: ``.to(...)``
+converts a model). Sums over the batch (bias gradients, BatchNorm statistics) accumulate in
+float64, so float32 results keep float32 accuracy at any batch × time × spatial size. Layers keep
+references to their inputs rather than copies (Linear, BatchNorm): do not modify an input in
+place between forward and backward.
 """
 import math
 
@@ -17,7 +20,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from .module import Module, check_float_array
+from .module import Module, OptionError, check_flag, check_float_array, check_int, check_real, float_dtype
 
 
 # ------------------------------------------------------------------------------------------
@@ -27,6 +30,7 @@ def _check_input(layer, x, ndims, min_ndim=None):
     """``x`` as a contiguous float array whose rank is in ``ndims`` (or at least ``min_ndim``)."""
     name = f"{type(layer).__name__} input"
     x = check_float_array(x, name)
+    layer.check_dtype(x)
     if min_ndim is not None:
         if x.ndim < min_ndim:
             raise ValueError(f"{name} must have at least {min_ndim} dimensions [T, N, ...], got shape {x.shape}")
@@ -73,13 +77,14 @@ def _launch(kernel, work, *args):
         numba.set_num_threads(threads)
 
 
-def _pair(value, name):
-    if isinstance(value, (int, np.integer)):
-        value = (value, value)
-    if (not isinstance(value, (tuple, list)) or len(value) != 2
-            or not all(isinstance(v, (int, np.integer)) for v in value)):
-        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
-    return int(value[0]), int(value[1])
+def _pair(value, name, low):
+    """An int or a pair of ints, each >= ``low``, as a pair."""
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        return check_int(value[0], f"{name}[0]", low), check_int(value[1], f"{name}[1]", low)
+    if isinstance(value, (tuple, list)):
+        raise OptionError(f"{name} must be an integer or a pair of integers, got {value!r}")
+    value = check_int(value, name, low)
+    return value, value
 
 
 def _uniform(rng, bound, shape, dtype):
@@ -97,24 +102,24 @@ class Linear(Module):
 
     def __init__(self, in_features, out_features, bias=True, rng=None, dtype=np.float32):
         super().__init__()
-        if in_features < 1 or out_features < 1:
-            raise ValueError(f"in_features and out_features must be >= 1, got {in_features}, {out_features}")
+        in_features, out_features = check_int(in_features, "in_features", 1), check_int(out_features, "out_features", 1)
+        dtype = float_dtype(dtype)
         rng = np.random.default_rng(0) if rng is None else rng
-        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.in_features, self.out_features = in_features, out_features
         bound = 1.0 / math.sqrt(in_features)
         self.add_param("weight", _uniform(rng, bound, (out_features, in_features), dtype))
-        if bias:
+        if check_flag(bias, "bias"):
             self.add_param("bias", _uniform(rng, bound, (out_features,), dtype))
         self._saved = None
 
     def forward(self, x):
         x = _check_input(self, x, None, min_ndim=3)
         _check_channels(self, x, -1, self.in_features, "features")
-        weight = self.params["weight"].astype(x.dtype, copy=False)
+        weight = self.params["weight"]
         x2 = x.reshape(-1, self.in_features)
         y = x2 @ weight.T
         if "bias" in self.params:
-            y += self.params["bias"].astype(x.dtype, copy=False)
+            y += self.params["bias"]
         out_shape = x.shape[:-1] + (self.out_features,)
         self._saved = (out_shape, x.dtype, x2, weight, x.shape)
         return y.reshape(out_shape)
@@ -124,7 +129,7 @@ class Linear(Module):
         g2 = g.reshape(-1, self.out_features)
         self.grads["weight"] += g2.T @ x2           # dL/dW = Gᵀ X
         if "bias" in self.params:
-            self.grads["bias"] += g2.sum(axis=0)    # dL/db = Σ_rows G
+            self.grads["bias"] += g2.sum(axis=0, dtype=np.float64)    # dL/db = Σ_rows G
         return (g2 @ weight).reshape(in_shape)      # dL/dX = G W
 
     def extra_repr(self):
@@ -246,22 +251,22 @@ class Conv2d(Module):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
                  groups=1, rng=None, dtype=np.float32):
         super().__init__()
-        if groups < 1 or in_channels % groups or out_channels % groups:
+        in_channels, out_channels = check_int(in_channels, "in_channels", 1), check_int(out_channels, "out_channels", 1)
+        groups = check_int(groups, "groups", 1)
+        if in_channels % groups or out_channels % groups:
             raise ValueError(f"in_channels ({in_channels}) and out_channels ({out_channels}) "
                              f"must be divisible by groups ({groups})")
-        self.kernel_size = _pair(kernel_size, "kernel_size")
-        self.stride = _pair(stride, "stride")
-        self.padding = _pair(padding, "padding")
-        if min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.padding) < 0:
-            raise ValueError(f"need kernel_size >= 1, stride >= 1, padding >= 0; got "
-                             f"{self.kernel_size}, {self.stride}, {self.padding}")
-        self.in_channels, self.out_channels, self.groups = int(in_channels), int(out_channels), int(groups)
+        self.kernel_size = _pair(kernel_size, "kernel_size", 1)
+        self.stride = _pair(stride, "stride", 1)
+        self.padding = _pair(padding, "padding", 0)
+        dtype = float_dtype(dtype)
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         rng = np.random.default_rng(0) if rng is None else rng
         kh, kw = self.kernel_size
         fan_in = in_channels // groups * kh * kw
         bound = 1.0 / math.sqrt(fan_in)
         self.add_param("weight", _uniform(rng, bound, (out_channels, in_channels // groups, kh, kw), dtype))
-        if bias:
+        if check_flag(bias, "bias"):
             self.add_param("bias", _uniform(rng, bound, (out_channels,), dtype))
         self._saved = None
 
@@ -281,14 +286,14 @@ class Conv2d(Module):
         B, P, O, g = T * N, Ho * Wo, self.out_channels, self.groups
         cols = self._patches(x.reshape(B, C, H, W), x.dtype, Ho, Wo)
         cols_g = cols.reshape(g, -1, B * P)                              # [g, K/g, B·P]
-        weight_g = self.params["weight"].astype(x.dtype, copy=False).reshape(g, O // g, -1)
+        weight_g = self.params["weight"].reshape(g, O // g, -1)
         y = np.empty((g, O // g, B * P), dtype=x.dtype)
         for k in range(g):
             np.matmul(weight_g[k], cols_g[k], out=y[k])                  # Y = W · cols
         y = y.reshape(O, B, P)
         out = np.empty((B, O, P), dtype=x.dtype)
         if "bias" in self.params:
-            np.add(y.transpose(1, 0, 2), self.params["bias"].astype(x.dtype, copy=False)[:, None], out=out)
+            np.add(y.transpose(1, 0, 2), self.params["bias"][:, None], out=out)
         else:
             out[...] = y.transpose(1, 0, 2)
         out_shape = (T, N, O, Ho, Wo)
@@ -315,7 +320,7 @@ class Conv2d(Module):
         # G laid out like Y: [O, B·P]
         g_t = np.ascontiguousarray(g_out.reshape(B, O, P).transpose(1, 0, 2)).reshape(g, O // g, B * P)
         if "bias" in self.params:
-            self.grads["bias"] += g_t.reshape(O, B * P).sum(axis=1)                    # db = Σ G
+            self.grads["bias"] += g_t.reshape(O, B * P).sum(axis=1, dtype=np.float64)  # db = Σ G
         cols = self._patches(saved_input.reshape(B, C, H, W), g_out.dtype, Ho, Wo)
         cols_g = cols.reshape(g, -1, B * P)
         grad_weight_g = self.grads["weight"].reshape(g, O // g, -1)
@@ -437,12 +442,9 @@ class _Pool2d(Module):
 class _FixedWindowPool(_Pool2d):
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
-        self.kernel_size = _pair(kernel_size, "kernel_size")
-        self.stride = self.kernel_size if stride is None else _pair(stride, "stride")
-        self.padding = _pair(padding, "padding")
-        if min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.padding) < 0:
-            raise ValueError(f"need kernel_size >= 1, stride >= 1, padding >= 0; got "
-                             f"{self.kernel_size}, {self.stride}, {self.padding}")
+        self.kernel_size = _pair(kernel_size, "kernel_size", 1)
+        self.stride = self.kernel_size if stride is None else _pair(stride, "stride", 1)
+        self.padding = _pair(padding, "padding", 0)
         if any(2 * p > k for p, k in zip(self.padding, self.kernel_size)):
             raise ValueError(f"padding {self.padding} must be at most half of kernel_size {self.kernel_size}")
 
@@ -492,12 +494,11 @@ class AdaptiveAvgPool2d(_AveragePool):
 
     def __init__(self, output_size):
         super().__init__()
-        if isinstance(output_size, (int, np.integer)) or output_size is None:
+        if not isinstance(output_size, (tuple, list)):
             output_size = (output_size, output_size)
-        if (not isinstance(output_size, (tuple, list)) or len(output_size) != 2
-                or not all(s is None or (isinstance(s, (int, np.integer)) and s >= 1) for s in output_size)):
-            raise ValueError(f"output_size must be a positive int or a pair of positive ints/None, got {output_size!r}")
-        self.output_size = tuple(output_size)
+        if len(output_size) != 2:
+            raise OptionError(f"output_size must be a positive int or a pair of positive ints/None, got {output_size!r}")
+        self.output_size = tuple(None if s is None else check_int(s, "output_size", 1) for s in output_size)
 
     def _windows(self, H, W):
         oh, ow = self.output_size
@@ -626,14 +627,11 @@ class _BatchNorm(Module):
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, per_step=False, dtype=np.float32):
         super().__init__()
-        if num_features < 1:
-            raise ValueError(f"num_features must be >= 1, got {num_features}")
-        if momentum is not None and not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"momentum must be in [0, 1] or None (cumulative average), got {momentum}")
-        if not eps > 0:
-            raise ValueError(f"eps must be > 0, got {eps}")
-        self.num_features, self.eps, self.momentum = int(num_features), float(eps), momentum
-        self.affine, self.per_step = bool(affine), bool(per_step)
+        num_features, dtype = check_int(num_features, "num_features", 1), float_dtype(dtype)
+        if momentum is not None:
+            momentum = check_real(momentum, "momentum (None for a cumulative average)", 0.0, 1.0)
+        self.num_features, self.eps, self.momentum = num_features, check_real(eps, "eps", 0, low_open=True), momentum
+        self.affine, self.per_step = check_flag(affine, "affine"), check_flag(per_step, "per_step")
         if affine:
             self.add_param("weight", np.ones(num_features, dtype=dtype))
             self.add_param("bias", np.zeros(num_features, dtype=dtype))
@@ -719,9 +717,7 @@ class Dropout(Module):
 
     def __init__(self, p=0.5, rng=None):
         super().__init__()
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"dropout probability must be in [0, 1], got {p}")
-        self.p = float(p)
+        self.p = check_real(p, "dropout probability p", 0.0, 1.0)
         self.rng = np.random.default_rng(0) if rng is None else rng
         self._saved = None
 
@@ -789,14 +785,13 @@ class ClippedReLU(Module):
 
     def __init__(self, init_threshold=4.0, dtype=np.float32):
         super().__init__()
-        if not (math.isfinite(init_threshold) and init_threshold > 0):
-            raise ValueError(f"init_threshold must be a finite number > 0, got {init_threshold!r}")
-        self.add_param("threshold", np.array(init_threshold, dtype=dtype))
+        init_threshold = check_real(init_threshold, "init_threshold", 0, low_open=True)
+        self.add_param("threshold", np.array(init_threshold, dtype=float_dtype(dtype)))
         self._saved = None
 
     def forward(self, x):
         x = _check_input(self, x, None, min_ndim=2)
-        mu = self.params["threshold"].astype(x.dtype)
+        mu = self.params["threshold"]
         relu = np.maximum(x, 0)
         clipped = relu > mu
         self._saved = (x.shape, x.dtype, (x > 0) & ~clipped, clipped)
@@ -804,7 +799,7 @@ class ClippedReLU(Module):
 
     def backward(self, grad_out):
         (passing, clipped), g = _saved_for(self, grad_out)
-        self.grads["threshold"] += np.sum(g, where=clipped)
+        self.grads["threshold"] += np.sum(g, where=clipped, dtype=np.float64)
         return g * passing
 
     def extra_repr(self):

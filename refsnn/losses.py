@@ -10,8 +10,11 @@ Most losses act on the time-averaged logits
     z = (1/T) Σ_t out[t]                      shape [N, K]
     dL/dout[t] = (1/T) · dL/dz                for every t
 
-Softmax and log-softmax subtract the row maximum, so logits of any finite size (±1e4 in
-float32 included) give finite values and gradients.
+Every loss computes in float64 whatever the dtype of ``out`` (the time mean and the batch
+means are sums over many elements) and returns its gradients in the dtype of ``out``.
+Softmax and log-softmax subtract the row maximum, so logits of any finite float32 size (±3e38
+included) give finite, exact values and gradients; a class whose probability underflows to 0
+contributes 0 to cross-entropy and KL terms, as torch's xlogy.
 
 | function       | loss                                                              |
 | cross_entropy  | CE(z, y), optional label smoothing                                |
@@ -23,11 +26,9 @@ float32 included) give finite values and gradients.
 
 KL divergences are "batchmean": summed over classes, averaged over the batch.
 """
-import math
-
 import numpy as np
 
-from .module import NonFiniteError, check_float_array
+from .module import NonFiniteError, check_float_array, check_real
 
 
 # -- validation ---------------------------------------------------------------------------
@@ -64,14 +65,6 @@ def _check_labels(y, n, k):
     return y.astype(np.intp)
 
 
-def _check_number(value, name, low=-math.inf, high=math.inf, low_open=False):
-    value = float(value)
-    if not math.isfinite(value) or value > high or value < low or (low_open and value == low):
-        bracket = "(" if low_open else "["
-        raise ValueError(f"{name} must lie in {bracket}{low}, {high}], got {value}")
-    return value
-
-
 # -- building blocks on logits [N, K] ----------------------------------------------------
 def _log_softmax(z):
     """log p = (z - m) - log Σ_k exp(z_k - m), m = row maximum: no overflow."""
@@ -88,12 +81,13 @@ def _cross_entropy_logits(z, y, label_smoothing=0.0):
     log_p = _log_softmax(z)
     target = np.full_like(z, label_smoothing / k)
     target[np.arange(n), y] += 1.0 - label_smoothing
-    loss = -float(np.sum(target * log_p)) / n
+    loss = -float(np.sum(target * log_p, where=target > 0)) / n
     return loss, (np.exp(log_p) - target) / n
 
 
 def _time_mean(out):
-    return out.mean(axis=0)
+    """z = mean over time, in float64."""
+    return out.mean(axis=0, dtype=np.float64)
 
 
 def _spread_over_time(grad_z, out):
@@ -104,7 +98,8 @@ def _spread_over_time(grad_z, out):
 
 def _kl_batchmean(log_p, log_q):
     """KL(p ‖ q) = (1/N) Σ_n Σ_k p·(log p - log q); p = 0 contributes 0 (as torch's xlogy)."""
-    return float(np.sum(np.exp(log_p) * (log_p - log_q))) / log_p.shape[0]
+    p = np.exp(log_p)
+    return float(np.sum(p * (log_p - log_q), where=p > 0)) / log_p.shape[0]
 
 
 # -- the losses --------------------------------------------------------------------------
@@ -115,7 +110,7 @@ def cross_entropy(out, y, label_smoothing=0.0):
     """
     out = _check_logits(out)
     y = _check_labels(y, out.shape[1], out.shape[2])
-    label_smoothing = _check_number(label_smoothing, "label_smoothing", 0.0, 1.0)
+    label_smoothing = check_real(label_smoothing, "label_smoothing", 0.0, 1.0)
     loss, grad_z = _cross_entropy_logits(_time_mean(out), y, label_smoothing)
     return loss, _spread_over_time(grad_z, out)
 
@@ -132,13 +127,14 @@ def tet_loss(out, y, lam=0.05, phi=1.0):
     out = _check_logits(out)
     t, n, k = out.shape
     y = _check_labels(y, n, k)
-    lam = _check_number(lam, "lam", 0.0, 1.0)
-    phi = _check_number(phi, "phi")
+    lam = check_real(lam, "lam", 0.0, 1.0)
+    phi = check_real(phi, "phi")
     grad = np.empty_like(out)
     total = 0.0
     for step in range(t):
-        ce, grad_ce = _cross_entropy_logits(out[step], y)
-        deviation = out[step] - phi
+        logits = out[step].astype(np.float64)
+        ce, grad_ce = _cross_entropy_logits(logits, y)
+        deviation = logits - phi
         total += (1.0 - lam) * ce + lam * float(np.sum(deviation * deviation)) / (n * k)
         grad[step] = ((1.0 - lam) * grad_ce + (2.0 * lam / (n * k)) * deviation) / t
     return total / t, grad
@@ -169,7 +165,7 @@ def twin_loss(out_base, out_twin, y, lam=0.005):
     out_base, out_twin = _check_pair(out_base, out_twin, "out_base", "out_twin")
     n, k = out_base.shape[1:]
     y = _check_labels(y, n, k)
-    lam = _check_number(lam, "lam", 0.0)
+    lam = check_real(lam, "lam", 0.0)
     z_base, z_twin = _time_mean(out_base), _time_mean(out_twin)
     ce_base, grad_base = _cross_entropy_logits(z_base, y)
     ce_twin, grad_twin = _cross_entropy_logits(z_twin, y)
@@ -198,12 +194,12 @@ def kd_loss(out_student, z_teacher, y, alpha=0.9, temperature=4.0):
     if not np.all(np.isfinite(z_teacher)):
         raise ValueError("z_teacher contains NaN or Inf logits")
     y = _check_labels(y, n, k)
-    alpha = _check_number(alpha, "alpha", 0.0, 1.0)
-    tau = _check_number(temperature, "temperature", 0.0, low_open=True)
+    alpha = check_real(alpha, "alpha", 0.0, 1.0)
+    tau = check_real(temperature, "temperature", 0.0, low_open=True)
     z_student = _time_mean(out_student)
     ce, grad_ce = _cross_entropy_logits(z_student, y)
     log_p_student = _log_softmax(z_student / tau)
-    log_p_teacher = _log_softmax(z_teacher.astype(out_student.dtype) / tau)
+    log_p_teacher = _log_softmax(z_teacher.astype(np.float64) / tau)
     kl = _kl_batchmean(log_p_teacher, log_p_student)
     loss = (1.0 - alpha) * ce + alpha * tau * tau * kl
     grad_z = (1.0 - alpha) * grad_ce + (alpha * tau / n) * (np.exp(log_p_student) - np.exp(log_p_teacher))
@@ -226,7 +222,7 @@ def dml_loss(out_a, out_b, y, temperature=1.0):
     out_a, out_b = _check_pair(out_a, out_b, "out_a", "out_b")
     n, k = out_a.shape[1:]
     y = _check_labels(y, n, k)
-    tau = _check_number(temperature, "temperature", 0.0, low_open=True)
+    tau = check_real(temperature, "temperature", 0.0, low_open=True)
     z_a, z_b = _time_mean(out_a), _time_mean(out_b)
     ce_a, grad_a = _cross_entropy_logits(z_a, y)
     ce_b, grad_b = _cross_entropy_logits(z_b, y)

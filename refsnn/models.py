@@ -17,13 +17,11 @@ The CIFAR-sized networks (methods.md §8) and where their structure comes from:
 Initialisation is PyTorch's layer defaults (the refsnn convention), not the kaiming-normal
 re-initialisation of the CLIF code; their weights load by name with ``load_state_dict``.
 """
-import math
-
 import numpy as np
 
 from .layers import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, ClippedReLU, Conv2d, Dropout, Flatten, Linear,
                      MaxPool2d, ReLU)
-from .module import Module, Sequential, check_float_array
+from .module import Module, Sequential, check_float_array, check_int, check_real
 from .neurons import NEURONS, make_neuron
 
 # Non-spiking activations, so that every network also exists as its ANN twin (run it with T = 1).
@@ -46,6 +44,7 @@ def spiking_mlp(in_shape, num_classes, neuron="lif", neuron_options=None, hidden
     rng = np.random.default_rng(0) if rng is None else rng
     layers, width = [Flatten()], int(np.prod(in_shape))
     for h in hidden:
+        h = check_int(h, "hidden layer width", 1)
         layers += [Linear(width, h, rng=rng), make_activation(neuron, **(neuron_options or {}))]
         width = h
     return Sequential(*layers, Linear(width, num_classes, rng=rng))
@@ -234,8 +233,7 @@ def _scaled(channels, width):
 
 
 def _check_width(width):
-    if not (isinstance(width, (int, float)) and math.isfinite(width) and width > 0):
-        raise ValueError(f"width (the channel multiplier) must be a positive number, got {width!r}")
+    return check_real(width, "width (the channel multiplier)", 0, low_open=True)
 
 
 def _stage(make_block, in_channels, out_channels, num_blocks, stride):
@@ -263,7 +261,7 @@ def vgg11(in_shape, num_classes, neuron="clif", neuron_options=None, width=1.0, 
     """
     rng = np.random.default_rng(0) if rng is None else rng
     c_in, h, w = _image_shape(in_shape, "vgg11")
-    _check_width(width)
+    width = _check_width(width)
     if min(h, w) < 32:
         raise ValueError(f"vgg11 halves its input five times: height and width must be >= 32, got {h}x{w}")
     stages = []
@@ -296,7 +294,7 @@ def resnet18(in_shape, num_classes, neuron="clif", neuron_options=None, width=1.
     """
     rng = np.random.default_rng(0) if rng is None else rng
     c_in = _image_shape(in_shape, "resnet18")[0]
-    _check_width(width)
+    width = _check_width(width)
     channels = [_scaled(c, width) for c in (64, 128, 256, 512)]
 
     def block(c_from, c_to, stride):
@@ -352,7 +350,7 @@ def resnet19(in_shape, num_classes, neuron="clif", neuron_options=None, width=1.
     conv1x1 + BatchNorm. The stem has 128 channels as in the tdBN paper (TET's public code uses
     64, which adds a projection to layer1.0). ``width`` multiplies every channel count and fc1.
     """
-    _check_width(width)
+    width = _check_width(width)
     c = [_scaled(k, width) for k in (128, 256, 512)]
     return _post_activation_resnet(in_shape, num_classes, "resnet19", c[0],
                                    ((c[0], 3, 1), (c[1], 3, 2), (c[2], 2, 2)), _scaled(256, width),
@@ -370,7 +368,7 @@ def resnet20(in_shape, num_classes, neuron="clif", neuron_options=None, width=1.
     "ResNet-20" of the ANN-to-SNN conversion papers (Sengupta et al. 2019). ``width``
     multiplies every channel count.
     """
-    _check_width(width)
+    width = _check_width(width)
     c = [_scaled(k, width) for k in (16, 32, 64)]
     return _post_activation_resnet(in_shape, num_classes, "resnet20", c[0],
                                    ((c[0], 3, 1), (c[1], 3, 2), (c[2], 3, 2)), None,

@@ -11,7 +11,23 @@ A layer is a `Module`:
 Containers (``Sequential`` and the network builders) name their children so that
 ``named_parameters()`` yields ``"0.weight"``, ``"features.3.bias"``... exactly as
 ``torch.nn.Module.state_dict()`` would.
+
+Rules every layer follows:
+
+* **dtypes**: a layer computes in the dtype of its input, float32 or float64. A layer with
+  floating parameters or buffers (Linear, Conv2d, BatchNorm, ClippedReLU, PLIF,
+  ConvertedNeuron) refuses an input of another dtype, as PyTorch does ("expected scalar type
+  Double but found Float"): convert the model with ``model.to(np.float64)`` (or the input with
+  ``x.astype(np.float32)``). Layers are built in float32 unless given ``dtype``.
+* **one backward per forward**: ``backward`` consumes what ``forward`` saved; a second
+  ``backward`` for one ``forward`` raises (PyTorch without ``retain_graph``), so no gradient
+  is ever accumulated twice.
+* **hyper-parameters** (thresholds, time constants, rates...) are any real scalar: Python
+  int/float, NumPy integer/floating scalars, 0-d arrays (``check_real``); bool, complex,
+  strings, NaN and Inf are refused with an ``OptionError`` naming the option. Counts and sizes
+  take integers (``check_int``), switches take True/False (``check_flag``).
 """
+import math
 from collections import OrderedDict
 
 import numpy as np
@@ -28,6 +44,72 @@ def check_float_array(x, name="input", min_ndim=1):
     if x.ndim < min_ndim:
         raise ValueError(f"{name} must have at least {min_ndim} dimensions, got shape {x.shape}")
     return np.ascontiguousarray(x)
+
+
+class OptionError(ValueError, TypeError):
+    """A hyper-parameter of the wrong kind or out of its range. Both a ValueError and a
+    TypeError (as NumPy's AxisError is both), so callers catching either see it."""
+
+
+def _scalar(value):
+    """``value`` unwrapped from a 0-d array, or None if it is not a real number (bools excluded)."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return None
+    return value
+
+
+def check_real(value, name, low=None, high=None, low_open=False, high_open=False):
+    """``value`` as a Python float: any finite real scalar (Python int/float, NumPy integer or
+    floating scalar, 0-d array) within [low, high] (open ends with ``low_open``/``high_open``).
+    Anything else (bool, complex, str, None, NaN, Inf, out of range) raises one ``OptionError``
+    naming ``name`` and the accepted range."""
+    number = _scalar(value)
+    number = None if number is None else float(number)
+    if (number is None or not math.isfinite(number)
+            or (low is not None and (number < low or (low_open and number == low)))
+            or (high is not None and (number > high or (high_open and number == high)))):
+        if low is not None and high is not None:
+            where = f" in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        elif low is not None:
+            where = f" {'>' if low_open else '>='} {low:g}"
+        elif high is not None:
+            where = f" {'<' if high_open else '<='} {high:g}"
+        else:
+            where = ""
+        raise OptionError(f"{name} must be a finite real number{where}, got {value!r}")
+    return number
+
+
+def check_int(value, name, low=None):
+    """``value`` as a Python int: a Python or NumPy integer (or 0-d integer array) >= ``low``;
+    bools and floats (even 3.0) are refused, as PyTorch refuses them for sizes."""
+    number = _scalar(value)
+    if number is None or not isinstance(number, (int, np.integer)) or (low is not None and number < low):
+        where = f" >= {low}" if low is not None else ""
+        raise OptionError(f"{name} must be an integer{where}, got {value!r}")
+    return int(number)
+
+
+def float_dtype(dtype):
+    """``dtype`` as np.float32 or np.float64 (anything NumPy reads as one), else an OptionError."""
+    try:
+        resolved = None if dtype is None else np.dtype(dtype)
+    except TypeError:
+        resolved = None
+    if resolved not in FLOAT_DTYPES:
+        raise OptionError(f"dtype must be float32 or float64, got {dtype!r}")
+    return resolved
+
+
+def check_flag(value, name):
+    """``value`` as a Python bool: True or False (NumPy bools included), nothing else."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
+    if not isinstance(value, (bool, np.bool_)):
+        raise OptionError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
 
 
 class NonFiniteError(ValueError):
@@ -63,6 +145,17 @@ class Module:
     # -- the protocol ---------------------------------------------------------------
     def forward(self, x):
         raise NotImplementedError
+
+    def check_dtype(self, x):
+        """The dtype rule (module docstring): refuse an input whose dtype differs from this
+        layer's own floating parameters and buffers."""
+        for kind, arrays in (("parameter", self.params), ("buffer", self.buffers)):
+            for name, array in arrays.items():
+                if array.dtype.kind == "f" and array.dtype != x.dtype:
+                    raise TypeError(
+                        f"{type(self).__name__}: the input is {x.dtype} but the {kind} {name!r} is "
+                        f"{array.dtype}; convert the model with .to(np.{x.dtype}) or the input with "
+                        f".astype(np.{array.dtype}) (mixed dtypes are refused, as in PyTorch)")
 
     def backward(self, grad_out):
         raise NotImplementedError
@@ -102,9 +195,7 @@ class Module:
 
     def to(self, dtype):
         """Cast every parameter, gradient and floating buffer to ``dtype`` in place."""
-        dtype = np.dtype(dtype)
-        if dtype not in FLOAT_DTYPES:
-            raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+        dtype = float_dtype(dtype)
         for _, m in self.modules():
             for d in (m.params, m.grads, m.buffers):
                 for k, v in d.items():

@@ -20,7 +20,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from .module import Module, NonFiniteError, check_float_array
+from .module import Module, NonFiniteError, check_flag, check_float_array, check_real
 from .surrogate import BOXCAR, Surrogate, fire, fire_grad, stable_sigmoid
 
 BLOCK = 1024  # neurons per parallel work item
@@ -255,9 +255,7 @@ clif_backward_kernel = _kernel_factory(_make_clif_backward)
 # Layers
 # ------------------------------------------------------------------------------------------
 def _time_constant(value, name):
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 1):
-        raise ValueError(f"{name} must be a finite number > 1, got {value!r}")
-    return float(value)
+    return check_real(value, name, low=1, low_open=True)
 
 
 class BaseNeuron(Module):
@@ -278,22 +276,23 @@ class BaseNeuron(Module):
     def __init__(self, v_threshold=1.0, surrogate="sigmoid", alpha=None, beta=1.0,
                  smooth=False, strict=False, store_v_seq=False):
         super().__init__()
-        if not (isinstance(v_threshold, (int, float)) and math.isfinite(v_threshold)):
-            raise ValueError(f"v_threshold must be a finite number, got {v_threshold!r}")
-        self.v_threshold = float(v_threshold)
+        self.v_threshold = check_real(v_threshold, "v_threshold")
         self.surrogate = Surrogate(surrogate, alpha, beta)
         if self.surrogate.code == BOXCAR and self.v_threshold <= 0:
             raise ValueError("the boxcar surrogate divides by v_threshold, which must be > 0")
-        self.smooth = bool(smooth)
-        self.strict = bool(strict)
-        self.store_v_seq = bool(store_v_seq)
+        self.smooth = check_flag(smooth, "smooth")
+        self.strict = check_flag(strict, "strict")
+        self.store_v_seq = check_flag(store_v_seq, "store_v_seq")
         self._saved = None
 
     # -- helpers --------------------------------------------------------------------
-    def _surrogate_args(self):
-        """Threshold and surrogate constants in the data's dtype, so float32 stays float32."""
+    def _surrogate_args(self, dtype=None):
+        """Threshold and surrogate constants rounded to the data's dtype, so float32 stays float32
+        (given as ``dtype`` when that differs: the float32 values in float64, see ``_backward``)."""
         s, c = self.surrogate, self._dtype.type
-        return (c(self.v_threshold), c(s.argument_scale(self.v_threshold)), s.code, c(s.alpha), c(s.beta))
+        w = (dtype or self._dtype).type
+        return (w(c(self.v_threshold)), w(c(s.argument_scale(self.v_threshold))), s.code, w(c(s.alpha)),
+                w(c(s.beta)))
 
     def _initial_state(self, state, x2):
         """Initial state arrays [M] (the reset state when ``state`` is None)."""
@@ -317,6 +316,7 @@ class BaseNeuron(Module):
     def _as_time_major(self, x):
         self._saved = None  # a forward that fails leaves nothing for a backward to misuse
         x = check_float_array(x, "input", min_ndim=2)
+        self.check_dtype(x)
         if x.shape[0] == 0:
             raise ValueError(f"input has no time steps (shape {x.shape}); expected [T, N, ...] with T >= 1")
         if x.size == 0:
@@ -327,7 +327,8 @@ class BaseNeuron(Module):
 
     def _check_grad(self, g, name):
         if self._saved is None:
-            raise ValueError(f"{type(self).__name__}.backward called before forward")
+            raise ValueError(f"{type(self).__name__}.backward called before forward "
+                             "(or a second time for one forward)")
         g = check_float_array(g, name, min_ndim=2)
         if g.shape != self._shape:
             raise ValueError(f"{name} has shape {g.shape}, expected the forward output shape {self._shape}")
@@ -356,14 +357,58 @@ class BaseNeuron(Module):
         one generic compilation serves them all. Both are compiled from the same source."""
         return not self.smooth
 
-    def _raise_if_nonfinite(self, v_final):
-        """A NaN or ±Inf anywhere in the input propagates into the final membrane (NaN stays NaN,
-        Inf survives or becomes NaN through the leak and the reset), so checking the final
-        state, M values instead of T·M, finds every non-finite input."""
-        n = int(np.count_nonzero(~np.isfinite(v_final)))
-        if n:
-            raise NonFiniteError(f"{type(self).__name__}: input contains NaN/Inf "
-                                 f"({n} neuron(s) end in a non-finite state)")
+    def _raise_if_nonfinite(self, v_final, x2, h_seq, init):
+        """A NaN or ±Inf anywhere in the input or the initial state, or a membrane that
+        overflows, propagates into the final membrane (NaN stays NaN, Inf survives or becomes
+        NaN through the leak and the reset), so checking the final state, M values instead of
+        T·M, finds every one; only then are the input, state and H searched for the cause."""
+        if np.all(np.isfinite(v_final)):
+            return
+        name = type(self).__name__
+        bad = ~np.isfinite(x2)
+        if bad.any():
+            t, m = np.unravel_index(np.argmax(bad), bad.shape)
+            where = np.unravel_index(m, self._shape[1:])
+            raise NonFiniteError(f"{name}: input contains NaN/Inf (first at [t, n, ...] = "
+                                 f"{[int(t), *(int(i) for i in where)]})")
+        for key, value in init.items():
+            if not np.all(np.isfinite(value)):
+                raise NonFiniteError(f"{name}: the initial state[{key!r}] contains NaN/Inf")
+        t = int(np.argmax(~np.isfinite(h_seq).all(axis=1)))
+        raise NonFiniteError(f"{name}: the membrane potential overflowed {self._dtype} at step {t}; "
+                             f"the input was finite (largest |input| {float(np.max(np.abs(x2))):.3g})"
+                             + ("; float64 has the range for it (.to(np.float64) and a float64 input)"
+                                if self._dtype == np.float32 else ""))
+
+    def _backward(self, run, h_seq, **upstream):
+        """Run a backward kernel through ``run(dtype)``, which returns ``(grad_x, *totals)`` with
+        ``totals`` the gradients on the initial state and the parameters' partial sums.
+
+        NaN and Inf propagate backward through time into every total (as the forward's into the
+        final state), so a non-finite total is the only sign of a non-finite ``grad_x``. Given a
+        finite forward, it comes from a non-finite upstream gradient (an error naming it) or an
+        intermediate overflow: in float32 (e.g. (vr − H)·dL/dV with H near 3e38, later multiplied
+        by a surrogate gradient of 0) the kernel is then run again in float64 on the same H and
+        float32 constants and its result rounded to float32; what does not fit raises."""
+        out = run(self._dtype)
+        if self._finite(out[1:]):
+            return out
+        name = type(self).__name__
+        for key, g in upstream.items():
+            if g is not None and not np.all(np.isfinite(g)):
+                raise NonFiniteError(f"{name}.backward: {key} contains NaN/Inf")
+        if self._dtype == np.float32:
+            with np.errstate(over="ignore"):
+                out = tuple(np.asarray(a).astype(np.float32) for a in run(np.dtype(np.float64)))
+            if self._finite(out):
+                return out
+        raise NonFiniteError(f"{name}.backward: the gradient overflowed {self._dtype} (the membrane "
+                             f"potential reaches {float(np.max(np.abs(h_seq))):.3g}); the input and "
+                             "the upstream gradients were finite")
+
+    def _finite(self, arrays):
+        with np.errstate(over="ignore"):
+            return all(np.all(np.isfinite(np.asarray(a).astype(self._dtype))) for a in arrays)
 
     def _unflatten_state(self, arrays):
         return {k: v.reshape(self._shape[1:]) for k, v in arrays.items()}
@@ -381,11 +426,9 @@ class _LIFFamily(BaseNeuron):
     def __init__(self, decay_input=True, v_threshold=1.0, v_reset=0.0, surrogate="sigmoid", alpha=None,
                  beta=1.0, detach_reset=False, smooth=False, strict=False, store_v_seq=False):
         super().__init__(v_threshold, surrogate, alpha, beta, smooth, strict, store_v_seq)
-        if v_reset is not None and not (isinstance(v_reset, (int, float)) and math.isfinite(v_reset)):
-            raise ValueError(f"v_reset must be a finite number or None (soft reset), got {v_reset!r}")
-        self.v_reset = None if v_reset is None else float(v_reset)
-        self.decay_input = bool(decay_input)
-        self.detach_reset = bool(detach_reset)
+        self.v_reset = None if v_reset is None else check_real(v_reset, "v_reset (None for soft reset)")
+        self.decay_input = check_flag(decay_input, "decay_input")
+        self.detach_reset = check_flag(detach_reset, "detach_reset")
 
     def rest_value(self, name):
         return 0.0 if self.v_reset is None else self.v_reset
@@ -393,9 +436,9 @@ class _LIFFamily(BaseNeuron):
     def _leak(self):
         return 1.0
 
-    def _reset_args(self):
+    def _reset_args(self, dtype=None):
         hard = self.v_reset is not None
-        return self._dtype.type(self.v_reset if hard else 0.0), hard
+        return (dtype or self._dtype).type(self._dtype.type(self.v_reset if hard else 0.0)), hard
 
     def forward(self, x, state=None):
         x2 = self._as_time_major(x)
@@ -411,7 +454,7 @@ class _LIFFamily(BaseNeuron):
         flags = (self.mode, self.decay_input, hard, code, self.smooth, self.strict, self.store_v_seq)
         lif_forward_kernel(flags, self.specialise)(x2, init["v"], dt.type(self._leak()), th, vr, scale, alpha, beta,
                                                    spikes, h_seq, v_seq, v_final, flags)
-        self._raise_if_nonfinite(v_final)
+        self._raise_if_nonfinite(v_final, x2, h_seq, init)
         self._saved = (h_seq, init, x2 if self.mode == PLIF_CHARGE else np.empty((0, 0), dt))
         self.h_seq = h_seq.reshape(self._shape)
         self.v_seq = v_seq.reshape(self._shape) if self.store_v_seq else None
@@ -422,21 +465,31 @@ class _LIFFamily(BaseNeuron):
         h_seq, init, x2 = self._saved if self._saved is not None else (None, None, None)
         M = h_seq.shape[1] if h_seq is not None else 0
         gs, gv, has_gv, finals = self._grad_inputs(grad_spikes, grad_v, grad_state, M)
-        grad_x = np.empty_like(h_seq)
-        grad_v_init = np.empty(M, self._dtype)
-        grad_leak = np.zeros((M + BLOCK - 1) // BLOCK, np.float64)
-        th, scale, code, alpha, beta = self._surrogate_args()
-        vr, hard = self._reset_args()
-        flags = (self.mode, self.decay_input, hard, self.detach_reset, code, self.smooth, self.strict, has_gv)
-        lif_backward_kernel(flags, self.specialise)(gs, gv, finals["v"], h_seq, x2, init["v"],
-                                                    self._dtype.type(self._leak()), th, vr, scale, alpha, beta,
-                                                    grad_x, grad_v_init, grad_leak, flags)
-        self._accumulate_leak_grad(grad_leak.sum())
+        self._saved = None  # one backward per forward (module docstring)
+        leak = self._dtype.type(self._leak())
+        flags = (self.mode, self.decay_input, self.v_reset is not None, self.detach_reset, self.surrogate.code, self.smooth,
+                 self.strict, has_gv)
+
+        def run(dt):
+            grad_x = np.empty(h_seq.shape, dt)
+            grad_v_init = np.empty(M, dt)
+            grad_leak = np.zeros((M + BLOCK - 1) // BLOCK, np.float64)
+            th, scale, code, alpha, beta = self._surrogate_args(dt)
+            lif_backward_kernel(flags, self.specialise)(
+                *(a.astype(dt, copy=False) for a in (gs, gv, finals["v"], h_seq, x2, init["v"])), dt.type(leak),
+                th, self._reset_args(dt)[0], scale, alpha, beta, grad_x, grad_v_init, grad_leak, flags)
+            return grad_x, grad_v_init, self._w_grad(grad_leak.sum())
+
+        grad_x, grad_v_init, grad_w = self._backward(run, h_seq, grad_spikes=gs, grad_v=gv,
+                                                     grad_state=finals["v"])
+        if "w" in self.params:
+            self.grads["w"] += grad_w
         self.grad_state = self._unflatten_state({"v": grad_v_init})
         return grad_x.reshape(self._shape)
 
-    def _accumulate_leak_grad(self, g_leak):
-        pass
+    def _w_grad(self, g_k):
+        """dL/dw from dL/dk (PLIF's w; 0 for the others)."""
+        return 0.0
 
     def extra_repr(self):
         return (super().extra_repr() + f", v_reset={self.v_reset}, decay_input={self.decay_input}"
@@ -493,9 +546,9 @@ class PLIF(_LIFFamily):
     def _leak(self):
         return float(stable_sigmoid(float(self.params["w"])))
 
-    def _accumulate_leak_grad(self, g_k):
+    def _w_grad(self, g_k):
         k = self._leak()
-        self.grads["w"] += g_k * k * (1.0 - k)  # dk/dw = k(1 − k)
+        return g_k * k * (1.0 - k)  # dk/dw = k(1 − k)
 
 
 class CLIF(BaseNeuron):
@@ -526,7 +579,7 @@ class CLIF(BaseNeuron):
         flags = (code, self.smooth, self.strict, self.store_v_seq)
         clif_forward_kernel(flags, self.specialise)(x2, init["v"], init["m"], dt.type(self.tau), th, scale, alpha,
                                                     beta, spikes, h_seq, v_seq, m_seq, v_final, m_final, flags)
-        self._raise_if_nonfinite(v_final)
+        self._raise_if_nonfinite(v_final, x2, h_seq, init)
         self._saved = (h_seq, init)
         self.h_seq = h_seq.reshape(self._shape)
         self.v_seq = v_seq.reshape(self._shape) if self.store_v_seq else None
@@ -538,13 +591,20 @@ class CLIF(BaseNeuron):
         h_seq, init = self._saved if self._saved is not None else (None, None)
         M = h_seq.shape[1] if h_seq is not None else 0
         gs, gv, has_gv, finals = self._grad_inputs(grad_spikes, grad_v, grad_state, M)
-        grad_x = np.empty_like(h_seq)
-        grad_v_init, grad_m_init = np.empty(M, self._dtype), np.empty(M, self._dtype)
-        th, scale, code, alpha, beta = self._surrogate_args()
-        flags = (code, self.smooth, self.strict, has_gv)
-        clif_backward_kernel(flags, self.specialise)(gs, gv, finals["v"], finals["m"], h_seq, init["m"],
-                                                     self._dtype.type(self.tau), th, scale, alpha, beta,
-                                                     grad_x, grad_v_init, grad_m_init, flags)
+        self._saved = None  # one backward per forward (module docstring)
+        flags = (self.surrogate.code, self.smooth, self.strict, has_gv)
+
+        def run(dt):
+            grad_x = np.empty(h_seq.shape, dt)
+            grad_v_init, grad_m_init = np.empty(M, dt), np.empty(M, dt)
+            th, scale, code, alpha, beta = self._surrogate_args(dt)
+            clif_backward_kernel(flags, self.specialise)(
+                *(a.astype(dt, copy=False) for a in (gs, gv, finals["v"], finals["m"], h_seq, init["m"])),
+                dt.type(self._dtype.type(self.tau)), th, scale, alpha, beta, grad_x, grad_v_init, grad_m_init, flags)
+            return grad_x, grad_v_init, grad_m_init
+
+        grad_x, grad_v_init, grad_m_init = self._backward(run, h_seq, grad_spikes=gs, grad_v=gv,
+                                                          grad_state_v=finals["v"], grad_state_m=finals["m"])
         self.grad_state = self._unflatten_state({"v": grad_v_init, "m": grad_m_init})
         return grad_x.reshape(self._shape)
 

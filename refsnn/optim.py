@@ -23,6 +23,8 @@ import math
 
 import numpy as np
 
+from .module import OptionError, check_flag, check_int, check_real
+
 
 def _fma(a, b, c):
     """a·b + c rounded once, as torch's ``vec::fmadd``.
@@ -86,10 +88,10 @@ class Optimizer:
         self.state = {name: {} for name, _, _ in self.params}
 
     def _validate(self):
-        if not (math.isfinite(self.lr) and self.lr >= 0.0):
-            raise ValueError(f"Invalid learning rate: {self.lr}")
-        if not self.weight_decay >= 0.0:
-            raise ValueError(f"Invalid weight_decay value: {self.weight_decay}")
+        """Check the hyperparameters (refsnn.module.check_real: any real scalar) and store them
+        as Python numbers."""
+        self.lr = check_real(self.lr, "lr (learning rate)", 0.0)
+        self.weight_decay = check_real(self.weight_decay, "weight_decay", 0.0)
 
     def zero_grad(self):
         for _, _, grad in self.params:
@@ -170,13 +172,14 @@ class SGD(Optimizer):
     def __init__(self, params, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
         super().__init__(params, lr)
         self.momentum, self.dampening = momentum, dampening
-        self.weight_decay, self.nesterov = weight_decay, bool(nesterov)
+        self.weight_decay, self.nesterov = weight_decay, nesterov
         self._validate()
 
     def _validate(self):
         super()._validate()
-        if not self.momentum >= 0.0:
-            raise ValueError(f"Invalid momentum value: {self.momentum}")
+        self.momentum = check_real(self.momentum, "momentum", 0.0)
+        self.dampening = check_real(self.dampening, "dampening")
+        self.nesterov = check_flag(self.nesterov, "nesterov")
         if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
 
@@ -210,8 +213,8 @@ class Adam(Optimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False):
         super().__init__(params, lr)
-        self.betas, self.eps = tuple(float(b) for b in betas), eps
-        self.weight_decay, self.amsgrad = weight_decay, bool(amsgrad)
+        self.betas, self.eps = betas, eps
+        self.weight_decay, self.amsgrad = weight_decay, amsgrad
         self.step_count = 0
         self._validate()
         for name, param, _ in self.params:
@@ -223,13 +226,12 @@ class Adam(Optimizer):
 
     def _validate(self):
         super()._validate()
-        if not self.eps >= 0.0:
-            raise ValueError(f"Invalid epsilon value: {self.eps}")
-        if len(self.betas) != 2:
-            raise ValueError(f"betas must be a pair, got {self.betas}")
-        for index, beta in enumerate(self.betas):
-            if not 0.0 <= beta < 1.0:
-                raise ValueError(f"Invalid beta parameter at index {index}: {beta}")
+        self.eps = check_real(self.eps, "eps", 0.0)
+        self.amsgrad = check_flag(self.amsgrad, "amsgrad")
+        if not (isinstance(self.betas, (tuple, list, np.ndarray)) and len(self.betas) == 2):
+            raise OptionError(f"betas must be a pair (beta1, beta2), got {self.betas!r}")
+        self.betas = tuple(check_real(beta, f"betas[{index}]", 0.0, 1.0, high_open=True)
+                           for index, beta in enumerate(self.betas))
 
     def _check_buffers(self, buffers):
         for name, found in buffers.items():
@@ -300,6 +302,7 @@ class _Scheduler:
     def __init__(self, optimizer, last_epoch=-1):
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"{type(optimizer).__name__} is not a refsnn Optimizer")
+        last_epoch = check_int(last_epoch, "last_epoch", -1)
         if last_epoch == -1:
             if optimizer.initial_lr is None:
                 optimizer.initial_lr = optimizer.lr
@@ -340,11 +343,7 @@ class StepLR(_Scheduler):
     HYPERPARAMETERS = ("step_size", "gamma")
 
     def __init__(self, optimizer, step_size, gamma=0.1, last_epoch=-1):
-        if not (isinstance(step_size, (int, np.integer)) and step_size > 0):
-            raise ValueError(f"step_size must be a positive integer, got {step_size}")
-        if not math.isfinite(gamma):
-            raise ValueError(f"gamma must be finite, got {gamma}")
-        self.step_size, self.gamma = int(step_size), gamma
+        self.step_size, self.gamma = check_int(step_size, "step_size", 1), check_real(gamma, "gamma")
         super().__init__(optimizer, last_epoch)
 
     def _next_lr(self, lr, initial):
@@ -364,11 +363,7 @@ class CosineAnnealingLR(_Scheduler):
     HYPERPARAMETERS = ("T_max", "eta_min")
 
     def __init__(self, optimizer, T_max, eta_min=0.0, last_epoch=-1):
-        if not (isinstance(T_max, (int, np.integer)) and T_max > 0):
-            raise ValueError(f"T_max must be a positive integer, got {T_max}")
-        if not math.isfinite(eta_min):
-            raise ValueError(f"eta_min must be finite, got {eta_min}")
-        self.T_max, self.eta_min = int(T_max), eta_min
+        self.T_max, self.eta_min = check_int(T_max, "T_max", 1), check_real(eta_min, "eta_min")
         super().__init__(optimizer, last_epoch)
 
     def _next_lr(self, lr, initial):

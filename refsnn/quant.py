@@ -21,7 +21,7 @@ into a plain network, which then computes exactly what the ternary network compu
 import numpy as np
 
 from .layers import Conv2d, Linear
-from .module import NonFiniteError
+from .module import NonFiniteError, check_flag
 
 DELTA_FACTOR = 0.7   # Δ = 0.7 · mean|W| (TWN's approximation of the optimal threshold)
 
@@ -109,6 +109,8 @@ def ternarize(model, per_channel=False, first=False, last=False):
     which for every refsnn network is the input layer and the classifier). Parameters keep their
     names and arrays, so an optimiser built before or after, and state dicts, are unaffected.
     """
+    per_channel, first, last = (check_flag(v, n) for v, n in ((per_channel, "per_channel"), (first, "first"),
+                                                                (last, "last")))
     layers = weight_layers(model)
     if not layers:
         raise ValueError("the model has no Linear or Conv2d layer to ternarise")
@@ -121,7 +123,7 @@ def ternarize(model, per_channel=False, first=False, last=False):
             if type(layer) not in _TERNARY_CLASS:
                 raise TypeError(f"cannot ternarise a {type(layer).__name__} (only Linear and Conv2d)")
             layer.__class__ = _TERNARY_CLASS[type(layer)]
-        layer.per_channel = bool(per_channel)
+        layer.per_channel = per_channel
     return [name for name, _ in chosen]
 
 

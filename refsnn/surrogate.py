@@ -25,6 +25,8 @@ import math
 import numba
 import numpy as np
 
+from .module import check_real
+
 SURROGATES = {"atan": 0, "sigmoid": 1, "rect": 2, "fast_sigmoid": 3, "s2nn": 4, "boxcar": 5}
 DEFAULT_ALPHA = {"atan": 2.0, "sigmoid": 4.0, "rect": 1.0, "fast_sigmoid": 25.0, "s2nn": 4.0, "boxcar": 1.0}
 ATAN, SIGMOID, RECT, FAST_SIGMOID, S2NN, BOXCAR = range(6)
@@ -36,12 +38,9 @@ class Surrogate:
     def __init__(self, name="sigmoid", alpha=None, beta=1.0):
         if not isinstance(name, str) or name not in SURROGATES:
             raise ValueError(f"unknown surrogate {name!r}; choose one of {sorted(SURROGATES)}")
-        alpha = DEFAULT_ALPHA[name] if alpha is None else float(alpha)
-        if not (math.isfinite(alpha) and alpha > 0):
-            raise ValueError(f"surrogate alpha must be a positive finite number, got {alpha}")
-        if not (math.isfinite(beta) and beta > 0):
-            raise ValueError(f"surrogate beta must be a positive finite number, got {beta}")
-        self.name, self.code, self.alpha, self.beta = name, SURROGATES[name], alpha, float(beta)
+        alpha = DEFAULT_ALPHA[name] if alpha is None else check_real(alpha, "surrogate alpha", low=0, low_open=True)
+        beta = check_real(beta, "surrogate beta", low=0, low_open=True)
+        self.name, self.code, self.alpha, self.beta = name, SURROGATES[name], alpha, beta
 
     def argument_scale(self, v_threshold):
         """Factor c in u = c·(H − V_th): 1/V_th for boxcar, 1 otherwise."""

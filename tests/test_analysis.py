@@ -65,7 +65,7 @@ def test_clif_by_hand(loss):
 
 
 def test_total_combines_layers():
-    model = build_network("mlp", (6,), 3, neuron="lif", hidden=(5, 4), seed=1)
+    model = build_network("mlp", (6,), 3, neuron="lif", hidden=(5, 4), seed=1).to(np.float64)
     x = np.random.default_rng(0).normal(1.0, 1.0, (4, 7, 6))
     norms = temporal_gradient_norms(model, x, np.arange(7) % 3)
     assert list(norms) == ["2", "4", "total", "input"]
@@ -147,7 +147,7 @@ def test_recorder_restores_methods_even_on_error():
 
 def test_errors():
     ann = build_network("mlp", (6,), 3, neuron="relu", hidden=(5,), seed=0)
-    x, y = np.ones((1, 2, 6)), np.array([0, 1])
+    x, y = np.ones((1, 2, 6), np.float32), np.array([0, 1])
     with pytest.raises(ValueError, match="no neuron layer"):
         temporal_gradient_norms(ann, x, y)
     snn = build_network("mlp", (6,), 3, neuron="lif", hidden=(5,), seed=0)

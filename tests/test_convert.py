@@ -397,7 +397,7 @@ def test_bad_inputs(digits_dnn):
         ConvertedNeuron(threshold=0.0)
     with pytest.raises(ValueError, match="leak"):
         ConvertedNeuron(leak=float("nan"))
-    n = ConvertedNeuron()
+    n = ConvertedNeuron(dtype=np.float64)
     with pytest.raises(ValueError, match="before forward"):
         n.backward(np.zeros((2, 3)))
     with pytest.raises(TypeError, match="dtype"):

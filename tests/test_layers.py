@@ -356,15 +356,18 @@ def test_default_initialisation_matches_pytorch_bounds():
     assert ClippedReLU().params["threshold"].shape == () and float(ClippedReLU().params["threshold"]) == 4.0
 
 
-def test_float64_input_through_float32_parameters():
+def test_mixed_dtypes_refused_naming_to():
+    """A float32 layer refuses float64 input (as PyTorch) and says how to convert; after
+    .to(np.float64) it computes in float64, and a float32 input stays float32."""
     layer = Conv2d(2, 3, 3)
     x = normal((1, 2, 2, 5, 5))
-    y64 = layer.forward(x)
-    assert y64.dtype == np.float64
+    with pytest.raises(TypeError, match=r"float64 but the parameter 'weight' is float32.*\.to\(np\.float64\)"):
+        layer.forward(x)
     y32 = layer.forward(x.astype(np.float32))
-    assert y32.dtype == np.float32
+    assert y32.dtype == np.float32 and layer.backward(np.ones_like(y32)).dtype == np.float32
+    y64 = layer.to(np.float64).forward(x)
+    assert y64.dtype == np.float64
     assert rel_err(y32, y64) < 1e-5
-    assert layer.backward(np.ones_like(y32)).dtype == np.float32
 
 
 def all_layers():
@@ -390,7 +393,7 @@ LAYER_IDS = [type(layer).__name__ for layer, _ in all_layers()]
 @pytest.mark.parametrize("index", range(len(LAYER_IDS)), ids=LAYER_IDS)
 def test_bad_inputs(index):
     layer, shape = all_layers()[index]
-    x = normal(shape)
+    x = normal(shape).astype(np.float32)  # the layers' dtype
     with pytest.raises(ValueError, match="before forward"):
         layer.backward(np.ones(shape))
     with pytest.raises(TypeError, match="dtype"):
@@ -419,7 +422,7 @@ def test_bad_inputs(index):
 ], ids=["Linear", "Conv2d", "BatchNorm1d", "BatchNorm2d"])
 def test_wrong_channel_count(layer, shape):
     with pytest.raises(ValueError, match="expects"):
-        layer.forward(normal(shape))
+        layer.forward(normal(shape).astype(np.float32))
 
 
 def test_wrong_rank_per_layer_kind():
@@ -427,18 +430,18 @@ def test_wrong_rank_per_layer_kind():
              (MaxPool2d(2), (2, 3, 2, 4, 4, 1)), (Linear(4, 3), (3, 4))]
     for layer, shape in cases:
         with pytest.raises(ValueError, match="dimensions"):
-            layer.forward(normal(shape))
+            layer.forward(normal(shape).astype(np.float32))
 
 
 def test_invalid_configurations():
     with pytest.raises(ValueError, match="smaller than the kernel"):
-        Conv2d(1, 1, 5).forward(normal((1, 1, 1, 3, 3)))
+        Conv2d(1, 1, 5).forward(normal((1, 1, 1, 3, 3)).astype(np.float32))
     with pytest.raises(ValueError, match="divisible by groups"):
         Conv2d(3, 4, 3, groups=2)
     with pytest.raises(ValueError, match="at most half"):
         MaxPool2d(2, padding=2)
     with pytest.raises(ValueError, match="more than 1 value"):
-        BatchNorm1d(3).forward(normal((1, 1, 3)))
+        BatchNorm1d(3).forward(normal((1, 1, 3)).astype(np.float32))
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         Dropout(1.5)
     with pytest.raises(TypeError, match="kernel_size"):

@@ -177,7 +177,7 @@ def test_membrane_loss_and_state_gradients(make_neuron):
         assert err <= TOL, (name, err)
 
 
-@pytest.mark.parametrize("neuron", [refsnn.LIF(v_reset=None), refsnn.CLIF(), refsnn.PLIF()])
+@pytest.mark.parametrize("neuron", [refsnn.LIF(v_reset=None), refsnn.CLIF(), refsnn.PLIF().to(np.float64)])
 def test_chunks_continue_the_sequence(neuron):
     x = inputs((8, 2, 3))
     whole = neuron.forward(x)
@@ -310,7 +310,7 @@ def test_specialised_kernels_match_the_generic_ones(make_neuron, dtype, monkeypa
     g, gv = (np.random.default_rng(s).standard_normal(x.shape).astype(dtype) for s in (1, 2))
     results = []
     for specialise in (True, False):
-        neuron = make_neuron()
+        neuron = make_neuron().to(dtype)
         monkeypatch.setattr(type(neuron), "specialise", property(lambda self, s=specialise: s))
         s = neuron.forward(x)
         gx = neuron.backward(g, grad_v=gv)

@@ -101,6 +101,11 @@ def gradcheck(module, x, n_directions=3, eps=1e-5, elementwise=False, seed=0,
     ``loss`` is an optional ``(value_fn, grad_fn)`` pair on the output; the default is
     ``<out, R>`` with a fixed random ``R``. Returns a ``GradcheckReport``.
     """
+    arrays = [(name, p) for name, p, _ in module.named_parameters()] + list(module.named_buffers())
+    float32 = [name for name, a in arrays if a.dtype == np.float32]
+    if float32:
+        raise TypeError(f"gradcheck runs in float64: call module.to(np.float64) first "
+                        f"(float32: {', '.join(float32[:3])}{', ...' if len(float32) > 3 else ''})")
     rng = np.random.default_rng(seed)
     x = np.array(x, dtype=np.float64)
     was_smooth = {id(m): getattr(m, "smooth") for _, m in module.modules() if hasattr(m, "smooth")}

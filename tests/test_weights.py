@@ -3,6 +3,8 @@
 The torch side here is written by hand from SpikingJelly layers (not built by verify.networks),
 so names, shapes and dtypes are PyTorch's own. Round trips must be bit-identical.
 """
+import zipfile
+
 import numpy as np
 import pytest
 
@@ -138,3 +140,15 @@ def test_pickled_objects_are_refused(tmp_path):
         save_weights(tmp_path / "x.npz", {"w": np.array(["text"])})
     with pytest.raises(TypeError, match="mapping"):
         save_weights(tmp_path / "x.npz", [np.zeros(2)])
+
+
+def test_npz_members_that_are_not_arrays_are_refused(tmp_path):
+    """np.load hands such a member back as raw bytes; a weight file holds arrays only."""
+    with zipfile.ZipFile(tmp_path / "notes.npz", "w") as archive:
+        with archive.open("w.npy", "w") as member:
+            np.lib.format.write_array(member, np.zeros(3))
+        archive.writestr("notes.txt", b"not an array")
+    with pytest.raises(ValueError, match=r"\['notes.txt'\] are not .npy arrays"):
+        load_weights(tmp_path / "notes.npz")
+    with pytest.raises(ValueError, match="not .npy arrays"):
+        load_into(refsnn_cnn(), tmp_path / "notes.npz")

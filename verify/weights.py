@@ -8,8 +8,9 @@ Two formats, chosen by the file's suffix:
 
 * ``.safetensors`` — read and written with ``safetensors.numpy``; a file written by
   ``safetensors.torch.save_file(model.state_dict(), path)`` loads here, and the reverse.
-* ``.npz`` — NumPy's zip of ``.npy`` files, read with ``allow_pickle=False`` and written
-  without pickling (object arrays are refused).
+* ``.npz`` — NumPy's zip of ``.npy`` files, read with ``allow_pickle=False`` (a member that
+  is not a ``.npy`` array is refused, as are declared sizes larger than the file: the reader
+  of refsnn's own checkpoints) and written without pickling (object arrays are refused).
 
 Neither format can execute code when loaded (``torch.load`` of a ``.pt`` file can).
 
@@ -17,10 +18,13 @@ Neither format can execute code when loaded (``torch.load`` of a ``.pt`` file ca
     load_into(net, "model.safetensors")             # copy into a refsnn module, strict names
     save_weights("trained.safetensors", net.state_dict())
 """
+import io
 import os
 import zipfile
 
 import numpy as np
+
+from refsnn.checkpoint import MAX_WEIGHTS_BYTES, load_npz, read_regular_file
 
 FORMATS = (".safetensors", ".npz")
 
@@ -59,7 +63,8 @@ def load_weights(path):
     """``{name: np.ndarray}`` from a ``.safetensors`` or ``.npz`` file (no pickle).
 
     Raises FileNotFoundError for a missing file and ValueError for one that is not a valid
-    file of its format (corrupt, truncated, or holding pickled objects)."""
+    file of its format (corrupt, truncated, holding pickled objects or, in an ``.npz``, a
+    member that is not a ``.npy`` array)."""
     kind = _format(path)
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -68,11 +73,14 @@ def load_weights(path):
         if kind == ".safetensors":
             from safetensors.numpy import load_file
             return dict(load_file(path))
-        archive = np.load(path, allow_pickle=False)
-        if not isinstance(archive, np.lib.npyio.NpzFile):
+        data = read_regular_file(path, MAX_WEIGHTS_BYTES, "weight file", follow_symlinks=True)
+        if data.startswith(np.lib.format.MAGIC_PREFIX):
             raise ValueError("a single .npy array, not an .npz archive")
-        with archive:
-            return {name: archive[name] for name in archive.files}
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            others = [name for name in archive.namelist() if not name.endswith(".npy")]
+        if others:
+            raise ValueError(f"member(s) {others} are not .npy arrays (an .npz of weights holds arrays only)")
+        return load_npz(data, path)
     except FileNotFoundError:
         raise
     except Exception as error:  # safetensors, zipfile and the .npy reader each raise their own kinds

@@ -8,7 +8,8 @@ there (it must occur exactly once in its file; otherwise the code has moved and 
 reported "stale", never silently passed), and pytest runs the mutant's small test selection in that
 copy with a fresh NUMBA_CACHE_DIR (Numba's cache does not notice a change in a function inlined from
 another file, so a shared cache could hide the mutant). The same selection runs first on an
-unplanted copy: a mutant is "caught" when a test that passes there fails with it, "MISSED" otherwise.
+unplanted copy (tests failing there are deselected): a mutant is "caught" when a test that passes
+there fails with it, or pytest crashes or cannot collect; "MISSED" otherwise.
 Exit status 1 if any mutant is missed or stale.
 
 ``--tests-at REV`` runs the tests as they were at commit REV (with ``--select``, since the
@@ -59,7 +60,7 @@ MUTANTS = [
            "grad_leak.sum()", "grad_leak[0]",
            k(SCALE, "plif_w_gradient_over_several_blocks"), "PLIF's dL/dw keeps block 0's partial sum only"),
     Mutant("converted-params-first-block-only", "refsnn/convert.py",
-           "g_th, g_leak, g_amp = partials.sum(axis=0)", "g_th, g_leak, g_amp = partials[0]",
+           "partials.sum(axis=0)", "partials[0]",
            k(SCALE, "converted_neuron_parameters_over_several_blocks"),
            "ConvertedNeuron's threshold/leak/amplitude gradients from block 0 only"),
     Mutant("lif-block-starts-from-block-0-state", "refsnn/neurons.py",
@@ -133,7 +134,7 @@ MUTANTS = [
            k("tests/test_neurons.py", "plif_gradcheck and sigmoid"), "dk/dw = k instead of k(1 − k)"),
     # -- layers --------------------------------------------------------------------------------------
     Mutant("linear-bias-gradient-mean", "refsnn/layers.py",
-           'self.grads["bias"] += g2.sum(axis=0)', 'self.grads["bias"] += g2.mean(axis=0)',
+           "g2.sum(axis=0", "g2.mean(axis=0",
            k("tests/test_layers.py", "gradcheck_linear"), "Linear's dL/db averages over rows"),
     Mutant("col2im-overwrites", "refsnn/layers.py",
            "dx[b, c, h, wo + j - pw] += cols[row, base + wo]", "dx[b, c, h, wo + j - pw] = cols[row, base + wo]",
@@ -156,7 +157,7 @@ MUTANTS = [
            "keep = self.rng.random(x.shape) < 1.0 - self.p",
            k("tests/test_layers.py", "dropout"), "a new mask at every time step"),
     Mutant("clipped-relu-threshold-gradient", "refsnn/layers.py",
-           'self.grads["threshold"] += np.sum(g, where=clipped)', 'self.grads["threshold"] += np.sum(g, where=passing)',
+           "np.sum(g, where=clipped", "np.sum(g, where=passing",
            k("tests/test_layers.py", "clipped_relu"), "dy/dμ on the passing inputs"),
     # -- losses --------------------------------------------------------------------------------------
     Mutant("cross-entropy-gradient-not-batch-mean", "refsnn/losses.py",
@@ -275,17 +276,33 @@ def plant(copy, mutant):
     count = text.count(mutant.snippet)
     if count != 1:
         return f"its snippet occurs {count} times in {mutant.file}"
-    path.write_text(text.replace(mutant.snippet, mutant.replacement))
+    planted = text.replace(mutant.snippet, mutant.replacement)
+    try:
+        compile(planted, str(path), "exec")
+    except SyntaxError as e:  # a mutant must be a mistake that runs, not one the parser rejects
+        return f"the planted {mutant.file} is not valid Python: {e}"
+    path.write_text(planted)
     return None
 
 
-def run_pytest(copy, select, cache_dir, stop_first):
-    """``({test id: passed}, seconds, returncode, output tail)`` of pytest on ``select`` in ``copy``."""
+def node_id(copy, classname, name):
+    """The pytest node id of a junit test case ("tests.test_x[.Class]", "test_y[param]")."""
+    parts = classname.split(".")
+    for cut in range(len(parts), 0, -1):
+        path = "/".join(parts[:cut]) + ".py"
+        if (copy / path).is_file():
+            return "::".join([path, *parts[cut:], name])
+    return f"{classname}::{name}"
+
+
+def run_pytest(copy, select, cache_dir, skip=()):
+    """``({node id: passed}, seconds, returncode, output tail)`` of pytest on ``select`` in ``copy``;
+    with ``skip`` (node ids to deselect) it stops at the first failure."""
     report = Path(cache_dir) / f"report-{time.monotonic_ns()}.xml"
     env = dict(os.environ, PYTHONPATH=str(copy), NUMBA_CACHE_DIR=str(cache_dir), PYTHONDONTWRITEBYTECODE="1")
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={report}", *select]
-    if stop_first:
-        cmd.insert(4, "-x")
+    if skip is not None:
+        cmd += ["-x", *(f"--deselect={t}" for t in skip)]
     start = time.perf_counter()
     try:
         proc = subprocess.run(cmd, cwd=copy, env=env, capture_output=True, text=True, timeout=TIMEOUT)
@@ -295,7 +312,7 @@ def run_pytest(copy, select, cache_dir, stop_first):
     outcomes = {}
     if report.exists():
         for case in ET.parse(report).getroot().iter("testcase"):
-            test_id = f"{case.get('classname')}::{case.get('name')}"
+            test_id = node_id(copy, case.get("classname"), case.get("name"))
             if case.find("skipped") is None:
                 outcomes[test_id] = case.find("failure") is None and case.find("error") is None
     return outcomes, time.perf_counter() - start, code, tail
@@ -344,7 +361,7 @@ def main(argv=None):
         for i, m in enumerate(chosen):
             select = override or m.select
             if select not in baselines:
-                outcomes, seconds, code, tail = run_pytest(baseline_copy, select, baseline_cache, stop_first=False)
+                outcomes, seconds, code, tail = run_pytest(baseline_copy, select, baseline_cache, skip=None)
                 if not outcomes:
                     print(f"  baseline of {' '.join(select)} ran no test (exit {code}):\n{tail}")
                 failing = sorted(t for t, ok in (outcomes or {}).items() if not ok)
@@ -362,16 +379,16 @@ def main(argv=None):
             elif not baseline:
                 status, detail, seconds = "MISSED", "the selection runs no passing test", 0.0
             else:
-                all_pass = all(baseline.values())
-                outcomes, seconds, code, tail = run_pytest(copy, select, cache, stop_first=all_pass)
+                failing = sorted(t for t, ok in baseline.items() if not ok)
+                outcomes, seconds, code, tail = run_pytest(copy, select, cache, skip=failing)
                 if outcomes is None:
                     status, detail = "caught", "the tests hang"
                 else:
                     newly = sorted(t for t, ok in outcomes.items() if not ok and baseline.get(t, False))
                     if newly:
                         status, detail = "caught", f"by {newly[0]}" + (f" and {len(newly) - 1} more" if len(newly) > 1 else "")
-                    elif code not in (0, 1) and not outcomes:
-                        status, detail = "caught", f"pytest exit {code} (crash or collection error)"
+                    elif code not in (0, 1, 5):
+                        status, detail = "caught", f"pytest exit {code} (a crash or a collection error)\n{tail}"
                     else:
                         status, detail = "MISSED", f"{sum(outcomes.values())} test(s) still pass"
             results.append((m, status))

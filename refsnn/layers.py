@@ -10,7 +10,8 @@ tests check against torch autograd.
 the parameter gradients into ``self.grads``. Computation runs in the dtype of the input, which
 must be the dtype of the layer's parameters and buffers (refsnn.module's rule: ``.to(...)``
 converts a model). Sums over the batch (bias gradients, BatchNorm statistics) accumulate in
-float64, so float32 results keep float32 accuracy at any batch × time × spatial size. Layers keep
+float64 or pairwise along a contiguous axis (NumPy's sum; along any other axis it adds one row
+at a time), so float32 results keep float32 accuracy at any batch × time × spatial size. Layers keep
 references to their inputs rather than copies (Linear, BatchNorm): do not modify an input in
 place between forward and backward.
 """
@@ -320,7 +321,7 @@ class Conv2d(Module):
         # G laid out like Y: [O, B·P]
         g_t = np.ascontiguousarray(g_out.reshape(B, O, P).transpose(1, 0, 2)).reshape(g, O // g, B * P)
         if "bias" in self.params:
-            self.grads["bias"] += g_t.reshape(O, B * P).sum(axis=1, dtype=np.float64)  # db = Σ G
+            self.grads["bias"] += g_t.reshape(O, B * P).sum(axis=1)  # db = Σ G (contiguous rows: pairwise)
         cols = self._patches(saved_input.reshape(B, C, H, W), g_out.dtype, Ho, Wo)
         cols_g = cols.reshape(g, -1, B * P)
         grad_weight_g = self.grads["weight"].reshape(g, O // g, -1)
@@ -799,7 +800,7 @@ class ClippedReLU(Module):
 
     def backward(self, grad_out):
         (passing, clipped), g = _saved_for(self, grad_out)
-        self.grads["threshold"] += np.sum(g, where=clipped, dtype=np.float64)
+        self.grads["threshold"] += np.sum(g, where=clipped)  # contiguous: pairwise
         return g * passing
 
     def extra_repr(self):

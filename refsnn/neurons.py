@@ -408,7 +408,7 @@ class BaseNeuron(Module):
 
     def _finite(self, arrays):
         with np.errstate(over="ignore"):
-            return all(np.all(np.isfinite(np.asarray(a).astype(self._dtype))) for a in arrays)
+            return all(np.all(np.isfinite(np.asarray(a).astype(self._dtype, copy=False))) for a in arrays)
 
     def _unflatten_state(self, arrays):
         return {k: v.reshape(self._shape[1:]) for k, v in arrays.items()}

@@ -27,7 +27,7 @@ from collections import OrderedDict
 import numpy as np
 
 from .losses import cross_entropy, tet_loss
-from .module import check_float_array
+from .module import check_flag, check_float_array
 from .neurons import BaseNeuron
 
 
@@ -88,7 +88,7 @@ def temporal_gradient_norms(model, x, y, loss="ce", train=True):
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {loss!r}")
     x = check_float_array(x, "x", min_ndim=3)
-    work = copy.deepcopy(model).train(bool(train))
+    work = copy.deepcopy(model).train(check_flag(train, "train"))
     work.zero_grad()
     out = work.forward(x)
     _, grad_out = LOSSES[loss](out, y)

@@ -58,7 +58,7 @@ from .layers import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Cli
                      Flatten, Linear, MaxPool2d)
 from .losses import accuracy, cross_entropy
 from .models import NETWORKS, Chain
-from .module import NonFiniteError, Sequential, check_flag, check_real
+from .module import NonFiniteError, Sequential, check_flag, check_int, check_real
 from .neurons import BLOCK, BaseNeuron
 from .optim import Adam
 from .surrogate import BOXCAR, SURROGATES, derivative, fire
@@ -255,17 +255,11 @@ def clamp_leaks(model, max_leak=1.0):
 def if_response(x, T, threshold, amplitude):
     """Average output over T steps of an IF neuron (soft reset, V[−1] = 0, fires on H ≥ θ) with
     constant input x: ``amplitude · clip(⌊T·x/threshold⌋, 0, T) / T`` (see the module docstring)."""
-    T = _positive_int(T, "T")
-    if not threshold > 0:
-        raise ValueError(f"threshold must be > 0, got {threshold}")
+    T = check_int(T, "T", 1)
+    threshold = check_real(threshold, "threshold", 0, low_open=True)
+    amplitude = check_real(amplitude, "amplitude")
     x = np.asarray(x, dtype=np.float64)
     return amplitude * np.clip(np.floor(T * x / threshold), 0, T) / T
-
-
-def _positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def _check_grid(grid, name):
@@ -281,7 +275,7 @@ DEFAULT_GRID = np.round(np.arange(1, 201) * 0.01, 2)  # 0.01, 0.02, ..., 2.00 fo
 def grid_errors(z, y, T, a_grid=DEFAULT_GRID, b_grid=DEFAULT_GRID):
     """E[i, j] = Σ (y − r_T(z; a_grid[i], b_grid[j]))² for inputs z and targets y (1-D arrays),
     from per-spike-count sums on sorted z (module docstring)."""
-    T = _positive_int(T, "T")
+    T = check_int(T, "T", 1)
     a_grid, b_grid = _check_grid(a_grid, "a_grid"), _check_grid(b_grid, "b_grid")
     z = np.asarray(z, dtype=np.float64).ravel()
     y = np.asarray(y, dtype=np.float64).ravel()
@@ -308,8 +302,7 @@ def search_scales(preactivations, mu, T, a_grid=DEFAULT_GRID, b_grid=DEFAULT_GRI
     """The (a, b) on the grid minimising Σ (clip(x, 0, μ) − r_T(x; a·μ, b·μ))² over the layer's
     pre-activations x. Returns ``(a, b, error)`` with the error per pre-activation, in units of μ²
     (the first minimum in grid order on ties)."""
-    if not (math.isfinite(mu) and mu > 0):
-        raise ValueError(f"the clipping threshold μ must be finite and > 0, got {mu}")
+    mu = check_real(mu, "the clipping threshold μ", 0, low_open=True)
     z = np.asarray(preactivations, dtype=np.float64).ravel() / mu
     errors = grid_errors(z, np.clip(z, 0.0, 1.0), T, a_grid, b_grid)
     i, j = np.unravel_index(int(np.argmin(errors)), errors.shape)
@@ -446,8 +439,7 @@ def convert(dnn, scales, dropout=0.0, surrogate="boxcar", detach_reset=True, tra
     n_activations = _check_convertible(layers)
     if len(scales) != n_activations:
         raise ValueError(f"{len(scales)} (a, b) pairs for {n_activations} ClippedReLU layers")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    dropout = check_real(dropout, "dropout", 0.0, 1.0, high_open=True)
     rng = np.random.default_rng(0) if rng is None else rng
     dtype = next(p for _, p, _ in dnn.named_parameters()).dtype
     out, scale_iter = [], iter(scales)

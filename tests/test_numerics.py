@@ -6,7 +6,7 @@ import pytest
 
 import refsnn
 from refsnn import losses, optim
-from refsnn.convert import ConvertedNeuron
+from refsnn.convert import ConvertedNeuron, if_response, search_scales
 from refsnn.layers import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, ClippedReLU, Conv2d, Dropout,
                            Flatten, Linear, MaxPool2d, ReLU)
 from refsnn.models import resnet20
@@ -38,6 +38,9 @@ REAL_OPTIONS = [
     ("threshold", lambda v: repr(ConvertedNeuron(threshold=v)), 0.5),
     ("leak", lambda v: repr(ConvertedNeuron(leak=v)), 0.75),
     ("amplitude", lambda v: repr(ConvertedNeuron(amplitude=v)), 1.5),
+    ("threshold", lambda v: float(if_response(0.7, 4, v, 1.0)), 0.5),
+    ("amplitude", lambda v: float(if_response(0.7, 4, 0.5, v)), 1.5),
+    ("μ", lambda v: search_scales(np.linspace(-1, 3, 50), v, 2), 2.0),
     ("eps", lambda v: repr(BatchNorm1d(2, eps=v)), 0.125),
     ("momentum", lambda v: repr(BatchNorm2d(2, momentum=v)), 0.25),
     ("p", lambda v: repr(Dropout(v)), 0.25),
@@ -86,6 +89,7 @@ def test_every_hyperparameter_refuses_non_reals_naming_it(name, use, value, bad)
     (lambda v: Conv2d(v, 2, 3), "in_channels"), (lambda v: Conv2d(2, 2, v), "kernel_size"),
     (lambda v: Conv2d(2, 2, (3, v)), r"kernel_size\[1\]"), (lambda v: MaxPool2d(2, stride=v), "stride"),
     (lambda v: AdaptiveAvgPool2d(v), "output_size"), (lambda v: BatchNorm2d(v), "num_features"),
+    (lambda v: float(if_response(0.7, v, 0.5, 1.0)), "T"),
     (lambda v: str(optim.StepLR(optim.SGD(one_param(), lr=0.1), v).state_dict()), "step_size"),
     (lambda v: str(optim.CosineAnnealingLR(optim.SGD(one_param(), lr=0.1), v).state_dict()), "T_max"),
 ])

@@ -21,7 +21,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from .module import Module, OptionError, check_flag, check_float_array, check_int, check_real, float_dtype
+from .module import Module, NonFiniteError, OptionError, check_flag, check_float_array, check_int, check_real, float_dtype
 
 
 # ------------------------------------------------------------------------------------------
@@ -648,14 +648,23 @@ class _BatchNorm(Module):
         return np.ones(self.num_features), np.zeros(self.num_features)
 
     def _update_running(self, means, variances, count):
-        """One PyTorch update per row of ``means``/``variances`` ([steps, C]), in order."""
-        running_mean, running_var = self.buffers["running_mean"], self.buffers["running_var"]
-        tracked = self.buffers["num_batches_tracked"]
-        for mean, var in zip(means, variances):
-            tracked += 1
-            m = 1.0 / float(tracked) if self.momentum is None else self.momentum
-            running_mean[...] = (1 - m) * running_mean + m * mean
-            running_var[...] = (1 - m) * running_var + m * var * (count / (count - 1))
+        """One PyTorch update per row of ``means``/``variances`` ([steps, C]), in order. A batch
+        variance beyond the buffers' dtype (float32 inputs near 1e19 and above) is refused
+        before any buffer changes, instead of an Inf that would zero every eval-mode output."""
+        running_mean, running_var = self.buffers["running_mean"].copy(), self.buffers["running_var"].copy()
+        tracked = self.buffers["num_batches_tracked"].copy()
+        with np.errstate(over="ignore"):
+            for mean, var in zip(means, variances):
+                tracked += 1
+                m = 1.0 / float(tracked) if self.momentum is None else self.momentum
+                running_mean[...] = (1 - m) * running_mean + m * mean
+                running_var[...] = (1 - m) * running_var + m * var * (count / (count - 1))
+        if not (np.all(np.isfinite(running_var)) and np.all(np.isfinite(running_mean))):
+            raise NonFiniteError(f"{type(self).__name__}: the running variance overflowed {running_var.dtype} "
+                                 f"(batch variance up to {float(np.max(variances)):.3g}); the input was finite")
+        for name, value in (("running_mean", running_mean), ("running_var", running_var),
+                            ("num_batches_tracked", tracked)):
+            self.buffers[name][...] = value
 
     def forward(self, x):
         x = _check_input(self, x, self._ndims)
@@ -670,6 +679,10 @@ class _BatchNorm(Module):
             steps = T if self.per_step else 1
             mean, var = np.empty((steps, C)), np.empty((steps, C))
             _launch(_bn_statistics, x4.size, x4, self.per_step, mean, var)
+            if not np.all(np.isfinite(var)):
+                raise NonFiniteError(f"{type(self).__name__}: " + (
+                    "input contains NaN/Inf" if not np.all(np.isfinite(x4)) else
+                    f"the batch statistics overflowed float64 (largest |input| {float(np.max(np.abs(x4))):.3g})"))
             self._update_running(mean, var, count)
         else:
             mean = self.buffers["running_mean"].astype(np.float64).reshape(1, C)

@@ -198,6 +198,20 @@ def test_nonfinite_input_and_upstream_gradient_are_named():
         neuron.backward(x)
 
 
+def test_batchnorm_variance_overflow_is_an_error_not_an_inf_buffer():
+    """Finite float32 inputs near 3e38 have a variance float32 cannot hold: an Inf running_var
+    would make every eval-mode output 0. Refused, the buffers unchanged; likewise float64."""
+    bn = BatchNorm1d(2)
+    x = np.random.default_rng(0).uniform(-3e38, 3e38, (2, 4, 2)).astype(np.float32)
+    before = {name: b.copy() for name, b in bn.named_buffers()}
+    with pytest.raises(NonFiniteError, match="BatchNorm1d: the running variance overflowed float32 .*input was finite"):
+        bn.forward(x)
+    for name, b in bn.named_buffers():
+        np.testing.assert_array_equal(b, before[name])
+    with pytest.raises(NonFiniteError, match="the batch statistics overflowed float64"):
+        BatchNorm1d(2).to(np.float64).forward(x.astype(np.float64) * 3e269)
+
+
 @pytest.mark.parametrize("dtype, scale", [(np.float32, 3e38), (np.float64, 1e300)])
 def test_losses_finite_and_exact_for_huge_logits(dtype, scale):
     """Logits near the top of the dtype's range: every loss as torch computes it in float64."""

@@ -310,6 +310,14 @@ def _lock(run_dir):
     return fd
 
 
+def refuse_existing_run(run_dir, overwrite=False):
+    """Raise ``RunExists`` if ``run_dir`` holds a run and ``overwrite`` is false: checked before a
+    fresh run starts (so the user hears it first), and again under the lock."""
+    if not overwrite and os.path.lexists(Path(run_dir) / META):
+        raise RunExists(f"{run_dir} already holds a run (its {META}): pass --resume to continue it, "
+                        "--overwrite to replace it, or choose another directory")
+
+
 @contextlib.contextmanager
 def claim_run_dir(run_dir, loaded=None, overwrite=False):
     """Hold ``run_dir``'s lock while the body writes a run there.
@@ -325,10 +333,8 @@ def claim_run_dir(run_dir, loaded=None, overwrite=False):
     try:
         meta_path = run_dir / META
         if loaded is None:
+            refuse_existing_run(run_dir, overwrite)
             if os.path.lexists(meta_path):
-                if not overwrite:
-                    raise RunExists(f"{run_dir} already holds a run (its {META}): pass --resume to continue it, "
-                                    "--overwrite to replace it, or choose another directory")
                 os.unlink(meta_path)
             keep, history = (), []
         else:

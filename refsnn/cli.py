@@ -199,6 +199,7 @@ WRITE_ERRORS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EIO}
 
 
 def cmd_train(args):
+    from .checkpoint import refuse_existing_run
     from .train import Run, TrainConfig, check_writable, resume_run, summary_table
     given, origins = _given_options(args, TrainConfig)
     if args.resume and args.overwrite:
@@ -210,11 +211,14 @@ def cmd_train(args):
         for note in notes:
             print(note)
         if run.epoch >= run.cfg.epochs:
-            print(f"run in {out_dir} already finished {run.epoch} epochs")
-        else:
-            print(f"resuming {out_dir} after epoch {run.epoch}")
+            print(f"run in {out_dir} already finished {run.epoch} epochs (--epochs N extends it)\n")
+            run.fit(progress=False)  # trains nothing: tidies the directory (leftovers, metrics)
+            print(summary_table(run, ActivityMeter(run.model))[1])
+            return 0
+        print(f"resuming {out_dir} after epoch {run.epoch}")
     else:
         cfg = _from_origins(lambda: TrainConfig.from_dict(given), origins)
+        refuse_existing_run(cfg.out_dir, args.overwrite)
         check_writable(cfg.out_dir)
         args.places = [(cfg.out_dir, "epoch")]
         run = Run(cfg, overwrite=args.overwrite)
@@ -289,7 +293,7 @@ def _convert_parser(sub):
 
 def cmd_convert(args):
     from .convert import ConvertConfig, format_report, run_conversion
-    from .checkpoint import META, read_meta
+    from .checkpoint import META, read_meta, refuse_existing_run
     from .train import check_writable
     given, origins = _given_options(args, ConvertConfig)
     out_dir = given.get("out_dir", ConvertConfig.out_dir)
@@ -298,6 +302,8 @@ def cmd_convert(args):
         cfg = ConvertConfig.from_dict({**saved, **given, "out_dir": out_dir})
     else:
         cfg = ConvertConfig.from_dict(given)
+        if not args.resume:
+            refuse_existing_run(cfg.out_dir, args.overwrite)
         check_writable(cfg.out_dir)
     args.places = [(cfg.out_dir, "fine-tuning epoch"), (Path(cfg.out_dir) / "dnn", "DNN epoch")]
     source = f"the DNN run {cfg.dnn_dir}" if cfg.dnn_dir else f"a {cfg.network} DNN trained {cfg.dnn_epochs} epochs"

@@ -249,7 +249,8 @@ def test_second_trainer_on_a_directory_is_refused_and_a_killed_one_leaves_no_sta
         while not (d / "checkpoint.json").exists() and time.time() < deadline:   # training, mid-run
             time.sleep(0.01)
         assert first.poll() is None
-        second = cli("train", *OPTIONS, "--epochs", "1", "--out-dir", d)
+        # even --overwrite may not take a directory from a live trainer
+        second = cli("train", *OPTIONS, "--epochs", "1", "--out-dir", d, "--overwrite")
         out, _ = second.communicate(timeout=120)
         assert second.returncode == 2 and f"{d} is in use" in out and str(first.pid) in out, out
         assert first.poll() is None   # the first trains on, its run intact

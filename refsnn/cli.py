@@ -87,7 +87,7 @@ def _train_parser(sub):
         "neuron_options": "the neuron's keyword arguments as a JSON object, e.g. "
                           f"'{{\"tau\": 2.0, \"surrogate\": \"atan\"}}' (surrogates: {_one_of(SURROGATES)})",
         "dataset": f"{_one_of(DATASETS)} (digits and mnist-t10k are shipped; the others need --data-dir)",
-        "data_dir": "directory holding the data set files (not needed for the shipped ones)",
+        "data_dir": "directory holding the data set files (the shipped digits and mnist-t10k are read from the package unless given)",
         "T": "time steps per sample",
         "encoding": "direct (the analog image at every step) | poisson (spikes with probability = pixel value)",
         "epochs": "epochs to train; with --resume a new value extends (or shortens) the run, and a cosine "
@@ -271,7 +271,7 @@ def _convert_parser(sub):
                    help="replace the run already in --out-dir (without it such a directory is refused)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     helps = {"dataset": f"{_one_of(DATASETS)} (digits and mnist-t10k are shipped; the others need --data-dir)",
-             "data_dir": "directory holding the data set files (not needed for the shipped ones)",
+             "data_dir": "directory holding the data set files (the shipped digits and mnist-t10k are read from the package unless given)",
              "network": f"the DNN, trained with clipped ReLU at T = 1: a chain-shaped network of "
                         f"{_one_of(NETWORKS)} (not the ResNets)",
              "dnn_dir": "an existing clipped-ReLU run directory (refsnn train --neuron clipped_relu --T 1) to convert",

@@ -55,7 +55,7 @@ from tqdm import tqdm
 
 from .checkpoint import (EXPORT_KIND, claim_run_dir, identify, read_checkpoint, read_export, run_paths,
                          write_checkpoint, write_export)
-from .data import _AUGMENTATIONS, _CIFAR, _IDX_SETS, Batches, direct, get_dataset, poisson
+from .data import _AUGMENTATIONS, _CIFAR, _IDX_SETS, Batches, augmentation, direct, get_dataset, poisson
 from .energy import ActivityMeter
 from .losses import accuracy, cross_entropy, dml_loss, kd_loss, tet_loss, twin_loss
 from .models import ANALOG_ACTIVATIONS, NETWORKS, build_network
@@ -368,6 +368,7 @@ class Run:
         self.overwrite = overwrite
         self._committed = None  # the metadata of the checkpoint on disk this run was restored from or saved
         self.train_x, self.train_y, self.test_x, self.test_y, self.info = get_dataset(cfg.dataset, cfg.data_dir)
+        augmentation(cfg.augment, self.info["input_shape"])  # refused here, before the run writes anything
         self.model = build_model(cfg, self.info)
         self.opt = self.sched = self.twin = self.twin_opt = self.twin_sched = self.teacher = None
         if training:

@@ -852,8 +852,11 @@ def test_crop_flip_refused_on_images_smaller_than_cifar(tmp_path, capsys):
     assert next(iter(padded))[0].shape == (4, 1, 8, 8)
     assert main(["train", "--dataset", "digits", "--augment", "crop_flip", "--epochs", "1",
                  "--out-dir", str(tmp_path / "run"), "--no-progress"]) == 2
-    lines = capsys.readouterr().err.strip().splitlines()
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and "crop_flip" in lines[0] and "32x32" in lines[0]
+    assert "divergence" not in lines[0] and "refsnn train:" not in captured.out  # refused before the run starts
+    assert not (tmp_path / "run").exists()  # and before it writes anything
 
 
 def test_data_dir_is_honoured_for_the_shipped_sets(tmp_path):

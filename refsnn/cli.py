@@ -219,9 +219,9 @@ def cmd_train(args):
     else:
         cfg = _from_origins(lambda: TrainConfig.from_dict(given), origins)
         refuse_existing_run(cfg.out_dir, args.overwrite)
-        check_writable(cfg.out_dir)
         args.places = [(cfg.out_dir, "epoch")]
-        run = Run(cfg, overwrite=args.overwrite)
+        run = Run(cfg, overwrite=args.overwrite)  # loads the data and refuses what it cannot take
+        check_writable(cfg.out_dir)  # before the first epoch, not after it
     c = run.cfg
     print(f"refsnn train: {c.network} with {c.neuron} neurons on {c.dataset} "
           f"({len(run.train_y)} train / {len(run.test_y)} test), T = {c.T}, {c.epochs} epochs, "

@@ -199,8 +199,10 @@ def read_meta(meta_path):
         meta["kind"] = kind
         for field, cls in (("epoch", int), ("config", dict), ("history", list), ("weights_sha256", str),
                            *_KIND_FIELDS[kind]):
-            if not isinstance(meta.get(field), cls):
+            if not isinstance(meta.get(field), cls) or isinstance(meta.get(field), bool):
                 raise ValueError(f"field {field!r} missing or not a {cls.__name__}")
+        if meta["epoch"] < 0:
+            raise ValueError(f"field 'epoch' is negative ({meta['epoch']})")
     except ValueError as e:
         raise ValueError(f"corrupt checkpoint metadata {meta_path}: {e}") from None
     _weights_name(meta.get("weights"), kind, meta_path)

@@ -20,6 +20,7 @@ if sys.version_info >= (3, 11):
 else:  # Python 3.10: the same parser, as the tomli package (setup.py installs it there)
     import tomli as tomllib
 
+from .checkpoint import read_regular_file
 from .energy import ActivityMeter
 
 
@@ -137,12 +138,15 @@ def _toml_line(text, key):
     return None
 
 
+MAX_CONFIG_BYTES = 1 << 20  # a TOML config is a few lines; /dev/zero or a huge file is refused
+
+
 def _given_options(args, cls):
     """``(values, origins)``: the options given in ``--config`` and as flags (flags win), and for
     each one taken from the file, ``"FILE line N"``."""
     values, origins = {}, {}
     if getattr(args, "config", None):
-        text = Path(args.config).read_bytes()
+        text = read_regular_file(args.config, MAX_CONFIG_BYTES, "config file", follow_symlinks=True)
         try:
             values = tomllib.loads(text.decode("utf-8"))
         except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:

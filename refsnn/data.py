@@ -692,7 +692,10 @@ def mnist_t10k_split(directory=None):
 # --------------------------------------------------------------------------------------------
 # Mini-batches with reproducible shuffling and augmentation
 # --------------------------------------------------------------------------------------------
-_SHUFFLE_STREAM, _AUGMENT_STREAM = 0, 1
+# Stream tags in the keys [seed, epoch, tag, ...]. NumPy's SeedSequence drops trailing zero words
+# (default_rng([s, e, 0]) is default_rng([s, e]), and at e = 0 default_rng(s), the model's
+# initialisation), so no tag is 0: 1 augmentation, 2 and 3 Poisson draws (refsnn.train), 4 order.
+_SHUFFLE_STREAM, _AUGMENT_STREAM = 4, 1
 
 
 def _non_negative_int(value, name):
@@ -749,7 +752,7 @@ def augmentation(augment, image_shape):
 class Batches:
     """Iterate over ``(x, y)`` mini-batches, reproducibly.
 
-    The order of epoch ``e`` is ``default_rng([seed, e, 0]).permutation(N)``, a pure function of
+    The order of epoch ``e`` is ``default_rng([seed, e, 4]).permutation(N)``, a pure function of
     ``(seed, e)``: call ``set_epoch(e)`` before each epoch (iterating does not advance it), and a
     run resumed at epoch ``e`` sees exactly the batches it would have seen. Augmentation of batch
     ``b`` draws from ``default_rng([seed, e, 1, b])``, so it is reproducible too.

@@ -352,7 +352,8 @@ class Teacher:
         self.model.eval()
 
     def logits(self, x, epoch, step):
-        return self.model.forward(encode(self.cfg, x, epoch, step)).mean(axis=0)
+        out = self.model.forward(encode(self.cfg, x, epoch, step))
+        return out.mean(axis=0, dtype=np.float64).astype(out.dtype)  # time mean [N, classes]; float64 sum over T
 
 
 class Run:

@@ -365,3 +365,24 @@ def test_npz_member_bigger_than_the_file_is_refused_before_allocating(tmp_path, 
     finally:
         tracemalloc.stop()
     assert peak < 64 << 20
+
+
+@pytest.mark.parametrize("epoch", [-1, True])
+def test_a_checkpoint_epoch_that_is_no_count_is_refused(tmp_path, capsys, epoch):
+    d = trained(tmp_path / "run")
+    rewrite_meta(d, epoch=epoch)
+    assert main(["eval", str(d)]) == 2
+    assert "epoch" in one_error(capsys)
+
+
+@pytest.mark.parametrize("config", ["/dev/zero", "huge"])
+def test_a_config_file_that_is_no_small_regular_file_is_refused_before_reading(tmp_path, capsys, config):
+    if config == "huge":
+        config = tmp_path / "run.toml"
+        with open(config, "wb") as f:  # sparse: 8 GB declared, nothing written
+            f.truncate(8 << 30)
+    tracemalloc.start()
+    assert main(["train", "--config", str(config), "--out-dir", str(tmp_path / "run")]) == 2
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert "config file" in one_error(capsys) and peak < 10 << 20

@@ -879,3 +879,19 @@ def test_data_dir_is_honoured_for_the_shipped_sets(tmp_path):
     refused(ValueError, "t10k-labels-idx1-ubyte: md5", lambda: data.get_dataset("mnist-t10k", tmp_path))
     (tmp_path / "digits.csv").unlink()
     refused(FileNotFoundError, r"no digits file in .*digits.csv.gz, digits.csv", lambda: data.get_dataset("digits", tmp_path))
+
+
+def test_random_streams_do_not_collide_with_the_initialisation_or_each_other():
+    # SeedSequence drops trailing zero words: a key ending in 0 is the key without it, so the
+    # epoch-0 order once came from the very bits that initialised the model (default_rng(seed)).
+    seed, n = 3, 50
+    batches = data.Batches(np.zeros((n, 1, 2, 2), np.float32), np.zeros(n, np.int64), 10, seed=seed)
+    orders = []
+    for epoch in range(6):
+        batches.set_epoch(epoch)
+        orders.append(batches.order())
+    others = [np.random.default_rng(seed).permutation(n)]                            # model initialisation
+    others += [np.random.default_rng([seed, k]).permutation(n) for k in range(6)]   # e.g. the converter's streams
+    for order in orders:
+        for other in others:
+            assert not np.array_equal(order, other)

@@ -375,6 +375,21 @@ def resnet20(in_shape, num_classes, neuron="clif", neuron_options=None, width=1.
                                    neuron, neuron_options, bn_per_step, rng)
 
 
+def skip_input_gradient(network):
+    """Let the network's first layer skip dL/dx, which nobody uses when training from data (PyTorch
+    skips it for an input that does not require grad): if the first layer in forward order
+    (through Sequential and Chain) is a Conv2d, its ``needs_input_grad`` is set to False, and its
+    ``backward``, so the network's, returns None. The parameter gradients are unchanged. Returns
+    that layer, or None when the first layer is something else."""
+    layer = network
+    while isinstance(layer, (Sequential, Chain)) and layer.children:
+        layer = layer.children[layer.order[0]] if isinstance(layer, Chain) else layer[0]
+    if not isinstance(layer, Conv2d):
+        return None
+    layer.needs_input_grad = False
+    return layer
+
+
 NETWORKS = {"mlp": spiking_mlp, "cnn": small_cnn, "vgg11": vgg11, "resnet18": resnet18,
             "resnet19": resnet19, "resnet20": resnet20}
 

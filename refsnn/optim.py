@@ -9,7 +9,7 @@ dtype where torch rounds them. The optimiser takes ``model.named_parameters()`` 
 Two details make float32 results bit-for-bit equal to torch on FMA hardware (AVX2/AVX-512):
 
 * torch's vectorised kernels for ``add(x, alpha=a)``, ``lerp`` and ``addcmul`` evaluate
-  ``a·b + c`` with one rounding (``vec::fmadd``); ``_fma`` reproduces that in float32;
+  ``a·b + c`` with one rounding (``vec::fmadd``); ``_fused_fma`` reproduces that in float32;
 * a Python scalar meets a float32 tensor as ``float32(scalar)``: ``cast(lr)`` etc. below.
 
 What remains: torch's ``sqrt`` (MKL/VML) is not correctly rounded (≤ 0.75 ulp, against
@@ -21,31 +21,88 @@ State dicts are flat ``{name: np.ndarray}`` (scalars as 0-d arrays), savable wit
 """
 import math
 
+import numba
 import numpy as np
+from numba import prange
 
 from .module import OptionError, check_flag, check_int, check_real
 
 
-def _fma(a, b, c):
-    """a·b + c rounded once, as torch's ``vec::fmadd``.
+# -- fused updates -------------------------------------------------------------------------
+# One Numba pass per parameter (Adam: two, around NumPy's sqrt) instead of a NumPy pass over
+# memory per operation; element by element, torch's operations in torch's order and dtype:
+# every scalar argument comes already cast to the parameter's dtype (``cast`` in step()),
+# float32 arithmetic stays float32, and each fused multiply-add is _fused_fma. Parameters and
+# buffers are flat views of contiguous arrays.
+@numba.njit(cache=True)
+def _fused_fma(a, b, c):
+    """a·b + c, as torch's ``vec::fmadd``, once the caller casts it back to its dtype.
 
     float32: the product of two float32 numbers is exact in float64, so one float64 addition
     and the cast back give the fused result (a double rounding can only differ on a float32
     tie reached by the float64 sum, about one case in 2^29). float64: plain a·b + c, whose
     one extra rounding is far inside the float64 tolerance.
     """
-    if a.dtype == np.float32:
-        return (a.astype(np.float64) * np.asarray(b, dtype=np.float64) + c).astype(np.float32)
-    return a * b + c
+    return np.float64(a) * np.float64(b) + np.float64(c)
 
 
-def _lerp(start, end, weight):
-    """torch.lerp with a scalar weight w (its numerically careful form, fused):
-    start + w·(end - start) for |w| < 0.5, else end + (w - 1)·(end - start)."""
-    difference = end - start
-    if abs(weight) < 0.5:
-        return _fma(difference, weight, start)
-    return _fma(difference, weight - 1, end)
+@numba.njit(cache=True, parallel=True)
+def _sgd_update(param, grad, buffer, first, weight_decay, momentum, one_minus_dampening, nesterov, neg_lr):
+    """SGD.step for one parameter; ``buffer`` empty without momentum; ``first``: buffer <- g."""
+    cast = param.dtype.type
+    for i in prange(param.size):
+        g = grad[i]
+        if weight_decay != 0:
+            g = cast(_fused_fma(param[i], weight_decay, g))                       # g + wd·p
+        if buffer.size > 0:
+            if first:
+                b = g
+            else:
+                b = cast(_fused_fma(g, one_minus_dampening, buffer[i] * momentum))  # μ·b + (1 - τ)·g
+            buffer[i] = b
+            g = cast(_fused_fma(b, momentum, g)) if nesterov else b
+        param[i] = cast(_fused_fma(g, neg_lr, param[i]))                         # p - lr·g
+
+
+@numba.njit(cache=True, parallel=True)
+def _adam_moments(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, decay, weight_decay, lerp_weight,
+                  lerp_from_end, beta2, one_minus_beta2):
+    """Adam/AdamW.step up to the square root, for one parameter: decay ≠ 1 scales p (AdamW),
+    weight_decay ≠ 0 adds wd·p to g (Adam); m <- lerp(m, g, 1 - β1) (``lerp_weight`` = 1 - β1,
+    or 1 - β1 - 1 measured from g when ``lerp_from_end``: torch.lerp's two forms); v <- β2·v + (1 - β2)·g²;
+    v̂ = max(v̂, v) if max_exp_avg_sq is not empty (AMSGrad; NaN propagates, as np.maximum)."""
+    cast = param.dtype.type
+    amsgrad = max_exp_avg_sq.size > 0
+    for i in prange(param.size):
+        p = param[i]
+        if decay != 1:
+            p = p * decay
+            param[i] = p
+        g = grad[i]
+        if weight_decay != 0:
+            g = cast(_fused_fma(p, weight_decay, g))
+        m = exp_avg[i]
+        exp_avg[i] = cast(_fused_fma(g - m, lerp_weight, g if lerp_from_end else m))
+        v = cast(_fused_fma(one_minus_beta2 * g, g, exp_avg_sq[i] * beta2))
+        exp_avg_sq[i] = v
+        if amsgrad:
+            previous = max_exp_avg_sq[i]
+            max_exp_avg_sq[i] = previous if (previous > v or previous != previous) else v
+
+
+@numba.njit(cache=True, parallel=True)
+def _adam_apply(param, exp_avg, root, bias_correction2_sqrt, eps, neg_step_size):
+    """p <- p + (-step_size·m) / (root/√bc2 + eps), root = √v̂ (NumPy's sqrt, taken outside:
+    tests/test_optim.py substitutes torch's)."""
+    for i in prange(param.size):
+        param[i] += neg_step_size * exp_avg[i] / (root[i] / bias_correction2_sqrt + eps)
+
+
+def _flat(array):
+    """A 1-D view of a contiguous array (the updates write through it)."""
+    if not array.flags.c_contiguous:
+        raise ValueError("optimizer parameters, gradients and state must be C-contiguous arrays")
+    return array.reshape(-1)
 
 
 def _collect_parameters(params):
@@ -186,18 +243,16 @@ class SGD(Optimizer):
     def step(self):
         for name, param, grad in self.params:
             cast = param.dtype.type
-            if self.weight_decay != 0:
-                grad = _fma(param, cast(self.weight_decay), grad)
+            buffer = np.empty(0, param.dtype)
+            first = False
             if self.momentum != 0:
                 state = self.state[name]
-                if "momentum_buffer" not in state:
-                    buffer = state["momentum_buffer"] = grad.copy()
-                else:
-                    buffer = state["momentum_buffer"]
-                    buffer *= cast(self.momentum)
-                    buffer[...] = _fma(grad, cast(1 - self.dampening), buffer)
-                grad = _fma(buffer, cast(self.momentum), grad) if self.nesterov else buffer
-            param[...] = _fma(grad, cast(-self.lr), param)
+                first = "momentum_buffer" not in state
+                if first:
+                    state["momentum_buffer"] = np.empty_like(param)
+                buffer = _flat(state["momentum_buffer"])
+            _sgd_update(_flat(param), _flat(grad), buffer, first, cast(self.weight_decay), cast(self.momentum),
+                        cast(1 - self.dampening), self.nesterov, cast(-self.lr))
 
 
 class Adam(Optimizer):
@@ -258,24 +313,27 @@ class Adam(Optimizer):
         bias_correction2 = 1 - beta2 ** float(self.step_count)
         step_size = self.lr / bias_correction1
         bias_correction2_sqrt = bias_correction2 ** 0.5
+        beta1_weight = 1 - beta1
         for name, param, grad in self.params:
             cast = param.dtype.type
             state = self.state[name]
+            decay, weight_decay = cast(1), cast(0)
             if self.weight_decay != 0:
                 if self.decoupled_weight_decay:
-                    param *= cast(1 - self.lr * self.weight_decay)
+                    decay = cast(1 - self.lr * self.weight_decay)
                 else:
-                    grad = _fma(param, cast(self.weight_decay), grad)
-            exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-            exp_avg[...] = _lerp(exp_avg, grad, cast(1 - beta1))
-            exp_avg_sq *= cast(beta2)
-            exp_avg_sq[...] = _fma(cast(1 - beta2) * grad, grad, exp_avg_sq)
-            if self.amsgrad:
-                second_moment = np.maximum(state["max_exp_avg_sq"], exp_avg_sq, out=state["max_exp_avg_sq"])
-            else:
-                second_moment = exp_avg_sq
-            denominator = np.sqrt(second_moment) / cast(bias_correction2_sqrt) + cast(self.eps)
-            param += cast(-step_size) * exp_avg / denominator
+                    weight_decay = cast(self.weight_decay)
+            lerp_weight = cast(beta1_weight)
+            lerp_from_end = not abs(lerp_weight) < 0.5       # torch.lerp: start + w·(end - start) for |w| < 0.5
+            if lerp_from_end:
+                lerp_weight = lerp_weight - 1
+            max_exp_avg_sq = state["max_exp_avg_sq"] if self.amsgrad else np.empty(0, param.dtype)
+            exp_avg = _flat(state["exp_avg"])
+            _adam_moments(_flat(param), _flat(grad), exp_avg, _flat(state["exp_avg_sq"]), _flat(max_exp_avg_sq),
+                          decay, weight_decay, lerp_weight, lerp_from_end, cast(beta2), cast(1 - beta2))
+            second_moment = state["max_exp_avg_sq"] if self.amsgrad else state["exp_avg_sq"]
+            _adam_apply(_flat(param), exp_avg, _flat(np.sqrt(second_moment)), cast(bias_correction2_sqrt),
+                        cast(self.eps), cast(-step_size))
 
 
 class AdamW(Adam):

@@ -58,7 +58,7 @@ from .checkpoint import (EXPORT_KIND, claim_run_dir, identify, read_checkpoint, 
 from .data import _AUGMENTATIONS, _CIFAR, _IDX_SETS, Batches, augmentation, direct, get_dataset, poisson
 from .energy import ActivityMeter
 from .losses import accuracy, cross_entropy, dml_loss, kd_loss, tet_loss, twin_loss
-from .models import ANALOG_ACTIVATIONS, NETWORKS, build_network
+from .models import ANALOG_ACTIVATIONS, NETWORKS, build_network, skip_input_gradient
 from .module import NonFiniteError
 from .neurons import NEURONS
 from .optim import SGD, Adam, AdamW, CosineAnnealingLR, StepLR
@@ -340,6 +340,7 @@ def build_model(cfg, info, seed=None, quantize=True):
                           neuron_options=cfg.neuron_options, seed=cfg.seed if seed is None else seed)
     if cfg.ternary and quantize:
         ternarize(model, cfg.ternary_per_channel, cfg.ternary_first, cfg.ternary_last)
+    skip_input_gradient(model)  # training never uses dL/d(input)
     return model.to(np.dtype(cfg.dtype))
 
 

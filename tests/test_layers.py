@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from refsnn.layers import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, ClippedReLU, Conv2d,
-                           Dropout, Flatten, Linear, MaxPool2d, ReLU)
+                           Dropout, Flatten, Linear, MaxPool2d, NCHW_MAX_CHANNELS, ReLU)
 from verify.gradcheck import gradcheck
 
 GRADCHECK_TOL = 1e-6
@@ -446,3 +446,66 @@ def test_invalid_configurations():
         Dropout(1.5)
     with pytest.raises(TypeError, match="kernel_size"):
         Conv2d(1, 1, 2.5)
+
+
+# ---- Conv2d's channels-last path and the skipped input gradient ----------------------------------
+NHWC_CASES = [  # (in, out, kernel, stride, padding, bias): more than NCHW_MAX_CHANNELS inputs
+    (8, 5, 3, 1, 1, True),
+    (8, 6, (2, 3), (2, 1), (1, 0), True),
+    (6, 4, 5, 3, 2, False),
+    (7, 3, 1, 1, 0, True),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", NHWC_CASES)
+def test_torch_conv2d_channels_last_path(case, dtype):
+    """Conv2d with more than 4 input channels builds NHWC patches: same results as torch, for an
+    analog input and for spikes (saved as uint8 NHWC)."""
+    torch = pytest.importorskip("torch")
+    cin, cout, k, s, p, bias = case
+    assert cin > NCHW_MAX_CHANNELS
+    for make_input in (normal, lambda shape, seed: (normal(shape, seed) > 0.5).astype(np.float64)):
+        compare_with_torch(Conv2d(cin, cout, k, stride=s, padding=p, bias=bias),
+                           torch.nn.Conv2d(cin, cout, k, stride=s, padding=p, bias=bias),
+                           (2, 3, cin, 9, 8), dtype, modes=(True, True), make_input=make_input)
+
+
+@pytest.mark.parametrize("case", [(8, 5, 3, 2, 1, 1), (2, 3, 3, 1, 1, 1), (4, 6, 3, 1, 1, 2)])
+def test_conv2d_without_input_gradient_same_parameter_gradients(case):
+    """needs_input_grad=False (channels-last, NCHW and grouped paths): backward returns None and
+    the parameter gradients are bit-for-bit those of a full backward."""
+    cin, cout, k, s, p, groups = case
+    x = normal((2, 3, cin, 7, 6)).astype(np.float32)
+    full, skipping = Conv2d(cin, cout, k, s, p, groups=groups), Conv2d(cin, cout, k, s, p, groups=groups)
+    skipping.needs_input_grad = False
+    for spikes in (False, True):
+        inp = (x > 0).astype(np.float32) if spikes else x
+        y = full.forward(inp)
+        np.testing.assert_array_equal(skipping.forward(inp), y)
+        g = normal(y.shape, seed=3).astype(np.float32)
+        assert full.backward(g).shape == x.shape
+        assert skipping.backward(g) is None
+        for (name, _, a), (_, _, b) in zip(full.named_parameters(), skipping.named_parameters()):
+            np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+@pytest.mark.parametrize("network", ["cnn", "vgg11", "resnet18"])
+def test_skip_input_gradient_finds_the_first_conv(network):
+    """models.skip_input_gradient flags the first layer in forward order (through Sequential and
+    Chain) and no other; the network's parameter gradients are unchanged, its backward returns None."""
+    from refsnn.models import build_network, skip_input_gradient
+    shape, options = ((1, 12, 12), {}) if network == "cnn" else ((3, 32, 32), {"width": 1 / 16})
+    full, skipping = (build_network(network, shape, 3, neuron="lif", seed=1, **options) for _ in range(2))
+    first = skip_input_gradient(skipping)
+    assert isinstance(first, Conv2d) and not first.needs_input_grad
+    assert [m.needs_input_grad for _, m in skipping.modules() if isinstance(m, Conv2d)].count(False) == 1
+    x = (normal((2, 2) + shape) > 0).astype(np.float32)
+    out = full.forward(x)
+    np.testing.assert_array_equal(skipping.forward(x), out)
+    g = normal(out.shape, seed=2).astype(np.float32)
+    assert full.backward(g).shape == x.shape
+    assert skipping.backward(g) is None
+    for (name, _, a), (_, _, b) in zip(full.named_parameters(), skipping.named_parameters()):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+    assert skip_input_gradient(build_network("mlp", (6,), 3)) is None   # first layer Linear: untouched

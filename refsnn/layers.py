@@ -148,9 +148,12 @@ class Linear(Module):
 #   input grad     dcols = Wᵀ · G, written into the cols buffer, then col2im scatter-adds it back
 #                  into dX (Numba, parallel over planes, so no two threads touch the same pixel).
 # With groups g the rows of cols split into g contiguous blocks, one per group, and each of the
-# three products is one GEMM per group.
+# three products is one GEMM per group. This NCHW layout serves groups > 1 and 1-4 input
+# channels; otherwise the layer works channels-last inside (see _im2col_nhwc below) and keeps
+# PyTorch's NCHW at its boundary and in its weight.
 # Memory: the layer saves its input, not the patches (kh·kw times larger): the backward rebuilds
-# them. Spike inputs (every value 0 or 1) are saved as uint8, a quarter of float32. The patches
+# them. Spike inputs (every value 0 or 1) are saved as uint8, a quarter of float32 (the
+# channels-last path saves its NHWC copy of the input: uint8 for spikes, else float). The patches
 # live in one workspace shared by every Conv2d, since they are needed only inside one call: the
 # process holds the largest layer's patches once (and never page-faults a fresh buffer per call).
 # ------------------------------------------------------------------------------------------

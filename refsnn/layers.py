@@ -400,7 +400,9 @@ class Conv2d(Module):
             self.grads["bias"] += g3.sum(axis=2).sum(axis=0, dtype=np.float64)
         g2 = np.ascontiguousarray(g3.transpose(0, 2, 1)).reshape(B * P, O)   # G as [B·P, O]
         cols = self._patches_nhwc(xh, g_out.dtype, Ho, Wo)
-        grad_wr = g2.T @ cols                                            # dWr = Gᵀ · cols [O, K]
+        # dWr = Gᵀ · cols [O, K], computed as (colsᵀ · G)ᵀ: OpenBLAS is 1.3-4x slower on the
+        # short-and-wide output at 2 threads (bench/conv.py), and about even at 1
+        grad_wr = (cols.T @ g2).T
         self.grads["weight"] += grad_wr.reshape(O, kh, kw, C).transpose(0, 3, 1, 2)
         if not self.needs_input_grad:
             return None

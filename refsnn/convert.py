@@ -61,7 +61,7 @@ from .models import NETWORKS, Chain
 from .module import NonFiniteError, Sequential, check_flag, check_int, check_real
 from .neurons import BLOCK, BaseNeuron
 from .optim import Adam
-from .surrogate import BOXCAR, SURROGATES, derivative, fire
+from .surrogate import BOXCAR, SURROGATES, derivative, fire, typed
 from .train import (DATASETS, ConfigError, Run, TrainConfig, TrainingDiverged, _dataset_key, _generators, _prefixed,
                     _section, build_model, check_counts, check_field_types, changed_options, config_from_dict, divergence,
                     load_run)
@@ -119,7 +119,8 @@ def converted_backward(grad_out, h_seq, v_threshold, scale, leak, amplitude, cod
         n = min(BLOCK, M - lo)
         gv = np.zeros(n, h_seq.dtype)
         v_prev = np.empty(n, h_seq.dtype)
-        g_th = g_leak = g_amp = 0.0
+        # float64 partial sums per neuron (one scalar accumulator is a serial reduction: no vectorising)
+        g_th, g_leak, g_amp = np.zeros(n), np.zeros(n), np.zeros(n)
         for t in range(T - 1, -1, -1):
             ht, got, gxt = h_seq[t, lo:lo + n], grad_out[t, lo:lo + n], grad_x[t, lo:lo + n]
             if t > 0:  # V[t−1] = H[t−1] − S[t−1]·V_th, recomputed as the forward computed it
@@ -132,20 +133,20 @@ def converted_backward(grad_out, h_seq, v_threshold, scale, leak, amplitude, cod
                 h = ht[j]
                 g = gv[j]
                 s = fire(h, v_threshold, scale, code, alpha, beta, smooth, strict)
-                g_amp += got[j] * s
+                g_amp[j] += got[j] * s
                 gs = got[j] * amplitude
                 if not detach_reset:
                     gs -= g * v_threshold
                 gu = gs * derivative(code, (h - v_threshold) * scale, alpha, beta)
                 gh = g + gu * scale
-                du_dth = -h * scale * scale if boxcar else -1.0
-                g_th += gu * du_dth - g * s
-                g_leak += gh * v_prev[j]
+                du_dth = -h * scale * scale if boxcar else -typed(1.0, h)  # float32 stays float32
+                g_th[j] += gu * du_dth - g * s
+                g_leak[j] += gh * v_prev[j]
                 gxt[j] = gh
                 gv[j] = gh * leak
-        partials[blk, 0] = g_th
-        partials[blk, 1] = g_leak
-        partials[blk, 2] = g_amp
+        partials[blk, 0] = g_th.sum()
+        partials[blk, 1] = g_leak.sum()
+        partials[blk, 2] = g_amp.sum()
 
 
 class ConvertedNeuron(BaseNeuron):

@@ -21,7 +21,7 @@ import numpy as np
 from numba import prange
 
 from .module import Module, NonFiniteError, check_flag, check_float_array, check_real
-from .surrogate import BOXCAR, Surrogate, fire, fire_grad, stable_sigmoid
+from .surrogate import BOXCAR, Surrogate, fire, fire_grad, stable_sigmoid, typed
 
 BLOCK = 1024  # neurons per parallel work item
 
@@ -47,7 +47,7 @@ def _charge(mode, v, x, leak, v_reset, decay_input):
 def _reset(h, s, v_threshold, v_reset, hard):
     """V[t] from H[t] and S[t]: hard  Ŝ·vr + (1 − Ŝ)·H ;  soft  H − Ŝ·V_th."""
     if hard:
-        return s * v_reset + (1.0 - s) * h
+        return s * v_reset + (typed(1.0, h) - s) * h
     return h - s * v_threshold
 
 
@@ -111,49 +111,51 @@ def _make_lif_backward(spec):
         """
         mode, decay_input, hard, detach_reset, code, smooth, strict, has_grad_v = flags if spec is None else spec
         T, M = h_seq.shape
+        one = h_seq.dtype.type(1)  # constants in the data's dtype: float32 stays float32
         if mode == IF_CHARGE:
-            dh_dx, dh_dv = 1.0, 1.0
+            dh_dx, dh_dv = one, one
         elif mode == LIF_CHARGE:
-            dh_dx = 1.0 / leak if decay_input else 1.0
-            dh_dv = 1.0 - 1.0 / leak
+            dh_dx = one / leak if decay_input else one
+            dh_dv = one - one / leak
         else:
-            dh_dx = leak if decay_input else 1.0
-            dh_dv = 1.0 - leak
-        plif = mode == PLIF_CHARGE
+            dh_dx = leak if decay_input else one
+            dh_dv = one - leak
         for b in prange((M + BLOCK - 1) // BLOCK):
             lo = b * BLOCK
             n = min(BLOCK, M - lo)
             gv = grad_v_final[lo:lo + n].copy()  # dL/dV[t] for the block
-            g_leak = 0.0
+            vi = v_init[lo:lo + n]
+            # PLIF's dL/dk, one float64 partial sum per neuron (a single scalar accumulator would be
+            # a serial reduction, which LLVM does not vectorise without reassociating)
+            g_leak = np.zeros(n if mode == PLIF_CHARGE else 0, np.float64)
             for t in range(T - 1, -1, -1):
                 ht, gst, gxt = h_seq[t, lo:lo + n], grad_s[t, lo:lo + n], grad_x[t, lo:lo + n]
                 gvt = grad_v[t, lo:lo + n] if has_grad_v else gst
-                hp = h_seq[t - 1, lo:lo + n] if plif and t > 0 else ht
-                xt = x[t, lo:lo + n] if plif else ht
+                hp = h_seq[t - 1, lo:lo + n] if mode == PLIF_CHARGE and t > 0 else ht
+                xt = x[t, lo:lo + n] if mode == PLIF_CHARGE else ht
                 for j in range(n):
                     g = gv[j] + gvt[j] if has_grad_v else gv[j]
                     h = ht[j]
                     s = fire(h, v_threshold, scale, code, alpha, beta, smooth, strict)
                     if hard:
-                        dv_dh, dv_ds = 1.0 - s, v_reset - h
+                        dv_dh, dv_ds = one - s, v_reset - h
                     else:
-                        dv_dh, dv_ds = 1.0, -v_threshold
+                        dv_dh, dv_ds = one, -v_threshold
                     gs = gst[j]
                     if not detach_reset:
                         gs += g * dv_ds
                     gh = g * dv_dh + gs * fire_grad(h, v_threshold, scale, code, alpha, beta)
                     gxt[j] = gh * dh_dx
-                    if plif:
-                        if t > 0:
-                            s_prev = fire(hp[j], v_threshold, scale, code, alpha, beta, smooth, strict)
-                            v_prev = _reset(hp[j], s_prev, v_threshold, v_reset, hard)
-                        else:
-                            v_prev = v_init[lo + j]
+                    if mode == PLIF_CHARGE:  # (compared inline: a compile-time constant when specialised)
+                        # V[t−1] = reset(H[t−1]) as the forward computed it, V_init at t = 0 (a select)
+                        s_prev = fire(hp[j], v_threshold, scale, code, alpha, beta, smooth, strict)
+                        v_prev = _reset(hp[j], s_prev, v_threshold, v_reset, hard)
+                        v_prev = v_prev if t > 0 else vi[j]
                         dh_dk = xt[j] - (v_prev - v_reset) if decay_input else -(v_prev - v_reset)
-                        g_leak += gh * dh_dk
+                        g_leak[j] += gh * dh_dk
                     gv[j] = gh * dh_dv
             grad_v_init[lo:lo + n] = gv
-            grad_leak[b] = g_leak
+            grad_leak[b] = g_leak.sum()
     return lif_backward
 
 
@@ -210,14 +212,19 @@ def _make_clif_backward(spec):
         """
         code, smooth, strict, has_grad_v = flags if spec is None else spec
         T, M_ = h_seq.shape
+        one = h_seq.dtype.type(1)  # constants in the data's dtype: float32 stays float32
+        dv_dv = one - one / tau    # dH[t]/dV[t−1]
         for b in prange((M_ + BLOCK - 1) // BLOCK):
             lo = b * BLOCK
             n = min(BLOCK, M_ - lo)
-            m_hist = np.empty((T + 1, n), h_seq.dtype)  # m_hist[t + 1] = M[t], m_hist[0] = M[-1]
-            d_hist = np.empty((T, n), h_seq.dtype)      # d_hist[t] = σ(H[t]/tau)
-            m_hist[0] = m_init[lo:lo + n]
+            # Flat per-block scratch (2-D scratch arrays keep LLVM from vectorising these loops),
+            # read through 1-D slices: m_hist[(t + 1)·n:][:n] = M[t] (M[−1] first), d_hist[t·n:][:n] = σ(H[t]/tau)
+            m_hist = np.empty((T + 1) * n, h_seq.dtype)
+            d_hist = np.empty(T * n, h_seq.dtype)
+            m_hist[:n] = m_init[lo:lo + n]
             for t in range(T):
-                ht, m_prev, m_now, dt = h_seq[t, lo:lo + n], m_hist[t], m_hist[t + 1], d_hist[t]
+                ht = h_seq[t, lo:lo + n]
+                m_prev, m_now, dt = m_hist[t * n:t * n + n], m_hist[t * n + n:t * n + 2 * n], d_hist[t * n:t * n + n]
                 for j in range(n):
                     h = ht[j]
                     d = stable_sigmoid(h / tau)
@@ -228,19 +235,19 @@ def _make_clif_backward(spec):
             for t in range(T - 1, -1, -1):
                 ht, gst, gxt = h_seq[t, lo:lo + n], grad_s[t, lo:lo + n], grad_x[t, lo:lo + n]
                 gvt = grad_v[t, lo:lo + n] if has_grad_v else gst
-                m_prev, m_now, dt = m_hist[t], m_hist[t + 1], d_hist[t]
+                m_prev, m_now, dt = m_hist[t * n:t * n + n], m_hist[t * n + n:t * n + 2 * n], d_hist[t * n:t * n + n]
                 for j in range(n):
                     g = gv[j] + gvt[j] if has_grad_v else gv[j]
                     h = ht[j]
                     s = fire(h, v_threshold, scale, code, alpha, beta, smooth, strict)
                     q = stable_sigmoid(m_now[j])
                     d = dt[j]
-                    gmt = gm[j] - g * s * q * (1.0 - q)
+                    gmt = gm[j] - g * s * q * (one - q)
                     gs = gst[j] - g * (v_threshold + q) + gmt
-                    gh = g + gmt * m_prev[j] * d * (1.0 - d) / tau + gs * fire_grad(
+                    gh = g + gmt * m_prev[j] * d * (one - d) / tau + gs * fire_grad(
                         h, v_threshold, scale, code, alpha, beta)
                     gxt[j] = gh
-                    gv[j] = gh * (1.0 - 1.0 / tau)
+                    gv[j] = gh * dv_dv
                     gm[j] = gmt * d
             grad_v_init[lo:lo + n] = gv
             grad_m_init[lo:lo + n] = gm

@@ -24,6 +24,9 @@ import math
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic, overload
 
 from .module import check_real
 
@@ -62,12 +65,125 @@ def _vectorised(fn, u, s):
     return np.vectorize(lambda v: fn(s.code, v, s.alpha, s.beta))(u) if u.ndim else fn(s.code, float(u), s.alpha, s.beta)
 
 
+# ------------------------------------------------------------------------------------------
+# A vectorisable exp
+# ------------------------------------------------------------------------------------------
+# Numba's math.exp is a scalar libm call (no vector math library in this llvmlite), which stops
+# LLVM from vectorising any loop that calls it. fast_exp is plain arithmetic instead:
+#
+#   n = round(x / ln 2),  r = x − n·ln 2  (Cody–Waite: ln 2 = C1 + C2, n·C1 exact), |r| ≤ ln2/2
+#   exp(x) = p(r) · 2^n,  p a polynomial ≈ e^r;  2^n = 2^n1 · 2^n2 (n1 = n >> 1, n2 = n − n1)
+#
+# each 2^k built from its IEEE bits ((k + bias) << mantissa bits, bit-cast), split in two so
+# that subnormal results and overflow to inf come out of the last multiply, correctly rounded.
+# x is first clamped to [lo, hi], beyond which exp is 0 or inf anyway; NaN passes the clamp
+# (comparisons with NaN are false) and propagates through r. Every step is a select, so loops
+# over it vectorise (8 float32 or doubles per AVX-512 instruction). Max error: 1 ulp (float32,
+# Cephes' expf polynomial), 1 ulp (float64, Taylor polynomial to degree 13, truncation < 1e-17);
+# tests/test_fast_exp.py measures both against np.exp.
+@intrinsic
+def _float32_from_bits(typingctx, bits):
+    """The float32 whose IEEE bits are the int32 ``bits`` (an LLVM bitcast: no memory, vectorises)."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+    return types.float32(types.int32), codegen
+
+
+@intrinsic
+def _float64_from_bits(typingctx, bits):
+    """The float64 whose IEEE bits are the int64 ``bits``."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+    return types.float64(types.int64), codegen
+
+
+_F32 = np.float32
+_I32 = np.int32
+
+
+@numba.njit(cache=True)
+def exp_float32(x):
+    """exp(x) for float32 x in float32 arithmetic (see the comment above)."""
+    x = _F32(-104.0) if x < _F32(-104.0) else x  # exp(−104) rounds to 0 in float32
+    x = _F32(89.0) if x > _F32(89.0) else x      # exp(89) overflows to inf
+    shifter = _F32(12582912.0)                     # 1.5·2^23: t − shifter = x/ln2 rounded to an integer
+    nf = (x * _F32(1.44269504088896341) + shifter) - shifter
+    nf = nf if nf == nf else _F32(0.0)             # NaN: keep the integer conversion defined
+    r = (x - nf * _F32(0.693359375)) - nf * _F32(-2.12194440e-4)
+    p = _F32(1.9875691500e-4)
+    p = p * r + _F32(1.3981999507e-3)
+    p = p * r + _F32(8.3334519073e-3)
+    p = p * r + _F32(4.1665795894e-2)
+    p = p * r + _F32(1.6666665459e-1)
+    p = p * r + _F32(5.0000001201e-1)
+    p = p * (r * r) + r + _F32(1.0)
+    n = _I32(nf)
+    n1 = n >> _I32(1)
+    n2 = n - n1
+    return (p * _float32_from_bits((n1 + _I32(127)) << _I32(23))) * _float32_from_bits((n2 + _I32(127)) << _I32(23))
+
+
+@numba.njit(cache=True)
+def exp_float64(x):
+    """exp(x) for float64 x (see the comment above); p(r) = Σ_{k≤13} r^k/k!, Horner."""
+    x = -746.0 if x < -746.0 else x  # exp(−746) rounds to 0 in float64
+    x = 710.0 if x > 710.0 else x    # exp(710) overflows to inf
+    shifter = 6755399441055744.0     # 1.5·2^52
+    nf = (x * 1.4426950408889634 + shifter) - shifter
+    nf = nf if nf == nf else 0.0
+    r = (x - nf * 6.93147180369123816490e-01) - nf * 1.90821492927058770002e-10
+    p = 1.0 / 6227020800.0
+    p = p * r + 1.0 / 479001600.0
+    p = p * r + 1.0 / 39916800.0
+    p = p * r + 1.0 / 3628800.0
+    p = p * r + 1.0 / 362880.0
+    p = p * r + 1.0 / 40320.0
+    p = p * r + 1.0 / 5040.0
+    p = p * r + 1.0 / 720.0
+    p = p * r + 1.0 / 120.0
+    p = p * r + 1.0 / 24.0
+    p = p * r + 1.0 / 6.0
+    p = p * r + 0.5
+    p = p * (r * r) + r + 1.0
+    n = np.int64(nf)
+    n1 = n >> 1
+    n2 = n - n1
+    return (p * _float64_from_bits((n1 + 1023) << 52)) * _float64_from_bits((n2 + 1023) << 52)
+
+
+def fast_exp(x):
+    """exp(x), vectorisable in Numba loops: exp_float32 for float32, exp_float64 otherwise."""
+    return np.exp(x)
+
+
+@overload(fast_exp)
+def _fast_exp_typed(x):
+    if x == types.float32:
+        return lambda x: exp_float32(x)
+    return lambda x: exp_float64(x)
+
+
+def typed(value, like):
+    """``value`` as a number of ``like``'s float type, so that constants in float32 kernels keep
+    the arithmetic in float32 (a Python float literal would promote it to float64)."""
+    return np.asarray(like).dtype.type(value)
+
+
+@overload(typed)
+def _typed_impl(value, like):
+    nb_type = like if isinstance(like, types.Float) else types.float64
+    return lambda value, like: nb_type(value)
+
+
+# ------------------------------------------------------------------------------------------
+# φ and g'. Every constant is typed(value, u): float32 data stays in float32 arithmetic.
+# ------------------------------------------------------------------------------------------
 @numba.njit(cache=True, inline="always")
 def stable_sigmoid(z):
     """σ(z) without overflow: e = exp(−|z|) ≤ 1, then σ = 1/(1+e) for z ≥ 0 and e/(1+e) below.
     One exp and a select, no branch, so loops over it vectorise."""
-    e = math.exp(-abs(z))
-    r = 1.0 / (1.0 + e)
+    e = fast_exp(-abs(z))
+    r = typed(1.0, z) / (typed(1.0, z) + e)
     return r if z >= 0 else e * r
 
 
@@ -75,47 +191,52 @@ def stable_sigmoid(z):
 def sigmoid_slope(z):
     """σ'(z) = σ(z)(1 − σ(z)) = e/(1 + e)² with e = exp(−|z|): exact in both tails, where
     σ(1 − σ) would cancel (relative error ε·e^z above threshold, 0 beyond z ≈ 37)."""
-    e = math.exp(-abs(z))
-    d = 1.0 + e
+    e = fast_exp(-abs(z))
+    d = typed(1.0, z) + e
     return e / (d * d)
 
 
 @numba.njit(cache=True, inline="always")
 def primitive(code, u, alpha, beta):
     """φ(u), the smooth stand-in for Θ(u) used in smooth mode."""
-    if code == ATAN:
+    zero, half, one = typed(0.0, u), typed(0.5, u), typed(1.0, u)
+    if code == ATAN:  # in float64 (see derivative)
         return math.atan(math.pi / 2 * alpha * u) / math.pi + 0.5
     if code == SIGMOID:
         return stable_sigmoid(alpha * u)
     if code == RECT:
-        return min(max(alpha * u + 0.5, 0.0), 1.0)
+        return min(max(alpha * u + half, zero), one)
     if code == FAST_SIGMOID:
-        return u / (1.0 + alpha * abs(u)) + 0.5
+        return u / (one + alpha * abs(u)) + half
     if code == S2NN:
         if u < 0:
             return stable_sigmoid(alpha * u)
-        return beta * math.log(u + 1.0) + 0.5
-    return min(max(u, -1.0), 1.0) + 0.5  # BOXCAR
+        return beta * math.log(u + one) + half
+    return min(max(u, -one), one) + half  # BOXCAR
 
 
 @numba.njit(cache=True, inline="always")
 def derivative(code, u, alpha, beta):
     """g'(u) = φ'(u), the surrogate gradient."""
+    zero, half, one = typed(0.0, u), typed(0.5, u), typed(1.0, u)
     if code == ATAN:
+        # In float64 for any data: atan kernels do not vectorise anyway (libm atan), and the float32
+        # dL/dx of a neuron can be a difference of two near-equal terms (B + gS·g', see
+        # test_regression_single_step_gradient_cancels_in_float32), which a float64 g' keeps accurate.
         z = math.pi / 2 * alpha * u
         return (alpha / 2) / (1.0 + z * z)
     if code == SIGMOID:
         return alpha * sigmoid_slope(alpha * u)
     if code == RECT:
-        return alpha if abs(u) < 0.5 / alpha else 0.0
+        return alpha if abs(u) < half / alpha else zero
     if code == FAST_SIGMOID:
-        d = alpha * abs(u) + 1.0
-        return 1.0 / (d * d)
+        d = alpha * abs(u) + one
+        return one / (d * d)
     if code == S2NN:
         if u < 0:
             return alpha * sigmoid_slope(alpha * u)
-        return beta / (u + 1.0)
-    return 1.0 if abs(u) < 1.0 else 0.0  # BOXCAR
+        return beta / (u + one)
+    return one if abs(u) < one else zero  # BOXCAR
 
 
 @numba.njit(cache=True, inline="always")
@@ -123,13 +244,16 @@ def fire(h, v_threshold, scale, code, alpha, beta, smooth, strict):
     """The spike for charged potential h: Θ(u) (or 1{u > 0} if strict), φ(u) in smooth mode."""
     u = (h - v_threshold) * scale
     if smooth:
-        return primitive(code, u, alpha, beta)
+        return typed(primitive(code, u, alpha, beta), u)
     if strict:
-        return 1.0 if u > 0 else 0.0
-    return 1.0 if u >= 0 else 0.0
+        return typed(1.0, u) if u > 0 else typed(0.0, u)
+    return typed(1.0, u) if u >= 0 else typed(0.0, u)
 
 
 @numba.njit(cache=True, inline="always")
 def fire_grad(h, v_threshold, scale, code, alpha, beta):
-    """dS/dh = g'(u)·scale, u = (h − V_th)·scale."""
-    return derivative(code, (h - v_threshold) * scale, alpha, beta) * scale
+    """dS/dh = g'(u)·scale, u = (h − V_th)·scale, returned in float64 for any data: the backward
+    forms gS·g' and the sum it joins (gH = gV·dV/dH + gS·g') in float64, because dL/dx can be a
+    near-cancelling difference of the two (test_regression_single_step_gradient_cancels_in_float32).
+    g' itself is computed in the data's dtype (atan in float64), so the exp stays float32."""
+    return np.float64(derivative(code, (h - v_threshold) * scale, alpha, beta)) * np.float64(scale)

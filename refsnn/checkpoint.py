@@ -182,6 +182,11 @@ def _weights_name(name, kind, source):
     return name
 
 
+def _count(value):
+    """A non-negative int that is not a bool."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def read_meta(meta_path):
     """The metadata in ``meta_path`` (a checkpoint.json), checked: a known ``kind``, the fields
     every kind has and the kind's own, a safe weights file name."""
@@ -190,7 +195,10 @@ def read_meta(meta_path):
     except FileNotFoundError:
         raise FileNotFoundError(f"no checkpoint at {meta_path}") from None
     try:
-        meta = json.loads(data)
+        try:
+            meta = json.loads(data)
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
         if not isinstance(meta, dict):
             raise ValueError("not a JSON object")
         kind = _LEGACY_KINDS.get(meta.get("kind"), meta.get("kind"))
@@ -201,8 +209,10 @@ def read_meta(meta_path):
                            *_KIND_FIELDS[kind]):
             if not isinstance(meta.get(field), cls) or isinstance(meta.get(field), bool):
                 raise ValueError(f"field {field!r} missing or not a {cls.__name__}")
-        if meta["epoch"] < 0:
+        if not _count(meta["epoch"]):
             raise ValueError(f"field 'epoch' is negative ({meta['epoch']})")
+        if not all(isinstance(row, dict) for row in meta["history"]):
+            raise ValueError("field 'history' is not a list of per-epoch rows")
     except ValueError as e:
         raise ValueError(f"corrupt checkpoint metadata {meta_path}: {e}") from None
     _weights_name(meta.get("weights"), kind, meta_path)
@@ -315,9 +325,19 @@ def _lock(run_dir):
 def refuse_existing_run(run_dir, overwrite=False):
     """Raise ``RunExists`` if ``run_dir`` holds a run and ``overwrite`` is false: checked before a
     fresh run starts (so the user hears it first), and again under the lock."""
-    if not overwrite and os.path.lexists(Path(run_dir) / META):
+    if overwrite:
+        return
+    if os.path.lexists(Path(run_dir) / META):
         raise RunExists(f"{run_dir} already holds a run (its {META}): pass --resume to continue it, "
                         "--overwrite to replace it, or choose another directory")
+    # files named like a run's weights but no checkpoint.json: a run killed before its first
+    # checkpoint, or someone's own files; the run would remove them, so only with --overwrite
+    named = sorted(p.name for p in Path(run_dir).iterdir() if _WEIGHTS.fullmatch(p.name)) \
+        if Path(run_dir).is_dir() else []
+    if named:
+        raise RunExists(f"{run_dir} holds {', '.join(named[:3])}{' ...' if len(named) > 3 else ''} (named like a "
+                        "run's weights) but no checkpoint.json: pass --overwrite to let a new run replace them, "
+                        "or choose another directory")
 
 
 @contextlib.contextmanager
@@ -359,6 +379,18 @@ def claim_run_dir(run_dir, loaded=None, overwrite=False):
 def write_export(path, meta, arrays):
     """A ternary export at ``path``: ``arrays`` and ``meta.json`` (``meta`` with ``kind``,
     ``format`` and ``refsnn_version``) in one ``.npz``, written atomically. Returns its size."""
+    path = Path(path)
+    if path.suffix != ".npz":
+        raise ValueError(f"the export {path} must be a .npz file")
+    if os.path.lexists(path.parent / META) or os.path.lexists(path.parent / LOCK):
+        raise ValueError(f"{path.parent} is a run directory: write the export outside it (an export there could "
+                         "replace the run's own files)")
+    if os.path.lexists(path):
+        try:
+            if identify(path) != EXPORT_KIND:
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"{path} exists and is not a ternary export: refused to replace it") from None
     meta = {"kind": EXPORT_KIND, "format": EXPORT_FORMAT, "refsnn_version": __version__, **meta}
     data = npz_bytes({**arrays, "meta.json": np.array(json.dumps(meta))})
     atomic_write_bytes(path, data)
@@ -376,12 +408,17 @@ def read_export(path):
         arrays = load_npz(data, path)
         if "meta.json" not in arrays:
             raise ValueError("no meta.json")
-        meta = json.loads(str(arrays.pop("meta.json")))
+        try:
+            meta = json.loads(str(arrays.pop("meta.json")))
+        except RecursionError:
+            raise ValueError("meta.json nested too deeply") from None
+        if not isinstance(meta, dict):
+            raise ValueError("meta.json is not a JSON object")
         if meta.get("kind", EXPORT_KIND) != EXPORT_KIND or meta.get("format") != EXPORT_FORMAT:
             raise ValueError(f"kind {meta.get('kind')!r}, format {meta.get('format')!r}; expected "
                              f"{EXPORT_KIND!r}, {EXPORT_FORMAT!r}")
-        if not isinstance(meta.get("config"), dict) or not isinstance(meta.get("epoch"), int):
-            raise ValueError("its meta.json has no config or epoch")
+        if not isinstance(meta.get("config"), dict) or not _count(meta.get("epoch")):
+            raise ValueError("its meta.json has no config or no epoch count")
     except (ValueError, AttributeError) as e:
         raise ValueError(f"{path} is not a readable refsnn ternary export: {e}") from None
     return meta, arrays, hashlib.sha256(data).hexdigest()

@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # Python 3.10: the same parser, as the tomli package (setup.py installs it there)
@@ -158,6 +160,9 @@ def _given_options(args, cls):
         if getattr(args, f.name) is not None:
             values[f.name] = getattr(args, f.name)
             origins.pop(f.name, None)
+    for name in ("data_dir", "teacher", "dnn_dir"):  # saved absolute: a resume or eval elsewhere finds the same files
+        if isinstance(values.get(name), str) and values[name]:
+            values[name] = str(Path(values[name]).absolute())
     return values, origins
 
 
@@ -333,11 +338,18 @@ def _raise_interrupted(signum, frame):
     raise Interrupted(signum)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a misused option reported as the one ``error:`` line every other error
+    gets (not the whole usage block), exit code 2 as argparse's."""
+
+    def error(self, message):
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser():
     """The ``refsnn`` argument parser, every subcommand included."""
-    parser = argparse.ArgumentParser(prog="refsnn", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command")
+    parser = _Parser(prog="refsnn", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
     _train_parser(sub)
     p = sub.add_parser("eval", help="evaluate a checkpoint on its test set")
     p.add_argument("checkpoint", help="run directory (refsnn train or refsnn convert), its checkpoint.json, "
@@ -364,6 +376,10 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     args.argv, args.places = argv, None  # places: run directories a command writes (see _stopped)
     handlers = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
+    # NumPy's overflow/invalid warnings would print source lines before the one error line: the
+    # trainer and the layers check for NaN/Inf themselves and name where they arose
+    errstate = np.errstate(over="ignore", invalid="ignore", divide="ignore")
+    errstate.__enter__()
     try:
         code = {"train": cmd_train, "eval": cmd_eval, "export-ternary": cmd_export_ternary, "bench": cmd_bench,
                 "verify": cmd_verify, "convert": cmd_convert}[args.command](args)
@@ -387,7 +403,12 @@ def main(argv=None):
     except ValueError as e:  # refsnn's own errors are ValueErrors (ConfigError, NonFiniteError, ...)
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except MemoryError:
+        print("error: out of memory: a smaller --batch-size or --T needs less (or the input declares sizes "
+              "this machine cannot hold)", file=sys.stderr)
+        return 2
     finally:
+        errstate.__exit__(None, None, None)
         for s, handler in handlers.items():
             signal.signal(s, handler)
 

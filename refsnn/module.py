@@ -28,6 +28,7 @@ Rules every layer follows:
   take integers (``check_int``), switches take True/False (``check_flag``).
 """
 import math
+import numbers
 from collections import OrderedDict
 
 import numpy as np
@@ -55,7 +56,7 @@ def _scalar(value):
     """``value`` unwrapped from a 0-d array, or None if it is not a real number (bools excluded)."""
     if isinstance(value, np.ndarray) and value.ndim == 0:
         value = value[()]
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.integer, np.floating)):
         return None
     return value
 
@@ -66,7 +67,10 @@ def check_real(value, name, low=None, high=None, low_open=False, high_open=False
     Anything else (bool, complex, str, None, NaN, Inf, out of range) raises one ``OptionError``
     naming ``name`` and the accepted range."""
     number = _scalar(value)
-    number = None if number is None else float(number)
+    try:
+        number = None if number is None else float(number)
+    except OverflowError:  # an int beyond float's range
+        number = math.inf
     if (number is None or not math.isfinite(number)
             or (low is not None and (number < low or (low_open and number == low)))
             or (high is not None and (number > high or (high_open and number == high)))):
@@ -217,13 +221,15 @@ class Module:
         missing = [n for n in targets if n not in state]
         unexpected = [n for n in state if n not in targets]
         if strict and (missing or unexpected):
-            raise KeyError(f"state dict mismatch: missing {missing}, unexpected {unexpected}")
+            raise ValueError(f"state dict mismatch: missing {missing}, unexpected {unexpected}")
         for n, dst in targets.items():
             if n not in state:
                 continue
             src = np.asarray(state[n])
             if src.shape != dst.shape:
                 raise ValueError(f"{n}: shape {src.shape} in the state dict, {dst.shape} in the model")
+            if src.dtype.kind not in "fiub" or (dst.dtype.kind == "f" and src.dtype.kind != "f"):
+                raise ValueError(f"{n}: dtype {src.dtype} in the state dict, {dst.dtype} in the model")
             dst[...] = src
         return self
 

@@ -164,9 +164,12 @@ def load_ternary(model, arrays):
             base = name[:-len(".codes")]
             if value.dtype != np.int8 or not np.all(np.abs(value) <= 1):
                 raise ValueError(f"{name} must hold int8 codes in {{-1, 0, +1}}, got dtype {value.dtype}")
-            if f"{base}.scale" not in arrays:
-                raise KeyError(f"{name} has no matching {base}.scale")
-            state[base] = dequantize(value, arrays[f"{base}.scale"])
+            scale = arrays.get(f"{base}.scale")
+            if scale is None:
+                raise ValueError(f"{name} has no matching {base}.scale")
+            if np.asarray(scale).dtype.kind != "f" or not np.all(np.isfinite(scale)):
+                raise ValueError(f"{base}.scale must hold finite floating-point scales")
+            state[base] = dequantize(value, scale)
         else:
             state[name] = value
     return model.load_state_dict(state)

@@ -59,7 +59,7 @@ from .data import _AUGMENTATIONS, _CIFAR, _IDX_SETS, Batches, augmentation, dire
 from .energy import ActivityMeter
 from .losses import accuracy, cross_entropy, dml_loss, kd_loss, tet_loss, twin_loss
 from .models import ANALOG_ACTIVATIONS, NETWORKS, build_network, skip_input_gradient
-from .module import NonFiniteError
+from .module import NonFiniteError, OptionError, check_real
 from .neurons import NEURONS
 from .optim import SGD, Adam, AdamW, CosineAnnealingLR, StepLR
 from .quant import export_bytes, export_ternary, float32_bytes, load_ternary, ternarize
@@ -105,10 +105,10 @@ def check_field_types(cfg):
                 raise ConfigError(f.name, f"{f.name} must be an integer, got {value!r}")
             value = int(value)
         elif f.type is float:
-            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
-                    or not math.isfinite(value):
-                raise ConfigError(f.name, f"{f.name} must be a finite real number, got {value!r}")
-            value = float(value)
+            try:
+                value = check_real(value, f.name)
+            except OptionError:
+                raise ConfigError(f.name, f"{f.name} must be a finite real number, got {value!r}") from None
         elif not isinstance(value, f.type):
             raise ConfigError(f.name, f"{f.name} must be a {'string' if f.type is str else f.type.__name__}, "
                                       f"got {value!r}")
@@ -212,6 +212,11 @@ class TrainConfig:
             if not (low < value <= high if low_open else low <= value <= high):
                 raise ConfigError(name, f"{name} must be in {'(' if low_open else '['}{low}, {high}], got {value}")
         check_neuron_options(self.neuron, self.neuron_options)
+        if self.neuron == "s2nn" and self.T != 1:
+            raise ConfigError("T", f"the s2nn neuron is single-step: T must be 1, got {self.T}")
+        for name in ("out_dir", "data_dir", "teacher"):
+            if getattr(self, name) == "":
+                raise ConfigError(name, f"{name} must not be empty")
         self._check_methods()
 
     def _check_methods(self):
@@ -646,7 +651,10 @@ def load_run(path, training=True, data_dir=None):
         changes["data_dir"] = str(data_dir)
     cfg = TrainConfig.from_dict({**meta["config"], **changes})
     run = Run(cfg, training=training and meta["epoch"] < cfg.epochs)
-    run.restore(meta, arrays)
+    try:
+        run.restore(meta, arrays)
+    except (ValueError, KeyError, TypeError) as e:  # arrays or states that do not fit the network
+        raise ValueError(f"{path}: the checkpoint does not fit the network its config describes: {e}") from None
     return run
 
 
@@ -692,10 +700,13 @@ def load_network(path, info=None):
     elif _dataset_key(cfg.dataset) != info["name"]:
         raise ValueError(f"{path} holds a network trained on {cfg.dataset!r} ({cfg.network}); this run uses "
                          f"{info['name']!r}: the teacher must share the data set and its {info['num_classes']} classes")
-    if kind == EXPORT_KIND:
-        model = load_ternary(build_model(cfg, info, quantize=False), arrays)
-    else:
-        model = build_model(cfg, info).load_state_dict(arrays)
+    try:
+        if kind == EXPORT_KIND:
+            model = load_ternary(build_model(cfg, info, quantize=False), arrays)
+        else:
+            model = build_model(cfg, info).load_state_dict(arrays)
+    except ValueError as e:
+        raise ValueError(f"{path}: the weights do not fit the network its config describes: {e}") from None
     return cfg, model, sha256
 
 

@@ -590,6 +590,9 @@ class ConvertConfig:
     def __post_init__(self):
         check_field_types(self)  # the declared types, as TrainConfig (TOML, flags, checkpoints)
         check_counts(self, ("T", "dnn_epochs", "calibration_samples", "batch_size"), ("finetune_epochs", "seed"))
+        for name in ("out_dir", "data_dir", "dnn_dir"):
+            if getattr(self, name) == "":
+                raise ConfigError(name, f"{name} must not be empty")
         for name in ("dnn_lr", "finetune_lr"):
             if not getattr(self, name) > 0:
                 raise ConfigError(name, f"{name} must be > 0, got {getattr(self, name)}")

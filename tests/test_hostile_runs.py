@@ -101,3 +101,9 @@ def test_a_relative_data_dir_is_saved_absolute(tmp_path, monkeypatch, capsys):
     assert main(["train", *OPTIONS, "--epochs", "1", "--dataset", "mnist", "--data-dir", "data",
                  "--out-dir", "run"]) == 0
     assert meta_of(tmp_path / "run")["config"]["data_dir"] == str(tmp_path / "data")
+
+
+@pytest.mark.parametrize("option", ["--out-dir", "--data-dir", "--dnn"])
+def test_conversion_refuses_empty_paths(capsys, option):
+    assert main(["convert", option, "", "--no-progress"]) == 2
+    assert "must not be empty" in one_error(capsys)

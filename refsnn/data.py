@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .module import check_float_array
+from .module import check_float_array, check_int
 
 # Largest content (uncompressed) accepted from one data file. The largest standard file,
 # CIFAR-100's python-version ``train``, holds about 155 MB.
@@ -698,18 +698,12 @@ def mnist_t10k_split(directory=None):
 _SHUFFLE_STREAM, _AUGMENT_STREAM = 4, 1
 
 
-def _non_negative_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
-    return int(value)
-
-
 def random_crop_flip(images, rng, padding=4):
     """Zero-pad each side by ``padding``, crop a random window of the original size, then flip
     horizontally with probability 1/2 (torchvision's ``RandomCrop(32, padding=4)`` +
     ``RandomHorizontalFlip()`` for CIFAR). ``images``: ``[N, C, H, W]``; returns a new array.
     """
-    padding = _non_negative_int(padding, "padding")
+    padding = check_int(padding, "padding", low=0)
     n, _, height, width = images.shape
     padded = np.pad(images, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
     top = rng.integers(0, 2 * padding + 1, size=n)
@@ -767,17 +761,17 @@ class Batches:
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         if len(images) == 0:
             raise ValueError("Batches got no samples: an empty data set cannot be trained or evaluated")
-        self.batch_size = _non_negative_int(batch_size, "batch_size")
+        self.batch_size = check_int(batch_size, "batch_size", low=0)
         if self.batch_size == 0:
             raise ValueError("batch_size must be positive")
         self.augment = augmentation(augment, np.shape(images)[1:])
         self.images, self.labels = _check_finite_samples(np.asarray(images), "images"), labels
         self.shuffle, self.drop_last = shuffle, drop_last
-        self.seed = _non_negative_int(seed, "seed")
+        self.seed = check_int(seed, "seed", low=0)
         self.epoch = 0
 
     def set_epoch(self, epoch):
-        self.epoch = _non_negative_int(epoch, "epoch")
+        self.epoch = check_int(epoch, "epoch", low=0)
 
     def order(self):
         """Sample indices of the current epoch, in the order they are served."""
@@ -807,7 +801,7 @@ def direct(x, T):
     """Direct (analog) encoding: the same frame at each of the ``T`` steps, as a contiguous array.
     A NaN or Inf in ``x`` is refused, naming the sample."""
     x = _check_finite_samples(check_float_array(x, "x"), "x")
-    T = _non_negative_int(T, "T")
+    T = check_int(T, "T", low=0)
     if T == 0:
         raise ValueError("T must be positive")
     return np.ascontiguousarray(np.broadcast_to(x, (T,) + x.shape))
@@ -819,7 +813,7 @@ def poisson(x, T, rng=None):
     Inf in ``x`` is refused, naming the sample.
     """
     x = _check_finite_samples(check_float_array(x, "x"), "x")
-    T = _non_negative_int(T, "T")
+    T = check_int(T, "T", low=0)
     if T == 0:
         raise ValueError("T must be positive")
     rng = np.random.default_rng(0) if rng is None else rng

@@ -13,7 +13,7 @@ setup(
     # refsnn.data_files so that refsnn.data finds them after a non-editable install too.
     package_dir={"refsnn.data_files": "data"},
     package_data={"refsnn.data_files": ["*.gz", "README.md"]},
-    install_requires=["numpy", "numba", "scipy", "tqdm", 'tomli; python_version < "3.11"'],
+    install_requires=["numpy", "numba", "scipy", "tqdm", "threadpoolctl", 'tomli; python_version < "3.11"'],
     extras_require={
         "test": ["pytest", "hypothesis"],
         "verify": ["torch==2.13.0", "spikingjelly==2.0.0", "snntorch", "safetensors"],

@@ -21,6 +21,7 @@ import numba
 import numpy as np
 from numba import prange
 
+from .threads import matmul
 from .module import Module, NonFiniteError, OptionError, check_flag, check_float_array, check_int, check_real, float_dtype
 
 
@@ -118,7 +119,7 @@ class Linear(Module):
         _check_channels(self, x, -1, self.in_features, "features")
         weight = self.params["weight"]
         x2 = x.reshape(-1, self.in_features)
-        y = x2 @ weight.T
+        y = matmul(x2, weight.T)
         if "bias" in self.params:
             y += self.params["bias"]
         out_shape = x.shape[:-1] + (self.out_features,)
@@ -128,10 +129,10 @@ class Linear(Module):
     def backward(self, grad_out):
         (x2, weight, in_shape), g = _saved_for(self, grad_out)
         g2 = g.reshape(-1, self.out_features)
-        self.grads["weight"] += g2.T @ x2           # dL/dW = Gᵀ X
+        self.grads["weight"] += matmul(g2.T, x2)           # dL/dW = Gᵀ X
         if "bias" in self.params:
             self.grads["bias"] += g2.sum(axis=0, dtype=np.float64)    # dL/db = Σ_rows G
-        return (g2 @ weight).reshape(in_shape)      # dL/dX = G W
+        return matmul(g2, weight).reshape(in_shape)      # dL/dX = G W
 
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={'bias' in self.params}"
@@ -355,7 +356,7 @@ class Conv2d(Module):
         weight_g = self.params["weight"].reshape(g, O // g, -1)
         y = np.empty((g, O // g, B * P), dtype=x.dtype)
         for k in range(g):
-            np.matmul(weight_g[k], cols_g[k], out=y[k])                  # Y = W · cols
+            matmul(weight_g[k], cols_g[k], out=y[k])                  # Y = W · cols
         y = y.reshape(O, B, P)
         out = np.empty((B, O, P), dtype=x.dtype)
         if "bias" in self.params:
@@ -374,7 +375,7 @@ class Conv2d(Module):
         xh = np.ascontiguousarray(source.reshape(B, C, H, W).transpose(0, 2, 3, 1))
         cols = self._patches_nhwc(xh, x.dtype, Ho, Wo)                   # [B·P, K]
         wr = np.ascontiguousarray(self.params["weight"].transpose(0, 2, 3, 1)).reshape(O, -1)
-        y = (cols @ wr.T).reshape(B, P, O)                               # Y = cols · Wrᵀ
+        y = matmul(cols, wr.T).reshape(B, P, O)                               # Y = cols · Wrᵀ
         out = np.empty((B, O, P), dtype=x.dtype)
         if "bias" in self.params:
             np.add(y.transpose(0, 2, 1), self.params["bias"][:, None], out=out)
@@ -402,11 +403,11 @@ class Conv2d(Module):
         cols = self._patches_nhwc(xh, g_out.dtype, Ho, Wo)
         # dWr = Gᵀ · cols [O, K], computed as (colsᵀ · G)ᵀ: OpenBLAS is 1.3-4x slower on the
         # short-and-wide output at 2 threads (bench/conv.py), and about even at 1
-        grad_wr = (cols.T @ g2).T
+        grad_wr = matmul(cols.T, g2).T
         self.grads["weight"] += grad_wr.reshape(O, kh, kw, C).transpose(0, 3, 1, 2)
         if not self.needs_input_grad:
             return None
-        np.matmul(g2, wr, out=cols)                                      # dcols = G · Wr, into cols
+        matmul(g2, wr, out=cols)                                      # dcols = G · Wr, into cols
         dxh = np.empty((B, H, W, C), dtype=g_out.dtype)
         _launch(_col2im_nhwc, cols.size, cols, kh, kw, sh, sw, ph, pw, Ho, Wo, dxh)
         return np.ascontiguousarray(dxh.transpose(0, 3, 1, 2)).reshape(in_shape)
@@ -441,11 +442,11 @@ class Conv2d(Module):
             # slower when its output is the short-and-wide [O, K] than as (cols · Gᵀ)ᵀ (measured
             # by bench/conv.py), so the larger side goes first.
             if cols_g.shape[1] > g_t.shape[1]:
-                grad_weight_g[k] += (cols_g[k] @ g_t[k].T).T
+                grad_weight_g[k] += matmul(cols_g[k], g_t[k].T).T
             else:
-                grad_weight_g[k] += g_t[k] @ cols_g[k].T
+                grad_weight_g[k] += matmul(g_t[k], cols_g[k].T)
             if self.needs_input_grad:
-                np.matmul(weight_g[k].T, g_t[k], out=cols_g[k])      # dcols = Wᵀ G, into the cols buffer
+                matmul(weight_g[k].T, g_t[k], out=cols_g[k])      # dcols = Wᵀ G, into the cols buffer
         if not self.needs_input_grad:
             return None
         dx = np.zeros((B, C, H, W), dtype=g_out.dtype)

@@ -231,7 +231,7 @@ def tied_input(shape, seed=0):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", POOL_CASES + [(3, 2, 0), (1, 1, 0)])
+@pytest.mark.parametrize("case", POOL_CASES + [(3, 2, 0), (1, 1, 0), (3, None, 0), ((2, 3), None, 0)])
 @pytest.mark.parametrize("pool", ["AvgPool2d", "MaxPool2d"])
 def test_torch_pools(pool, case, dtype):
     torch = pytest.importorskip("torch")
@@ -253,6 +253,16 @@ def test_torch_adaptive_avg_pool(output_size, dtype):
     torch = pytest.importorskip("torch")
     compare_with_torch(AdaptiveAvgPool2d(output_size), torch.nn.AdaptiveAvgPool2d(output_size),
                        (2, 3, 2, 7, 6), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("in_hw, output_size", [((1, 1), (7, 7)), ((2, 3), (7, 7)), ((2, 3), (4, 6)), ((3, 2), (3, 5))])
+def test_torch_adaptive_avg_pool_upsampling(in_hw, output_size, dtype):
+    """More outputs than inputs (VGG-11's AdaptiveAvgPool2d((7, 7)) on a 1x1 map): windows of one
+    pixel, or of one and two pixels mixed."""
+    torch = pytest.importorskip("torch")
+    compare_with_torch(AdaptiveAvgPool2d(output_size), torch.nn.AdaptiveAvgPool2d(output_size),
+                       (2, 3, 2, *in_hw), dtype)
 
 
 def bn_input(shape, seed=0):

@@ -21,6 +21,7 @@ import numba
 import numpy as np
 from numba import prange
 
+from . import sparse_conv
 from .threads import matmul
 from .module import Module, NonFiniteError, OptionError, check_flag, check_float_array, check_int, check_real, float_dtype
 
@@ -248,6 +249,17 @@ def _col2im(cols, kh, kw, sh, sw, ph, pw, Ho, Wo, dx):
 #   cols[(b, ho, wo), (i, j, c)] = xh[b, ho·sh + i - ph, wo·sw + j - pw, c]   (0 in the padding)
 # and the weight is used as Wr [O, (i, j, c)] = W[o, c, i, j].
 NCHW_MAX_CHANNELS = 4  # up to this many input channels the NCHW kernels above are faster (bench/conv.py)
+# Event-driven path (refsnn.sparse_conv) for inputs with few non-zeros, groups = 1 and more than
+# NCHW_MAX_CHANNELS channels (up to 65536: channel indices are uint16). It is taken when its
+# multiply-adds times SPARSE_COST are fewer than the dense path's (Conv2d._sparse_pays), i.e. when
+# rate × (valid taps / all taps) × (out_channels rounded up to 64) / out_channels < 1/3.
+# Measured (fwd+bwd of the layer, both paths interleaved, 1 thread, T·N = 128, 3x3 pad 1, spikes):
+# the paths break even at rate 0.40 (64→128 16x16, 128→256 8x8, 256→256 8x8, 512→512 4x4, 32→64
+# 14x14), 0.4-0.55 (256→512 4x4) and above 0.55 on 2x2 maps (512→512: 56% of the taps are padding);
+# at rate 0.1 the event-driven layer is 1.7-1.8x faster, at 0.25 1.3x. Command: bench/conv.py's
+# spike rows (python -m bench --only conv --threads 1).
+SPARSE_MAX_CHANNELS = 1 << 16
+SPARSE_COST = 3.0
 
 
 @numba.njit(cache=True, parallel=True)
@@ -303,7 +315,12 @@ class Conv2d(Module):
     W, b ~ U(-1/√fan_in, 1/√fan_in), fan_in = in_channels/groups·kh·kw. Output size
     ``(H + 2·padding - kh) // stride + 1``. See the comment above for the algorithm.
 
-    Memory: the layer keeps its input for the weight gradient (as uint8 when it is spikes).
+    Memory: the layer keeps its input for the weight gradient (as uint8 when it is spikes; as
+    its per-pixel active channels and values when the event-driven path ran).
+
+    Paths (``last_path`` after a forward): "sparse" (refsnn.sparse_conv: forward and weight
+    gradient over the non-zero inputs, chosen per call from the counted non-zeros, see
+    SPARSE_COST), "nhwc" (channels-last im2col + GEMM) or "nchw" (1-4 input channels, or groups).
 
     ``needs_input_grad`` (default True): when False, ``backward`` computes only the parameter
     gradients and returns None, as PyTorch skips dL/dx for an input that does not require grad
@@ -331,6 +348,7 @@ class Conv2d(Module):
         if check_flag(bias, "bias"):
             self.add_param("bias", _uniform(rng, bound, (out_channels,), dtype))
         self.needs_input_grad = True
+        self.last_path = None   # "sparse", "nhwc" or "nchw": the path the last forward took
         self._saved = None
 
     def output_size(self, H, W):
@@ -347,10 +365,17 @@ class Conv2d(Module):
                              f"the kernel {self.kernel_size}")
         B, P, O, g = T * N, Ho * Wo, self.out_channels, self.groups
         out_shape = (T, N, O, Ho, Wo)
+        if g == 1 and NCHW_MAX_CHANNELS < C <= SPARSE_MAX_CHANNELS:
+            counts = np.empty(B * H * W, np.int32)
+            _launch(sparse_conv.count_active, x.size, x.reshape(B, C, H * W), counts)
+            if self._sparse_pays(int(counts.sum(dtype=np.int64)), x.shape, Ho, Wo):
+                return self._forward_sparse(x, counts, out_shape)
         spikes = np.empty(x.shape, np.uint8)
         binary = _launch(_to_spikes, x.size, x.reshape(-1), spikes.reshape(-1))
         if g == 1 and C > NCHW_MAX_CHANNELS:
+            self.last_path = "nhwc"
             return self._forward_nhwc(x, spikes if binary else x, out_shape)
+        self.last_path = "nchw"
         cols = self._patches(x.reshape(B, C, H, W), x.dtype, Ho, Wo)
         cols_g = cols.reshape(g, -1, B * P)                              # [g, K/g, B·P]
         weight_g = self.params["weight"].reshape(g, O // g, -1)
@@ -420,8 +445,73 @@ class Conv2d(Module):
         _launch(_im2col, cols.size, x, kh, kw, sh, sw, ph, pw, Ho, Wo, cols)
         return cols
 
+    def _sparse_pays(self, nnz, in_shape, Ho, Wo):
+        """Whether the event-driven path (refsnn.sparse_conv) is expected to beat im2col + GEMM
+        for an input with ``nnz`` non-zeros: its multiply-adds (one per active input, valid tap
+        and output channel, the channels rounded up to blocks) times SPARSE_COST against the
+        dense multiply-adds (every tap, valid or in the padding)."""
+        T, N, C, H, W = in_shape
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        valid_h = sum(hi - lo for lo, hi in (_valid_range(Ho, sh, i - ph, H) for i in range(kh)))
+        valid_w = sum(hi - lo for lo, hi in (_valid_range(Wo, sw, j - pw, W) for j in range(kw)))
+        o_blocks = -(-self.out_channels // sparse_conv.BLOCK) * sparse_conv.BLOCK
+        sparse = nnz / (T * N * H * W) * T * N * valid_h * valid_w * o_blocks
+        dense = T * N * Ho * Wo * kh * kw * C * self.out_channels
+        return sparse * SPARSE_COST < dense
+
+    def _forward_sparse(self, x, counts, out_shape):
+        """The event-driven forward (refsnn.sparse_conv): x compressed to its per-pixel active
+        channels, which are saved for the weight gradient instead of x."""
+        T, N, C, H, W = x.shape
+        O, Ho, Wo = out_shape[2:]
+        B = T * N
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        compressed = sparse_conv.compress(x.reshape(B, C, H * W), counts)
+        wt = sparse_conv.blocked_weight(self.params["weight"])
+        bias = np.zeros(wt.shape[0] * sparse_conv.BLOCK, x.dtype)
+        if "bias" in self.params:
+            bias[:O] = self.params["bias"]
+        out = np.empty((B, O, Ho, Wo), x.dtype)
+        _launch(sparse_conv.forward, out.size + compressed[1].size, *compressed, H, W, wt, bias,
+                kh, kw, sh, sw, ph, pw, out)
+        self.last_path = "sparse"
+        self._saved = (out_shape, x.dtype, "sparse", compressed, wt, x.shape)
+        return out.reshape(out_shape)
+
+    def _backward_sparse(self, compressed, wt, in_shape, g_out):
+        """Weight gradient event-driven (refsnn.sparse_conv.weight_gradient), input gradient dense
+        (dcols = G · Wr, then col2im)."""
+        T, N, C, H, W = in_shape
+        _, _, O, Ho, Wo = g_out.shape
+        B, P = T * N, Ho * Wo
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        g3 = g_out.reshape(B, O, P)
+        if "bias" in self.params:  # db = Σ G: pairwise along the contiguous P, then float64 over images
+            self.grads["bias"] += g3.sum(axis=2).sum(axis=0, dtype=np.float64)
+        g2 = np.ascontiguousarray(g3.transpose(0, 2, 1))                 # G as [B, P, O]
+        # images split into parts only when there are fewer weight blocks than threads; the parts
+        # are added in order, so the result depends on the thread count, not on scheduling
+        threads, n_blocks = numba.get_num_threads(), wt.shape[0]
+        parts = 1 if n_blocks >= threads else min(B, -(-threads // n_blocks))
+        grad_wt = np.zeros((parts,) + wt.shape, g_out.dtype)
+        _launch(sparse_conv.weight_gradient, g2.size + compressed[1].size, *compressed, H, W,
+                g2.reshape(B, Ho, Wo, O), kh, kw, sh, sw, ph, pw, parts, grad_wt)
+        for part in range(1, parts):
+            grad_wt[0] += grad_wt[part]
+        self.grads["weight"] += sparse_conv.unblocked_weight(grad_wt[0], O)
+        if not self.needs_input_grad:
+            return None
+        wr = np.ascontiguousarray(sparse_conv.unblocked_weight(wt, O).transpose(0, 2, 3, 1)).reshape(O, -1)
+        cols = _shared_workspace((B * P, kh * kw * C), g_out.dtype)
+        matmul(g2.reshape(B * P, O), wr, out=cols)                       # dcols = G · Wr
+        dxh = np.empty((B, H, W, C), dtype=g_out.dtype)
+        _launch(_col2im_nhwc, cols.size, cols, kh, kw, sh, sw, ph, pw, Ho, Wo, dxh)
+        return np.ascontiguousarray(dxh.transpose(0, 3, 1, 2)).reshape(in_shape)
+
     def backward(self, grad_out):
         saved, g_out = _saved_for(self, grad_out)
+        if isinstance(saved[0], str):      # "sparse"
+            return self._backward_sparse(*saved[1:], g_out)
         if len(saved) == 3:
             return self._backward_nhwc(*saved, g_out)
         saved_input, weight_g = saved

@@ -270,6 +270,53 @@ def bench_shape(shape, repeats, compile_on, sgemm, rng):
 
 
 # ------------------------------------------------------------------------------------------
+# Spike input: the event-driven path (refsnn.sparse_conv) against the dense path and torch
+# ------------------------------------------------------------------------------------------
+SPIKE_SHAPES = (("performance.md", 64, 16, 64, 1),
+                ("VGG-11 layer2", 64, 16, 128, 1),
+                ("VGG-11 layer3", 128, 8, 256, 1),
+                ("VGG-11 layer4", 256, 8, 256, 1),
+                ("VGG-11 layer6", 512, 4, 512, 1))
+QUICK_SPIKE_SHAPES = SPIKE_SHAPES[:1]
+SPIKE_RATES = (0.05, 0.15, 0.3)
+
+
+def spike_rows(shapes, repeats, rng):
+    """One row per (shape, firing rate): binary spikes x (each input 1 with probability ``rate``),
+    forward + backward of refsnn's layer as it chooses (the event-driven path at these rates), of
+    the same layer held on the dense path, and of torch.nn.Conv2d."""
+    rows, checks = [], []
+    for shape in shapes:
+        _, c_in, size, c_out, stride = shape
+        for rate in SPIKE_RATES:
+            layer = Conv2d(c_in, c_out, KERNEL, stride=stride, padding=PADDING, rng=np.random.default_rng(1))
+            dense = Conv2d(c_in, c_out, KERNEL, stride=stride, padding=PADDING, rng=np.random.default_rng(1))
+            dense._sparse_pays = lambda *args: False   # held on im2col + GEMM
+            x = (rng.random((T, N, c_in, size, size)) < rate).astype(np.float32)
+            g = rng.standard_normal((T, N, c_out, *layer.output_size(size, size)), dtype=np.float32)
+            candidates = {}
+            candidates["refsnn"], ref = refsnn_candidate(layer, x, g)
+            candidates["refsnn dense"], _ = refsnn_candidate(dense, x, g)
+            for step in candidates["refsnn"] + candidates["refsnn dense"]:
+                step()
+            path = layer.last_path
+            conv = torch_layer(layer)
+            (prepare, run_once), out, x_t = torch_candidate(conv, x, g)
+            candidates["torch"] = (prepare, run_once)
+            prepare()
+            run_once()
+            checks.append([describe(shape), f"{rate:g}", f"{check_agreement('torch.nn.Conv2d', ref, out, x_t, conv):.1e}"])
+            log(f"  spikes at {rate:g}, {describe(shape)}: timing {', '.join(candidates)} x {repeats} ...")
+            times = interleaved_medians(candidates, repeats)
+            ms = {k: 1e3 * v for k, v in times.items()}
+            rows.append([describe(shape), f"{rate:g}", path, f"{ms['refsnn']:.2f}", f"{ms['refsnn dense']:.2f}",
+                         f"{ms['torch']:.2f}", f"{ms['refsnn dense'] / ms['refsnn']:.2f}",
+                         f"{ms['torch'] / ms['refsnn']:.2f}"])
+            log("  " + " | ".join(rows[-1]))
+    return rows, checks
+
+
+# ------------------------------------------------------------------------------------------
 # Entry point (called by bench/__main__.py)
 # ------------------------------------------------------------------------------------------
 def run(repeats=None, threads=None, blas_in_time=False, compile_models="all", write=True, options=None):
@@ -291,6 +338,8 @@ def run(repeats=None, threads=None, blas_in_time=False, compile_models="all", wr
         checks.append(check)
         splits += split
         log("  " + " | ".join(row))
+
+    spikes, spike_checks = spike_rows(QUICK_SPIKE_SHAPES if quick else SPIKE_SHAPES, repeats, rng)
 
     table = markdown_table(
         ["input, channels, stride → output", "GFLOP", "refsnn ms", "torch ms", "torch/refsnn", "torch.compile ms",
@@ -325,6 +374,19 @@ def run(repeats=None, threads=None, blas_in_time=False, compile_models="all", wr
         f"Agreement with refsnn before timing (must be <= {TOLERANCE:g}) and compile times:",
         "",
         check_table,
+        "",
+        "Spike input: x binary, each element 1 with probability = the firing rate; forward + backward (input, "
+        "weight and bias gradients) of refsnn's layer on the path it chooses from the counted non-zeros "
+        "(\"sparse\": forward and weight gradient over the active inputs, refsnn.sparse_conv; the input gradient "
+        "stays a GEMM), of the same layer held on the dense im2col + GEMM path, and of torch.nn.Conv2d; "
+        "ratios > 1 mean refsnn's chosen path is faster.",
+        "",
+        markdown_table(["input, channels, stride → output", "firing rate", "refsnn path", "refsnn ms",
+                        "refsnn dense ms", "torch ms", "dense/refsnn", "torch/refsnn"], spikes),
+        "",
+        "Spike input, agreement of torch with refsnn's chosen path (max rel Δ of y, dx, dW, db):",
+        "",
+        markdown_table(["shape", "firing rate", "max rel Δ"], spike_checks),
     ])
     body += load_warning(load_start)
     return publish("conv", HEADING, body, write)

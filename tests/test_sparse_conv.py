@@ -26,6 +26,8 @@ CASES = [  # (in, out, kernel, stride, padding, bias, H, W)
     (16, 130, 1, 1, 0, True, 5, 6),        # 3 blocks, the last one partial
     (7, 4, (2, 3), (2, 1), (1, 0), True, 8, 9),  # non-square kernel and stride
     (12, 9, 3, 1, 1, True, 1, 1),          # a 1x1 map: only the centre tap is valid
+    (16, 8, 3, 1, 1, True, 4, 4),          # small maps: the input gradient per tap (Conv2d._input_gradient_nhwc)
+    (16, 8, 3, 1, 1, False, 2, 3),
 ]
 
 
@@ -221,3 +223,31 @@ def test_kernels_match_numpy_references(binary):
                                     ph, pw, 1, dwt)
         reference = sparse_conv.weight_gradient_reference(x, g, (3, 3), (sh, sw), (ph, pw))
         assert rel_err(sparse_conv.unblocked_weight(dwt[0], O), reference) <= 1e-12
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("cin, cout, k, s, p, spikes", [(1, 4, 3, 1, 1, False), (3, 5, (3, 2), 2, 0, False),
+                                                         (9, 70, 3, 1, 1, True), (9, 6, 3, 1, 1, False)])
+def test_input_repeated_over_time(cin, cout, k, s, p, spikes, dtype):
+    """A first layer (needs_input_grad=False) whose input is the same at every step convolves one
+    step (last_time_shared); output and parameter gradients as torch's over all T·N images. One
+    changed element at a late step turns it off."""
+    conv = Conv2d(cin, cout, k, stride=s, padding=p, rng=np.random.default_rng(20)).to(dtype)
+    conv.needs_input_grad = False
+    rng = np.random.default_rng(21)
+    image = (rng.random((1, 3, cin, 8, 7)) < 0.1) * 1.0 if spikes else rng.standard_normal((1, 3, cin, 8, 7))
+    x = np.repeat(image, 4, axis=0).astype(dtype)
+    Ho, Wo = conv.output_size(8, 7)
+    g = rng.standard_normal((4, 3, cout, Ho, Wo)).astype(dtype)
+    for changed in (False, True):
+        if changed:
+            x[3, 2, 0, 7, 6] += 1
+        conv.zero_grad()
+        y = conv.forward(x)
+        assert conv.last_time_shared is (not changed)
+        assert y.shape == (4, 3, cout, Ho, Wo) and y.dtype == dtype and y.flags.c_contiguous
+        assert conv.backward(g) is None
+        theirs = torch_reference(conv, x, g)
+        mine = {"output": y, "weight": conv.grads["weight"], "bias": conv.grads["bias"]}
+        for name in mine:
+            assert rel_err(mine[name], theirs[name]) <= TOL[dtype], (name, changed)

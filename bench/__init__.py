@@ -14,8 +14,7 @@ alike, and each time is the median over the repeats.
 Memory is always measured in a separate process per side (``run_child``), which reports its
 own resident-set high-water mark (``peak_rss``).
 
-This module imports nothing heavy at import time: ``bench/__main__.py`` must be able to set the
-BLAS thread variables before NumPy is first imported.
+This module imports nothing heavy at import time (``python -m bench --help`` stays fast).
 """
 import contextlib
 import json
@@ -28,9 +27,9 @@ import sys
 import time
 from pathlib import Path
 
-# module names under bench/, each with run(repeats, threads, blas_in_time, compile_models, write, options)
-BENCHMARKS = ("neurons", "conv", "step", "memory", "startup", "scaling")
-BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+# module names under bench/, each with run(repeats, threads, blas_in_time, compile_models, write, options), where
+# threads is one int per call (__main__ loops over the requested counts) and blas_in_time is ignored (compatibility)
+BENCHMARKS = ("neurons", "conv", "step", "memory", "startup", "scaling", "import_order")
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS_FILE = ROOT / "BENCHMARKS.md"
 
@@ -38,58 +37,54 @@ BENCHMARKS_FILE = ROOT / "BENCHMARKS.md"
 # ------------------------------------------------------------------------------------------
 # Threads
 # ------------------------------------------------------------------------------------------
-def set_blas_thread_variables(threads):
-    """Set the BLAS/OpenMP thread variables; effective only if NumPy is not yet imported.
+def threading_layer():
+    """Numba's threading layer (omp, tbb or workqueue), starting Numba's threads if not yet started."""
+    import numba
+    from numba.np.ufunc import parallel
 
-    Returns True when they were set in time (before the first ``import numpy``).
-    """
-    in_time = "numpy" not in sys.modules
-    for name in BLAS_THREAD_VARIABLES:
-        os.environ[name] = str(threads)
-    return in_time
+    parallel._launch_threads()  # what the first parallel kernel (or numba.set_num_threads) does
+    return numba.threading_layer()
 
 
-def fix_threads(threads, blas_variables_in_time):
-    """Pin Numba, torch and BLAS to ``threads`` threads; return a one-line description.
+def fix_threads(threads, blas_variables_in_time=None):
+    """Pin refsnn (``refsnn.threads.set_num_threads``: its Numba kernels and matrix products), torch
+    (``torch.set_num_threads``) and NumPy's BLAS (threadpoolctl: the reference side's and the sgemm
+    bound's) to ``threads`` threads; return a one-line description.
 
     torch is pinned only if it is already imported (a refsnn-only child process never loads it).
+    ``blas_variables_in_time`` is ignored (kept so that older callers still work): nothing here
+    depends on what was imported first.
     """
     import numba
+    import threadpoolctl
 
-    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    import refsnn.threads
+
+    refsnn.threads.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.set_num_threads(threads)
-    try:
-        import threadpoolctl
-    except ImportError:
-        threadpoolctl = None
-    if threadpoolctl is not None:
-        threadpoolctl.threadpool_limits(threads)
-        pools = threadpoolctl.threadpool_info()
-        blas = ", ".join(f"{p['internal_api']}={p['num_threads']}" for p in pools) or "none loaded"
-        blas = f"BLAS via threadpoolctl: {blas}"
-    else:
-        values = " ".join(f"{v}={os.environ.get(v, 'unset')}" for v in BLAS_THREAD_VARIABLES)
-        when = "set before NumPy was imported" if blas_variables_in_time else \
-            "NOT effective: NumPy was imported before they were set"
-        blas = f"BLAS via env (threadpoolctl not installed): {values} ({when})"
+    threadpoolctl.threadpool_limits(threads, user_api="blas")
+    pools = [p for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
+    blas = ", ".join(f"{p['internal_api']}={p['num_threads']}" for p in pools) or "none loaded"
     torch_threads = torch.get_num_threads() if torch is not None else "not loaded"
-    return (f"threads: numba={numba.get_num_threads()} (layer: {numba.threading_layer()}), "
-            f"torch={torch_threads}, {blas}")
+    return (f"threads: refsnn={refsnn.threads.get_num_threads()} (Numba threading layer {threading_layer()}; "
+            f"products on those threads, BLAS at 1 inside them), torch={torch_threads}, "
+            f"NumPy's BLAS (threadpoolctl): {blas}")
 
 
 # ------------------------------------------------------------------------------------------
 # Timing
 # ------------------------------------------------------------------------------------------
-def interleaved_medians(candidates, repeats, warmup=2, settle=0.005):
+def interleaved_medians(candidates, repeats, warmup=2, settle=0.02):
     """Median seconds per call of each candidate, timed in turn inside one loop of repeats.
 
     ``candidates`` maps a name to ``(prepare, run)``: ``prepare()`` (untimed) resets state,
     ``run()`` is the timed call. The order rotates every repeat so no candidate always runs
     right after the same other one. Before each timed call the process sleeps ``settle``
-    seconds, so that the OpenMP workers of the previous candidate (torch's and Numba's pools
-    spin for a while after a parallel region) stop competing for the cores.
+    seconds, so that the OpenMP workers of the previous candidate (torch's pool spins for some
+    milliseconds after a parallel region, with libgomp's default wait policy) stop competing for
+    the cores.
     Returns ``{name: median seconds}``.
     """
     names = list(candidates)
@@ -237,10 +232,16 @@ def reset_peak_rss():
 CHILD_RESULT = "BENCH-RESULT "  # prefix of the JSON line a child process prints last
 
 
+# a child process reads these when it starts: its thread counts whatever it imports first
+CHILD_THREAD_VARIABLES = ("NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 def child_env(threads, **variables):
-    """Environment of a child benchmark process: BLAS thread variables fixed, the repo importable."""
+    """Environment of a child benchmark process: the repo importable, and ``threads`` in the thread
+    variables that every pool reads when the child starts (``NUMBA_NUM_THREADS`` is refsnn's default,
+    for children that do not call ``fix_threads``, such as the ``refsnn train`` of the start-up benchmark)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    env.update({name: str(threads) for name in BLAS_THREAD_VARIABLES})
+    env.update({name: str(threads) for name in CHILD_THREAD_VARIABLES})
     env.update({k: str(v) for k, v in variables.items()})
     return env
 
@@ -279,29 +280,51 @@ def load_average():
 
 
 def machine_line():
+    """The processor as /proc/cpuinfo names it (model name; vendor, family, model and stepping, which tell
+    apart CPUs sold under one generic name such as "AMD EPYC"; the widest vector extension), and the CPU count."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
-    except (OSError, StopIteration):
+            info = {}
+            for line in f:
+                if not line.strip():
+                    break  # the first processor's block is enough
+                key, _, value = line.partition(":")
+                info[key.strip()] = value.strip()
+        flags = set(info.get("flags", "").split())
+        vector = next((name for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"))
+                       if flag in flags), "no AVX")
+        cpu = (f"{info.get('model name', cpu)} ({info.get('vendor_id', '?')} family {info.get('cpu family', '?')} "
+               f"model {info.get('model', '?')} stepping {info.get('stepping', '?')}, {vector})")
+    except OSError:
         pass
     return f"{cpu}, {os.cpu_count()} logical CPUs"
 
 
+def package_version(name):
+    """The installed version of distribution ``name`` (without importing it), or "not installed"."""
+    import importlib.metadata
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
 def versions_line():
-    """Versions of refsnn, NumPy, Numba and, where loaded, torch and SpikingJelly."""
+    """Versions of both sides' libraries: refsnn's (NumPy, Numba, llvmlite, SciPy, threadpoolctl and the
+    BLAS builds loaded, as threadpoolctl reports them) and the references' (torch, SpikingJelly)."""
     import numba
-    import numpy as np
+    import scipy.linalg.cython_blas  # noqa: F401  (the BLAS refsnn's products call: loaded, so listed)
+    import threadpoolctl
 
     import refsnn
 
-    line = (f"Versions: refsnn {refsnn.__version__}, numpy {np.__version__}, numba {numba.__version__} "
-            f"(threading layer {numba.threading_layer()})")
-    if "torch" in sys.modules:
-        line += f", torch {sys.modules['torch'].__version__}"
-    if "spikingjelly" in sys.modules:
-        line += f", spikingjelly {getattr(sys.modules['spikingjelly'], '__version__', '2.0.0')}"
-    return line + "."
+    blas = "; ".join(f"{p['internal_api']} {p['version']} {p.get('threading_layer', '')} "
+                     f"{p.get('architecture', '')} ({Path(p['filepath']).name})".replace("  ", " ")
+                     for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas")
+    names = ("numpy", "numba", "llvmlite", "scipy", "threadpoolctl", "torch", "spikingjelly")
+    return (f"Versions: refsnn {refsnn.__version__}, " + ", ".join(f"{n} {package_version(n)}" for n in names)
+            + f"; Numba threading layer {threading_layer()}; BLAS: {blas or 'none loaded'}.")
 
 
 def header(command, started, load_start, threads_line):
@@ -324,8 +347,18 @@ def load_warning(load_start):
             "machine, or compare with `--threads 1`.")
 
 
+_heading_suffix = {"text": ""}
+
+
+def set_heading_suffix(text):
+    """Append ``text`` to every published section's heading from now on (``__main__`` names the
+    thread count there, so that the 1- and 2-thread tables of a benchmark are separate sections)."""
+    _heading_suffix["text"] = text
+
+
 def publish(name, heading, body, write):
     """Print a section and, if ``write``, put it into BENCHMARKS.md; returns ``body``."""
+    heading += _heading_suffix["text"]
     print(f"\n{heading}\n\n{body}\n", flush=True)
     if write:
         write_section(heading, body)

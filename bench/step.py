@@ -10,7 +10,9 @@ Adam update (lr 1e-3), float32, on a fixed batch of N(0, 1) images with direct e
   8,000-image MNIST split (⌈8000 / 64⌉ = 125); ``--epoch`` also times one real epoch on that
   split on both sides (the trainer's ``Run.train_epoch`` against the same loop in SpikingJelly).
 
-Candidates: refsnn; the SpikingJelly twin (``verify.networks.torch_twin``: the same network from
+Candidates: refsnn (its first layer skips dL/d(input), as in the trainer: ``bench.training.refsnn_step``
+calls ``refsnn.models.skip_input_gradient``; torch does not compute it either, the input not requiring
+grad); the SpikingJelly twin (``verify.networks.torch_twin``: the same network from
 SpikingJelly multi-step layers, with the same weights); ``torch.compile`` (inductor) of that
 twin, where it compiles (the failure is reported where it does not).
 

@@ -4,7 +4,8 @@ One training step is: forward of a batch ``[T, N, C, H, W]`` (direct encoding, t
 at every step), cross-entropy of the time-mean of the logits, backward, Adam update.
 
 * refsnn: ``model.zero_grad(); out = model.forward(x); loss, g = cross_entropy(out, y);
-  model.backward(g); opt.step()`` with ``refsnn.optim.Adam``;
+  model.backward(g); opt.step()`` with ``refsnn.optim.Adam``, the first layer's input gradient
+  skipped as in the trainer (``refsnn.models.skip_input_gradient``);
 * SpikingJelly: ``functional.reset_net(twin); opt.zero_grad(); out = twin(x);
   F.cross_entropy(out.mean(0), y).backward(); opt.step()`` with ``torch.optim.Adam``, where
   ``twin = verify.networks.torch_twin(model)`` is the same network with the same weights.
@@ -27,7 +28,7 @@ from bench import current_rss, fix_threads, peak_rss, report_to_parent, reset_pe
 from refsnn.layers import AvgPool2d, AdaptiveAvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, \
     MaxPool2d
 from refsnn.losses import cross_entropy
-from refsnn.models import build_network
+from refsnn.models import build_network, skip_input_gradient
 from refsnn.neurons import BaseNeuron
 from refsnn.optim import Adam
 
@@ -56,7 +57,10 @@ def make_batch(network, T, batch, seed=0):
 
 
 def refsnn_step(model, lr=LR):
-    """A function ``step(x, y)`` running one refsnn training step and returning the loss."""
+    """A function ``step(x, y)`` running one refsnn training step and returning the loss. Like the
+    trainer, it lets the first layer skip dL/d(input) (``skip_input_gradient``; torch skips it too,
+    for an input that does not require grad); the parameter gradients are the same."""
+    skip_input_gradient(model)
     opt = Adam(model.named_parameters(), lr=lr)
 
     def step(x, y):
@@ -150,7 +154,8 @@ def bptt_bytes(model, in_shape, T, batch):
 
 def step_flops(model, in_shape, T, batch):
     """Multiply-add FLOPs of a training step: 3 passes (forward, input and weight gradients) of
-    every conv (2·Cout·Cin/groups·k²·Ho·Wo) and linear layer (2·in·out), per sample and step, × T·N."""
+    every conv (2·Cout·Cin/groups·k²·Ho·Wo) and linear layer (2·in·out), per sample and step, × T·N
+    (the first conv's input gradient, which neither side computes, included: a slightly generous bound)."""
     flops = 0
     for m, inp, out in leaf_calls(model, sample_input(in_shape)):
         if isinstance(m, Conv2d):

@@ -59,7 +59,7 @@ from .layers import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Cli
 from .losses import accuracy, cross_entropy
 from .models import NETWORKS, Chain
 from .module import NonFiniteError, Sequential, check_flag, check_int, check_real
-from .neurons import BLOCK, BaseNeuron
+from .neurons import BLOCK, KERNEL_OPTIONS, BaseNeuron, _kernel_factory
 from .optim import Adam
 from .surrogate import BOXCAR, SURROGATES, derivative, fire, typed
 from .train import (DATASETS, ConfigError, Run, TrainConfig, TrainingDiverged, _dataset_key, _generators, _prefixed,
@@ -87,66 +87,79 @@ from .train import (DATASETS, ConfigError, Run, TrainConfig, TrainingDiverged, _
 # Kernels: one Numba call per layer and pass with the time loop inside, parallel over blocks of
 # neurons (as neurons.py). At T = 2 a per-step NumPy version would make ~10 full-array passes per
 # step; the fused loop makes one and keeps the membrane in a local array. The forward saves only
-# H; the backward recomputes S and V[t−1] from it with the forward's own operations.
+# H; the backward recomputes S and V[t−1] from it with the forward's own operations. Each kernel
+# is compiled for its options (surrogate code, smooth, strict, detach_reset: ``flags``) as
+# compile-time constants, or generically for smooth mode (neurons._kernel_factory).
 # ------------------------------------------------------------------------------------------
-@numba.njit(cache=True, parallel=True)
-def converted_forward(x, v_threshold, scale, leak, amplitude, code, alpha, beta, smooth, strict,
-                      out, h_seq, v_final):
-    T, M = x.shape
-    for blk in prange((M + BLOCK - 1) // BLOCK):
-        lo = blk * BLOCK
-        n = min(BLOCK, M - lo)
-        v = np.zeros(n, x.dtype)
-        for t in range(T):
-            xt, ht, ot = x[t, lo:lo + n], h_seq[t, lo:lo + n], out[t, lo:lo + n]
-            for j in range(n):
-                ht[j] = leak * v[j] + xt[j]
-                h = ht[j]  # as stored, which is what the backward sees
-                s = fire(h, v_threshold, scale, code, alpha, beta, smooth, strict)
-                v[j] = h - s * v_threshold
-                ot[j] = amplitude * s
-        v_final[lo:lo + n] = v
-
-
-@numba.njit(cache=True, parallel=True)
-def converted_backward(grad_out, h_seq, v_threshold, scale, leak, amplitude, code, alpha, beta, smooth, strict,
-                       detach_reset, grad_x, partials):
-    """grad_x[t] = dL/dX[t]; partials[block] = (dL/dV_th, dL/dλ, dL/dA) of that block."""
-    T, M = h_seq.shape
-    boxcar = code == BOXCAR
-    for blk in prange((M + BLOCK - 1) // BLOCK):
-        lo = blk * BLOCK
-        n = min(BLOCK, M - lo)
-        gv = np.zeros(n, h_seq.dtype)
-        v_prev = np.empty(n, h_seq.dtype)
-        # float64 partial sums per neuron (one scalar accumulator is a serial reduction: no vectorising)
-        g_th, g_leak, g_amp = np.zeros(n), np.zeros(n), np.zeros(n)
-        for t in range(T - 1, -1, -1):
-            ht, got, gxt = h_seq[t, lo:lo + n], grad_out[t, lo:lo + n], grad_x[t, lo:lo + n]
-            if t > 0:  # V[t−1] = H[t−1] − S[t−1]·V_th, recomputed as the forward computed it
-                hp = h_seq[t - 1, lo:lo + n]
+def _make_converted_forward(spec, wide=False):
+    @numba.njit(**KERNEL_OPTIONS)
+    def converted_forward(x, v_threshold, scale, leak, amplitude, alpha, beta, out, h_seq, v_final, flags):
+        """H = λ·V + X ;  S = Θ(u) ;  V = H − S·V_th ;  O = A·S   (x, out, h_seq [T, M])."""
+        code, smooth, strict = flags if spec is None else spec
+        T, M = x.shape
+        for blk in prange((M + BLOCK - 1) // BLOCK):
+            lo = blk * BLOCK
+            n = min(BLOCK, M - lo)
+            v = np.zeros(n, x.dtype)
+            for t in range(T):
+                xt, ht, ot = x[t, lo:lo + n], h_seq[t, lo:lo + n], out[t, lo:lo + n]
                 for j in range(n):
-                    v_prev[j] = hp[j] - fire(hp[j], v_threshold, scale, code, alpha, beta, smooth, strict) * v_threshold
-            else:
-                v_prev[:] = 0.0
-            for j in range(n):
-                h = ht[j]
-                g = gv[j]
-                s = fire(h, v_threshold, scale, code, alpha, beta, smooth, strict)
-                g_amp[j] += got[j] * s
-                gs = got[j] * amplitude
-                if not detach_reset:
-                    gs -= g * v_threshold
-                gu = gs * derivative(code, (h - v_threshold) * scale, alpha, beta)
-                gh = g + gu * scale
-                du_dth = -h * scale * scale if boxcar else -typed(1.0, h)  # float32 stays float32
-                g_th[j] += gu * du_dth - g * s
-                g_leak[j] += gh * v_prev[j]
-                gxt[j] = gh
-                gv[j] = gh * leak
-        partials[blk, 0] = g_th.sum()
-        partials[blk, 1] = g_leak.sum()
-        partials[blk, 2] = g_amp.sum()
+                    ht[j] = leak * v[j] + xt[j]
+                    h = ht[j]  # as stored, which is what the backward sees
+                    s = fire(h, v_threshold, scale, code, alpha, beta, smooth, strict)
+                    v[j] = h - s * v_threshold
+                    ot[j] = amplitude * s
+            v_final[lo:lo + n] = v
+    return converted_forward
+
+
+def _make_converted_backward(spec, wide=False):
+    @numba.njit(**KERNEL_OPTIONS)
+    def converted_backward(grad_out, h_seq, v_threshold, scale, leak, amplitude, alpha, beta, grad_x, partials,
+                           flags):
+        """grad_x[t] = dL/dX[t]; partials[block] = (dL/dV_th, dL/dλ, dL/dA) of that block (equations above)."""
+        code, smooth, strict, detach_reset = flags if spec is None else spec
+        T, M = h_seq.shape
+        boxcar = code == BOXCAR
+        for blk in prange((M + BLOCK - 1) // BLOCK):
+            lo = blk * BLOCK
+            n = min(BLOCK, M - lo)
+            gv = np.zeros(n, h_seq.dtype)
+            v_prev = np.empty(n, h_seq.dtype)
+            # float64 partial sums per neuron (one scalar accumulator is a serial reduction: no vectorising)
+            g_th, g_leak, g_amp = np.zeros(n), np.zeros(n), np.zeros(n)
+            for t in range(T - 1, -1, -1):
+                ht, got, gxt = h_seq[t, lo:lo + n], grad_out[t, lo:lo + n], grad_x[t, lo:lo + n]
+                if t > 0:  # V[t−1] = H[t−1] − S[t−1]·V_th, recomputed as the forward computed it
+                    hp = h_seq[t - 1, lo:lo + n]
+                    for j in range(n):
+                        v_prev[j] = hp[j] - fire(hp[j], v_threshold, scale, code, alpha, beta, smooth,
+                                                 strict) * v_threshold
+                else:
+                    v_prev[:] = 0.0
+                for j in range(n):
+                    h = ht[j]
+                    g = gv[j]
+                    s = fire(h, v_threshold, scale, code, alpha, beta, smooth, strict)
+                    g_amp[j] += got[j] * s
+                    gs = got[j] * amplitude
+                    if not detach_reset:
+                        gs -= g * v_threshold
+                    gu = gs * derivative(code, (h - v_threshold) * scale, alpha, beta)
+                    gh = g + gu * scale
+                    du_dth = -h * scale * scale if boxcar else -typed(1.0, h)  # float32 stays float32
+                    g_th[j] += gu * du_dth - g * s
+                    g_leak[j] += gh * v_prev[j]
+                    gxt[j] = gh
+                    gv[j] = gh * leak
+            partials[blk, 0] = g_th.sum()
+            partials[blk, 1] = g_leak.sum()
+            partials[blk, 2] = g_amp.sum()
+    return converted_backward
+
+
+converted_forward_kernel = _kernel_factory(_make_converted_forward)
+converted_backward_kernel = _kernel_factory(_make_converted_backward)
 
 
 class ConvertedNeuron(BaseNeuron):
@@ -203,11 +216,14 @@ class ConvertedNeuron(BaseNeuron):
         if not math.isfinite(self.leak):
             raise ValueError(f"ConvertedNeuron: leak must be finite, got {self.leak}")
         T, M = x2.shape
-        out, h_seq, v_final = np.empty_like(x2), np.empty_like(x2), np.empty(M, x2.dtype)
-        c = x2.dtype.type
+        dt = x2.dtype
+        out, h_seq = self._empty("spikes", x2.shape, dt), self._empty("h_seq", x2.shape, dt)
+        v_final = self._empty("v_final", (M,), dt)
+        c = dt.type
         th, scale, code, alpha, beta = self._surrogate_args()
-        converted_forward(x2, th, scale, c(self.leak), c(self.amplitude), code, alpha, beta, self.smooth,
-                          self.strict, out, h_seq, v_final)
+        flags = (code, self.smooth, self.strict)
+        converted_forward_kernel(flags, self.specialise)(x2, th, scale, c(self.leak), c(self.amplitude), alpha,
+                                                         beta, out, h_seq, v_final, flags)
         self._raise_if_nonfinite(v_final, x2, h_seq, {})
         self._saved = (h_seq,)
         self.h_seq = h_seq.reshape(self._shape)
@@ -222,11 +238,12 @@ class ConvertedNeuron(BaseNeuron):
 
         def run(dt):
             th, scale, code, alpha, beta = self._surrogate_args(dt)
-            grad_x = np.empty(h_seq.shape, dt)
+            grad_x = self._empty("grad_x", h_seq.shape, dt)
             partials = np.zeros(((M + BLOCK - 1) // BLOCK, 3), np.float64)
-            converted_backward(g.astype(dt, copy=False), h_seq.astype(dt, copy=False), th, scale,
-                               dt.type(c(self.leak)), dt.type(c(self.amplitude)), code, alpha, beta, self.smooth,
-                               self.strict, self.detach_reset, grad_x, partials)
+            flags = (code, self.smooth, self.strict, self.detach_reset)
+            converted_backward_kernel(flags, self.specialise)(
+                g.astype(dt, copy=False), h_seq.astype(dt, copy=False), th, scale, dt.type(c(self.leak)),
+                dt.type(c(self.amplitude)), alpha, beta, grad_x, partials, flags)
             return grad_x, *partials.sum(axis=0)
 
         grad_x, g_th, g_leak, g_amp = self._backward(run, h_seq, grad_out=g)

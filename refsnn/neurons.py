@@ -15,15 +15,20 @@ derivative, Ŝ = S.detach() when ``detach_reset`` else S, vr = v_reset (0 for so
 """
 import functools
 import math
+import sys
 
 import numba
 import numpy as np
 from numba import prange
 
 from .module import Module, NonFiniteError, check_flag, check_float_array, check_real
-from .surrogate import BOXCAR, Surrogate, fire, fire_grad, stable_sigmoid, typed
+from .surrogate import ATAN, BOXCAR, Surrogate, fire, fire_grad, fire_grad_float64, stable_sigmoid, typed
 
-BLOCK = 1024  # neurons per parallel work item
+# Neurons per parallel work item. Each (block, time step) pays a fixed cost (slices, LLVM's alias
+# checks, the vector loop's prologue and epilogue): measured fwd+bwd at [4, 32·16384] float32, 1 and
+# 2 threads interleaved, 4096 is 1.14-1.25x faster than 1024 for LIF and 1.08x for CLIF (8192 adds
+# 3-5%, but doubles CLIF's per-block scratch, (2T + 1)·BLOCK values, which should stay in L2).
+BLOCK = 4096
 
 # Charge modes of the LIF family.
 IF_CHARGE, LIF_CHARGE, PLIF_CHARGE = 0, 1, 2
@@ -59,23 +64,39 @@ def _reset(h, s, v_threshold, v_reset, hard):
 # time; one compilation serves every configuration, which the gradient-check matrix uses) or
 # specialised (spec = the flags, frozen as compile-time constants: dead branches vanish and the
 # inner loop is straight-line code, several times faster). Both compile the same source.
+#
+# Every kernel is compiled with error_model="numpy": Python's error model checks each float division
+# for a zero divisor and raises, a branch that keeps LLVM from vectorising the loop (measured: a
+# float32 1/x loop 0.8 ns an element scalar). The divisors here (tau > 1, 1 + e with e >= 0, ...) are
+# never zero, and IEEE division is what the maths means anyway.
+KERNEL_OPTIONS = dict(cache=True, parallel=True, error_model="numpy")
+
+
+#
+# A backward kernel also takes ``wide``: dS/dH in float64 (fire_grad_float64, for the atan surrogate)
+# or in the data's dtype (fire_grad). It is chosen in Python from the surrogate, so that the generic
+# compilation (one per ``wide``) gives bit for bit what the specialised one gives.
 def _kernel_factory(make):
-    generic = make(None)
+    generic = {}
 
     @functools.lru_cache(maxsize=None)
-    def specialised(flags):
-        return make(flags)
+    def specialised(flags, wide):
+        return make(flags, wide)
 
-    def get(flags, specialise=True):
-        return specialised(flags) if specialise else generic
+    def get(flags, specialise=True, wide=False):
+        if specialise:
+            return specialised(flags, wide)
+        if wide not in generic:
+            generic[wide] = make(None, wide)
+        return generic[wide]
     return get
 
 
 # ------------------------------------------------------------------------------------------
 # IF / LIF / PLIF
 # ------------------------------------------------------------------------------------------
-def _make_lif_forward(spec):
-    @numba.njit(cache=True, parallel=True)
+def _make_lif_forward(spec, wide=False):
+    @numba.njit(**KERNEL_OPTIONS)
     def lif_forward(x, v_init, leak, v_threshold, v_reset, scale, alpha, beta,
                     spikes, h_seq, v_seq, v_final, flags):
         mode, decay_input, hard, code, smooth, strict, store_v = flags if spec is None else spec
@@ -98,8 +119,10 @@ def _make_lif_forward(spec):
     return lif_forward
 
 
-def _make_lif_backward(spec):
-    @numba.njit(cache=True, parallel=True)
+def _make_lif_backward(spec, wide=False):
+    grad_fn = fire_grad_float64 if wide else fire_grad  # dS/dH (see _kernel_factory)
+
+    @numba.njit(**KERNEL_OPTIONS)
     def lif_backward(grad_s, grad_v, grad_v_final, h_seq, x, v_init, leak, v_threshold, v_reset,
                      scale, alpha, beta, grad_x, grad_v_init, grad_leak, flags):
         """Reverse time, carrying gV = dL/dV[t]:
@@ -128,11 +151,24 @@ def _make_lif_backward(spec):
             # PLIF's dL/dk, one float64 partial sum per neuron (a single scalar accumulator would be
             # a serial reduction, which LLVM does not vectorise without reassociating)
             g_leak = np.zeros(n if mode == PLIF_CHARGE else 0, np.float64)
+            # this step's terms gH·dH/dk in the data's dtype, added to g_leak in a loop of their own
+            # (a float64 add in the main loop halves its vector width: PLIF's backward ran 2x LIF's)
+            dl_dk = np.empty(n if mode == PLIF_CHARGE else 0, h_seq.dtype)
+            v_prev = np.empty(n if mode == PLIF_CHARGE else 0, h_seq.dtype)
             for t in range(T - 1, -1, -1):
                 ht, gst, gxt = h_seq[t, lo:lo + n], grad_s[t, lo:lo + n], grad_x[t, lo:lo + n]
                 gvt = grad_v[t, lo:lo + n] if has_grad_v else gst
-                hp = h_seq[t - 1, lo:lo + n] if mode == PLIF_CHARGE and t > 0 else ht
                 xt = x[t, lo:lo + n] if mode == PLIF_CHARGE else ht
+                if mode == PLIF_CHARGE:
+                    # V[t−1] = reset(H[t−1]) as the forward computed it, V_init at t = 0 (a loop of its
+                    # own: a per-element choice between the two keeps the main loop from vectorising)
+                    if t > 0:
+                        hp = h_seq[t - 1, lo:lo + n]
+                        for j in range(n):
+                            s_prev = fire(hp[j], v_threshold, scale, code, alpha, beta, smooth, strict)
+                            v_prev[j] = _reset(hp[j], s_prev, v_threshold, v_reset, hard)
+                    else:
+                        v_prev[:] = vi
                 for j in range(n):
                     g = gv[j] + gvt[j] if has_grad_v else gv[j]
                     h = ht[j]
@@ -144,16 +180,15 @@ def _make_lif_backward(spec):
                     gs = gst[j]
                     if not detach_reset:
                         gs += g * dv_ds
-                    gh = g * dv_dh + gs * fire_grad(h, v_threshold, scale, code, alpha, beta)
+                    gh = g * dv_dh + gs * grad_fn(h, v_threshold, scale, code, alpha, beta)
                     gxt[j] = gh * dh_dx
                     if mode == PLIF_CHARGE:  # (compared inline: a compile-time constant when specialised)
-                        # V[t−1] = reset(H[t−1]) as the forward computed it, V_init at t = 0 (a select)
-                        s_prev = fire(hp[j], v_threshold, scale, code, alpha, beta, smooth, strict)
-                        v_prev = _reset(hp[j], s_prev, v_threshold, v_reset, hard)
-                        v_prev = v_prev if t > 0 else vi[j]
-                        dh_dk = xt[j] - (v_prev - v_reset) if decay_input else -(v_prev - v_reset)
-                        g_leak[j] += gh * dh_dk
+                        dh_dk = xt[j] - (v_prev[j] - v_reset) if decay_input else -(v_prev[j] - v_reset)
+                        dl_dk[j] = gh * dh_dk
                     gv[j] = gh * dh_dv
+                if mode == PLIF_CHARGE:
+                    for j in range(n):
+                        g_leak[j] += dl_dk[j]
             grad_v_init[lo:lo + n] = gv
             grad_leak[b] = g_leak.sum()
     return lif_backward
@@ -166,12 +201,25 @@ lif_backward_kernel = _kernel_factory(_make_lif_backward)
 # ------------------------------------------------------------------------------------------
 # CLIF
 # ------------------------------------------------------------------------------------------
-def _make_clif_forward(spec):
-    @numba.njit(cache=True, parallel=True)
+def _exact_inverse(tau):
+    """Is 1/tau exact in tau's dtype (tau a power of two, e.g. the default 2)? Then x·(1/tau) and
+    x/tau are the same correctly rounded number for every x, and the multiply is much cheaper."""
+    return math.frexp(float(tau))[0] == 0.5
+
+
+@numba.njit(cache=True, inline="always")
+def _over_tau(x, tau, inv_tau, exact_inverse):
+    """x/tau, as a product by 1/tau when that is exact (bit-identical: _exact_inverse)."""
+    return x * inv_tau if exact_inverse else x / tau
+
+
+def _make_clif_forward(spec, wide=False):
+    @numba.njit(**KERNEL_OPTIONS)
     def clif_forward(x, v_init, m_init, tau, v_threshold, scale, alpha, beta,
                      spikes, h_seq, v_seq, m_seq, v_final, m_final, flags):
         """H = V − V/tau + X ;  S = Θ(H − V_th) ;  M = M·σ(H/tau) + S ;  V = H − S·(V_th + σ(M))."""
-        code, smooth, strict, store_v = flags if spec is None else spec
+        code, smooth, strict, store_v, exact_inverse = flags if spec is None else spec
+        inv_tau = typed(1.0, tau) / tau  # used only when exact (see _over_tau)
         T, M_ = x.shape
         for b in prange((M_ + BLOCK - 1) // BLOCK):
             lo = b * BLOCK
@@ -183,10 +231,10 @@ def _make_clif_forward(spec):
                 vt, mt = v_seq[t, lo:lo + n], m_seq[t, lo:lo + n]
                 for j in range(n):
                     vj = v[j]
-                    ht[j] = vj - vj / tau + xt[j]
+                    ht[j] = vj - _over_tau(vj, tau, inv_tau, exact_inverse) + xt[j]
                     h = ht[j]  # H and M as stored, which the backward recomputes from
                     s = fire(h, v_threshold, scale, code, alpha, beta, smooth, strict)
-                    m[j] = m[j] * stable_sigmoid(h / tau) + s
+                    m[j] = m[j] * stable_sigmoid(_over_tau(h, tau, inv_tau, exact_inverse)) + s
                     v[j] = h - s * (v_threshold + stable_sigmoid(m[j]))
                     st[j] = s
                     if store_v:
@@ -197,8 +245,10 @@ def _make_clif_forward(spec):
     return clif_forward
 
 
-def _make_clif_backward(spec):
-    @numba.njit(cache=True, parallel=True)
+def _make_clif_backward(spec, wide=False):
+    grad_fn = fire_grad_float64 if wide else fire_grad  # dS/dH (see _kernel_factory)
+
+    @numba.njit(**KERNEL_OPTIONS)
     def clif_backward(grad_s, grad_v, grad_v_final, grad_m_final, h_seq, m_init, tau, v_threshold,
                       scale, alpha, beta, grad_x, grad_v_init, grad_m_init, flags):
         """Reverse time carrying gV = dL/dV[t], gM = dL/dM[t]; q = σ(M[t]), D = σ(H[t]/tau):
@@ -210,10 +260,11 @@ def _make_clif_backward(spec):
 
         M[t] and D are recomputed forward from H (the same operations as the forward kernel).
         """
-        code, smooth, strict, has_grad_v = flags if spec is None else spec
+        code, smooth, strict, has_grad_v, exact_inverse = flags if spec is None else spec
         T, M_ = h_seq.shape
         one = h_seq.dtype.type(1)  # constants in the data's dtype: float32 stays float32
         dv_dv = one - one / tau    # dH[t]/dV[t−1]
+        inv_tau = one / tau        # dD/dH = D(1−D)/tau as a product (a division per element costs more)
         for b in prange((M_ + BLOCK - 1) // BLOCK):
             lo = b * BLOCK
             n = min(BLOCK, M_ - lo)
@@ -227,7 +278,7 @@ def _make_clif_backward(spec):
                 m_prev, m_now, dt = m_hist[t * n:t * n + n], m_hist[t * n + n:t * n + 2 * n], d_hist[t * n:t * n + n]
                 for j in range(n):
                     h = ht[j]
-                    d = stable_sigmoid(h / tau)
+                    d = stable_sigmoid(_over_tau(h, tau, inv_tau, exact_inverse))
                     dt[j] = d
                     m_now[j] = m_prev[j] * d + fire(h, v_threshold, scale, code, alpha, beta, smooth, strict)
             gv = grad_v_final[lo:lo + n].copy()
@@ -244,7 +295,7 @@ def _make_clif_backward(spec):
                     d = dt[j]
                     gmt = gm[j] - g * s * q * (one - q)
                     gs = gst[j] - g * (v_threshold + q) + gmt
-                    gh = g + gmt * m_prev[j] * d * (one - d) / tau + gs * fire_grad(
+                    gh = g + gmt * m_prev[j] * d * (one - d) * inv_tau + gs * grad_fn(
                         h, v_threshold, scale, code, alpha, beta)
                     gxt[j] = gh
                     gv[j] = gh * dv_dv
@@ -256,6 +307,63 @@ def _make_clif_backward(spec):
 
 clif_forward_kernel = _kernel_factory(_make_clif_forward)
 clif_backward_kernel = _kernel_factory(_make_clif_backward)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def all_finite(a):
+    """np.all(np.isfinite(a)) for a 1-D array in one vectorised pass, without a temporary:
+    x − x is 0 for finite x and NaN for ±Inf and NaN."""
+    bad = False
+    for i in range(a.size):
+        bad |= not (a[i] - a[i] == 0)
+    return not bad
+
+
+# ------------------------------------------------------------------------------------------
+# Reused output and scratch arrays
+# ------------------------------------------------------------------------------------------
+# A fresh np.empty of a few MB is fresh memory from the OS on every call: its page faults cost more
+# than the kernel that fills it (measured: LIF forward kernel 1.8 ms into reused arrays, 4.6 ms into
+# fresh ones, [4, 32·16384] float32). So each layer keeps its large arrays and hands one out again
+# only when nothing else refers to it: the reference count of the array (every NumPy view, reshape,
+# memoryview or torch.from_numpy of it holds a reference to it) equals the count with only the
+# layer's own list holding it. An output the caller still holds is never overwritten; up to
+# ``_POOL`` arrays per role let a caller that keeps the previous call's output (out = layer(x) in a
+# loop) still get reused memory.
+_POOL = 2
+
+
+def _count_refs(pool, i):
+    a = pool[i]
+    return sys.getrefcount(a)
+
+
+_UNSHARED = _count_refs([np.empty(0)], 0)  # the count when only the pool holds the array
+
+
+def reusable_empty(scratch, role, shape, dtype):
+    """np.empty(shape, dtype), reusing an array of ``scratch[role]`` that nothing else refers to."""
+    dtype = np.dtype(dtype)
+    pool = scratch.setdefault(role, [])
+    for i in range(len(pool)):
+        if pool[i].shape == shape and pool[i].dtype == dtype and _count_refs(pool, i) <= _UNSHARED:
+            return pool[i]
+    a = np.empty(shape, dtype)
+    if len(pool) >= _POOL:
+        pool.pop(0)
+    pool.append(a)
+    return a
+
+
+def constant_array(scratch, role, size, value, dtype):
+    """A length-``size`` array of ``value`` kept for reading only (initial states, zero gradients):
+    the kernels copy from it and never write to it, and it is never handed to the caller."""
+    key = (role, size, float(value), np.dtype(dtype).str)
+    a = scratch.get(key)
+    if a is None:
+        scratch.pop(next((k for k in scratch if isinstance(k, tuple) and k[0] == role), None), None)
+        a = scratch[key] = np.full(size, value, dtype)
+    return a
 
 
 # ------------------------------------------------------------------------------------------
@@ -276,6 +384,10 @@ class BaseNeuron(Module):
     ``backward(grad_spikes, grad_v=None, grad_state=None)`` returns ``dL/dx``; ``grad_v`` is an
     upstream gradient on the membrane sequence, ``grad_state`` one on the final state (from a
     later chunk); the gradient on the initial state is left in ``self.grad_state``.
+
+    The returned arrays and these attributes are written into memory the layer reuses on a later
+    call only once nothing else refers to them (``reusable_empty``): what a caller keeps stays as it
+    was (tests/test_neuron_buffers.py).
     """
 
     state_names = ("v",)
@@ -291,6 +403,7 @@ class BaseNeuron(Module):
         self.strict = check_flag(strict, "strict")
         self.store_v_seq = check_flag(store_v_seq, "store_v_seq")
         self._saved = None
+        self._scratch = {}  # arrays reused across calls (reusable_empty, constant_array)
 
     # -- helpers --------------------------------------------------------------------
     def _surrogate_args(self, dtype=None):
@@ -305,7 +418,8 @@ class BaseNeuron(Module):
         """Initial state arrays [M] (the reset state when ``state`` is None)."""
         feat = x2.shape[1]
         if state is None:
-            return {name: np.full(feat, self.rest_value(name), dtype=x2.dtype) for name in self.state_names}
+            return {name: constant_array(self._scratch, "rest " + name, feat, self.rest_value(name), x2.dtype)
+                    for name in self.state_names}
         if not isinstance(state, dict) or set(state) != set(self.state_names):
             raise ValueError(f"state must be a dict with keys {self.state_names}, got {state!r:.80}")
         out = {}
@@ -320,8 +434,16 @@ class BaseNeuron(Module):
     def rest_value(self, name):
         return 0.0
 
+    def _empty(self, role, shape, dtype):
+        """np.empty(shape, dtype), or this layer's array from an earlier call that nothing else
+        holds any more (reusable_empty)."""
+        return reusable_empty(self._scratch, role, shape, dtype)
+
     def _as_time_major(self, x):
         self._saved = None  # a forward that fails leaves nothing for a backward to misuse
+        # drop this layer's own references to the previous call's arrays, so that they can be
+        # reused if the caller does not hold them either
+        self.h_seq = self.v_seq = self.m_seq = self.state = None
         x = check_float_array(x, "input", min_ndim=2)
         self.check_dtype(x)
         if x.shape[0] == 0:
@@ -342,6 +464,7 @@ class BaseNeuron(Module):
         return np.ascontiguousarray(g, dtype=self._dtype).reshape(self._shape[0], -1)
 
     def _grad_inputs(self, grad_spikes, grad_v, grad_state, feat):
+        self.grad_state = None  # the previous call's, so that its arrays can be reused (reusable_empty)
         gs = self._check_grad(grad_spikes, "grad_spikes")
         has_gv = grad_v is not None
         gv = self._check_grad(grad_v, "grad_v") if has_gv else np.zeros((0, 0), self._dtype)
@@ -353,7 +476,7 @@ class BaseNeuron(Module):
                     raise ValueError(f"grad_state[{name!r}] has shape {arr.shape}, expected {self._shape[1:]}")
                 finals[name] = np.ascontiguousarray(arr, dtype=self._dtype).reshape(feat)
             else:
-                finals[name] = np.zeros(feat, self._dtype)
+                finals[name] = constant_array(self._scratch, "zero " + name, feat, 0.0, self._dtype)
         return gs, gv, has_gv, finals
 
     @property
@@ -369,7 +492,7 @@ class BaseNeuron(Module):
         overflows, propagates into the final membrane (NaN stays NaN, Inf survives or becomes
         NaN through the leak and the reset), so checking the final state, M values instead of
         T·M, finds every one; only then are the input, state and H searched for the cause."""
-        if np.all(np.isfinite(v_final)):
+        if all_finite(v_final):
             return
         name = type(self).__name__
         bad = ~np.isfinite(x2)
@@ -415,7 +538,7 @@ class BaseNeuron(Module):
 
     def _finite(self, arrays):
         with np.errstate(over="ignore"):
-            return all(np.all(np.isfinite(np.asarray(a).astype(self._dtype, copy=False))) for a in arrays)
+            return all(all_finite(np.asarray(a).astype(self._dtype, copy=False).ravel()) for a in arrays)
 
     def _unflatten_state(self, arrays):
         return {k: v.reshape(self._shape[1:]) for k, v in arrays.items()}
@@ -452,10 +575,10 @@ class _LIFFamily(BaseNeuron):
         init = self._initial_state(state, x2)
         T, M = x2.shape
         dt = x2.dtype
-        spikes = np.empty_like(x2)
-        h_seq = np.empty_like(x2)
-        v_seq = np.empty_like(x2) if self.store_v_seq else h_seq  # a stand-in the kernel never writes
-        v_final = np.empty(M, dt)
+        spikes = self._empty("spikes", x2.shape, dt)
+        h_seq = self._empty("h_seq", x2.shape, dt)
+        v_seq = self._empty("v_seq", x2.shape, dt) if self.store_v_seq else h_seq  # a stand-in the kernel never writes
+        v_final = self._empty("v_final", (M,), dt)
         th, scale, code, alpha, beta = self._surrogate_args()
         vr, hard = self._reset_args()
         flags = (self.mode, self.decay_input, hard, code, self.smooth, self.strict, self.store_v_seq)
@@ -478,11 +601,11 @@ class _LIFFamily(BaseNeuron):
                  self.strict, has_gv)
 
         def run(dt):
-            grad_x = np.empty(h_seq.shape, dt)
-            grad_v_init = np.empty(M, dt)
+            grad_x = self._empty("grad_x", h_seq.shape, dt)
+            grad_v_init = self._empty("grad_v", (M,), dt)
             grad_leak = np.zeros((M + BLOCK - 1) // BLOCK, np.float64)
             th, scale, code, alpha, beta = self._surrogate_args(dt)
-            lif_backward_kernel(flags, self.specialise)(
+            lif_backward_kernel(flags, self.specialise, self.surrogate.code == ATAN)(
                 *(a.astype(dt, copy=False) for a in (gs, gv, finals["v"], h_seq, x2, init["v"])), dt.type(leak),
                 th, self._reset_args(dt)[0], scale, alpha, beta, grad_x, grad_v_init, grad_leak, flags)
             return grad_x, grad_v_init, self._w_grad(grad_leak.sum())
@@ -578,12 +701,13 @@ class CLIF(BaseNeuron):
         init = self._initial_state(state, x2)
         T, M = x2.shape
         dt = x2.dtype
-        spikes = np.empty_like(x2)
-        h_seq = np.empty_like(x2)
-        v_seq, m_seq = (np.empty_like(x2), np.empty_like(x2)) if self.store_v_seq else (h_seq, h_seq)
-        v_final, m_final = np.empty(M, dt), np.empty(M, dt)
+        spikes = self._empty("spikes", x2.shape, dt)
+        h_seq = self._empty("h_seq", x2.shape, dt)
+        v_seq, m_seq = ((self._empty("v_seq", x2.shape, dt), self._empty("m_seq", x2.shape, dt)) if self.store_v_seq
+                        else (h_seq, h_seq))
+        v_final, m_final = self._empty("v_final", (M,), dt), self._empty("m_final", (M,), dt)
         th, scale, code, alpha, beta = self._surrogate_args()
-        flags = (code, self.smooth, self.strict, self.store_v_seq)
+        flags = (code, self.smooth, self.strict, self.store_v_seq, _exact_inverse(dt.type(self.tau)))
         clif_forward_kernel(flags, self.specialise)(x2, init["v"], init["m"], dt.type(self.tau), th, scale, alpha,
                                                     beta, spikes, h_seq, v_seq, m_seq, v_final, m_final, flags)
         self._raise_if_nonfinite(v_final, x2, h_seq, init)
@@ -599,13 +723,14 @@ class CLIF(BaseNeuron):
         M = h_seq.shape[1] if h_seq is not None else 0
         gs, gv, has_gv, finals = self._grad_inputs(grad_spikes, grad_v, grad_state, M)
         self._saved = None  # one backward per forward (module docstring)
-        flags = (self.surrogate.code, self.smooth, self.strict, has_gv)
+        flags = (self.surrogate.code, self.smooth, self.strict, has_gv,
+                 _exact_inverse(self._dtype.type(self.tau)))
 
         def run(dt):
-            grad_x = np.empty(h_seq.shape, dt)
-            grad_v_init, grad_m_init = np.empty(M, dt), np.empty(M, dt)
+            grad_x = self._empty("grad_x", h_seq.shape, dt)
+            grad_v_init, grad_m_init = self._empty("grad_v", (M,), dt), self._empty("grad_m", (M,), dt)
             th, scale, code, alpha, beta = self._surrogate_args(dt)
-            clif_backward_kernel(flags, self.specialise)(
+            clif_backward_kernel(flags, self.specialise, self.surrogate.code == ATAN)(
                 *(a.astype(dt, copy=False) for a in (gs, gv, finals["v"], finals["m"], h_seq, init["m"])),
                 dt.type(self._dtype.type(self.tau)), th, scale, alpha, beta, grad_x, grad_v_init, grad_m_init, flags)
             return grad_x, grad_v_init, grad_m_init

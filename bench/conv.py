@@ -278,13 +278,14 @@ SPIKE_SHAPES = (("performance.md", 64, 16, 64, 1),
                 ("VGG-11 layer4", 256, 8, 256, 1),
                 ("VGG-11 layer6", 512, 4, 512, 1))
 QUICK_SPIKE_SHAPES = SPIKE_SHAPES[:1]
-SPIKE_RATES = (0.05, 0.15, 0.3)
+SPIKE_RATES = (0.05, 0.15, 0.3, 0.45)
 
 
 def spike_rows(shapes, repeats, rng):
     """One row per (shape, firing rate): binary spikes x (each input 1 with probability ``rate``),
-    forward + backward of refsnn's layer as it chooses (the event-driven path at these rates), of
-    the same layer held on the dense path, and of torch.nn.Conv2d."""
+    forward + backward of refsnn's layer on the path it chooses, of the same layer held on the
+    event-driven path and held on the dense path (where they break even: layers.SPARSE_COST), and
+    of torch.nn.Conv2d."""
     rows, checks = [], []
     for shape in shapes:
         _, c_in, size, c_out, stride = shape
@@ -292,12 +293,15 @@ def spike_rows(shapes, repeats, rng):
             layer = Conv2d(c_in, c_out, KERNEL, stride=stride, padding=PADDING, rng=np.random.default_rng(1))
             dense = Conv2d(c_in, c_out, KERNEL, stride=stride, padding=PADDING, rng=np.random.default_rng(1))
             dense._sparse_pays = lambda *args: False   # held on im2col + GEMM
+            sparse = Conv2d(c_in, c_out, KERNEL, stride=stride, padding=PADDING, rng=np.random.default_rng(1))
+            sparse._sparse_pays = lambda *args: True   # held on the event-driven path
             x = (rng.random((T, N, c_in, size, size)) < rate).astype(np.float32)
             g = rng.standard_normal((T, N, c_out, *layer.output_size(size, size)), dtype=np.float32)
             candidates = {}
             candidates["refsnn"], ref = refsnn_candidate(layer, x, g)
+            candidates["refsnn sparse"], _ = refsnn_candidate(sparse, x, g)
             candidates["refsnn dense"], _ = refsnn_candidate(dense, x, g)
-            for step in candidates["refsnn"] + candidates["refsnn dense"]:
+            for step in candidates["refsnn"] + candidates["refsnn sparse"] + candidates["refsnn dense"]:
                 step()
             path = layer.last_path
             conv = torch_layer(layer)
@@ -309,9 +313,9 @@ def spike_rows(shapes, repeats, rng):
             log(f"  spikes at {rate:g}, {describe(shape)}: timing {', '.join(candidates)} x {repeats} ...")
             times = interleaved_medians(candidates, repeats)
             ms = {k: 1e3 * v for k, v in times.items()}
-            rows.append([describe(shape), f"{rate:g}", path, f"{ms['refsnn']:.2f}", f"{ms['refsnn dense']:.2f}",
-                         f"{ms['torch']:.2f}", f"{ms['refsnn dense'] / ms['refsnn']:.2f}",
-                         f"{ms['torch'] / ms['refsnn']:.2f}"])
+            rows.append([describe(shape), f"{rate:g}", path, f"{ms['refsnn']:.2f}", f"{ms['refsnn sparse']:.2f}",
+                         f"{ms['refsnn dense']:.2f}", f"{ms['torch']:.2f}",
+                         f"{ms['refsnn dense'] / ms['refsnn sparse']:.2f}", f"{ms['torch'] / ms['refsnn']:.2f}"])
             log("  " + " | ".join(rows[-1]))
     return rows, checks
 
@@ -378,11 +382,12 @@ def run(repeats=None, threads=None, blas_in_time=False, compile_models="all", wr
         "Spike input: x binary, each element 1 with probability = the firing rate; forward + backward (input, "
         "weight and bias gradients) of refsnn's layer on the path it chooses from the counted non-zeros "
         "(\"sparse\": forward and weight gradient over the active inputs, refsnn.sparse_conv; the input gradient "
-        "stays a GEMM), of the same layer held on the dense im2col + GEMM path, and of torch.nn.Conv2d; "
-        "ratios > 1 mean refsnn's chosen path is faster.",
+        "stays a GEMM), of the same layer held on each path (\"sparse ms\", \"dense ms\": im2col + GEMM; where "
+        "they break even sets layers.SPARSE_COST), and of torch.nn.Conv2d; dense/sparse > 1: the event-driven "
+        "path is faster; torch/refsnn > 1: refsnn's chosen path is faster than torch.",
         "",
         markdown_table(["input, channels, stride → output", "firing rate", "refsnn path", "refsnn ms",
-                        "refsnn dense ms", "torch ms", "dense/refsnn", "torch/refsnn"], spikes),
+                        "sparse ms", "dense ms", "torch ms", "dense/sparse", "torch/refsnn"], spikes),
         "",
         "Spike input, agreement of torch with refsnn's chosen path (max rel Δ of y, dx, dW, db):",
         "",

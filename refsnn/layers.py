@@ -271,7 +271,9 @@ NCHW_MAX_CHANNELS = 4  # up to this many input channels the NCHW kernels above a
 # the paths break even at rate 0.40 (64→128 16x16, 128→256 8x8, 256→256 8x8, 512→512 4x4, 32→64
 # 14x14), 0.4-0.55 (256→512 4x4) and above 0.55 on 2x2 maps (512→512: 56% of the taps are padding);
 # at rate 0.1 the event-driven layer is 1.7-1.8x faster, at 0.25 1.3x. Command: bench/conv.py's
-# spike rows (python -m bench --only conv --threads 1).
+# spike rows, "dense/sparse" at rates 0.05-0.45 (python -m bench --only conv --threads 1; there, with
+# the per-tap input gradient below, 512→512 4x4 at rate 0.45 still goes event-driven at 0.89x: the
+# model is coarse next to the break-even, far from VGG-11's measured rates of 0.03-0.25).
 SPARSE_MAX_CHANNELS = 1 << 16
 SPARSE_COST = 3.0
 # the channels-last input gradient runs one product per tap when fewer than this fraction of the

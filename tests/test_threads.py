@@ -165,3 +165,20 @@ def test_without_numpys_openblas_the_products_use_scipys_blas(monkeypatch):
     from threadpoolctl import threadpool_info
     assert any("scipy.libs" in lib["filepath"] or "scipy" in lib["filepath"] for lib in threadpool_info()
                if lib["user_api"] == "blas")
+
+
+@pytest.mark.parametrize("first", ["numpy", "torch"])
+def test_numbas_threads_are_not_the_openmp_runtime_loaded_first(first):
+    # torch's libgomp, loaded before refsnn, has its idle threads spin: refsnn puts OpenMP last in
+    # Numba's threading-layer priority, whatever was imported first
+    import subprocess
+    import sys
+
+    if first == "torch":
+        pytest.importorskip("torch")
+    script = (f"import {first}\nimport numba\nimport refsnn\nrefsnn.threads.set_num_threads(1)\n"
+              "print(numba.threading_layer())")
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("NUMBA_THREADING_LAYER")}
+    layer = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
+                           check=True).stdout.split()[-1]
+    assert layer in ("tbb", "workqueue")

@@ -7,9 +7,10 @@ refsnn's own, whatever was imported first:
 * Numba's threading layer: TBB where installed, else Numba's own ``workqueue``; OpenMP (``omp``)
   only when neither loads. Numba's OpenMP layer runs on whatever OpenMP runtime the process loaded
   first: torch's (libgomp), if torch was imported before refsnn, whose idle threads spin (its wait
-  policy is read once, when torch loads it). Measured on the small CNN step at 2 threads on a busy
-  machine: torch imported first made refsnn's step about 2x slower with ``omp``, and no slower with
-  ``workqueue``. (``NUMBA_THREADING_LAYER`` or ``NUMBA_THREADING_LAYER_PRIORITY`` in the environment,
+  policy is read once, when torch loads it). Measured on the small CNN step at 2 threads on a shared
+  machine (fresh processes, 6 rounds): torch imported first made refsnn's step 1.8x slower (median
+  ratio) with ``omp`` and its earlier Python-pool products, 0.8-1.1x with ``workqueue`` and the
+  products on Numba's threads. (``NUMBA_THREADING_LAYER`` or ``NUMBA_THREADING_LAYER_PRIORITY`` in the environment,
   or Numba threads started before refsnn was imported, take precedence.) The ``workqueue`` layer
   must not be entered from two Python threads at once (Numba stops the process): train in one
   thread, or install TBB (``pip install tbb``).
@@ -182,23 +183,35 @@ def _gemm(numpy_blas, kind, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc
     _blas_gemm(numpy_blas, kind, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 
 
-@numba.njit(parallel=True, nogil=True, cache=True)
-def _gemm_blocks(blocks, split_m, step_ab, step_c, numpy_blas, kind, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c,
-                 ldc):
-    """The column-major product above as ``blocks`` BLAS calls spread over the threads: blocks of C's rows
-    and op(A)'s rows (``split_m``), else of C's and op(B)'s columns, starting at multiples of BLOCK_ALIGN;
-    block ``p`` starts ``step_ab`` bytes further into A (or B) and ``step_c`` further into C per row
-    (column) before it."""
+@numba.njit(nogil=True, cache=True)
+def _gemm_block(p, blocks, split_m, step_ab, step_c, numpy_blas, kind, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta,
+                c, ldc):
+    """Block ``p`` of ``blocks`` of the column-major product above: of C's rows and op(A)'s rows
+    (``split_m``), else of C's and op(B)'s columns, starting at a multiple of BLOCK_ALIGN; it starts
+    ``step_ab`` bytes further into A (or B) and ``step_c`` further into C per row (column) before it."""
     total = m if split_m else n
+    lo = total * p // blocks // BLOCK_ALIGN * BLOCK_ALIGN
+    hi = total if p == blocks - 1 else total * (p + 1) // blocks // BLOCK_ALIGN * BLOCK_ALIGN
+    if split_m:
+        _blas_gemm(numpy_blas, kind, ta, tb, hi - lo, n, k, alpha, a + lo * step_ab, lda, b, ldb, beta,
+                   c + lo * step_c, ldc)
+    else:
+        _blas_gemm(numpy_blas, kind, ta, tb, m, hi - lo, k, alpha, a, lda, b + lo * step_ab, ldb, beta,
+                   c + lo * step_c, ldc)
+
+
+@numba.njit(parallel=True, nogil=True, cache=True)
+def _gemm_blocks(blocks, *args):
+    """The ``blocks`` blocks of the product (``_gemm_block``), spread over Numba's threads."""
     for p in numba.prange(blocks):
-        lo = total * p // blocks // BLOCK_ALIGN * BLOCK_ALIGN
-        hi = total if p == blocks - 1 else total * (p + 1) // blocks // BLOCK_ALIGN * BLOCK_ALIGN
-        if split_m:
-            _blas_gemm(numpy_blas, kind, ta, tb, hi - lo, n, k, alpha, a + lo * step_ab, lda, b, ldb, beta,
-                       c + lo * step_c, ldc)
-        else:
-            _blas_gemm(numpy_blas, kind, ta, tb, m, hi - lo, k, alpha, a, lda, b + lo * step_ab, ldb, beta,
-                       c + lo * step_c, ldc)
+        _gemm_block(p, blocks, *args)
+
+
+@numba.njit(nogil=True, cache=True)
+def _gemm_blocks_serial(blocks, *args):
+    """The same blocks one after the other on the calling thread (one thread: no hand-off to a worker)."""
+    for p in range(blocks):
+        _gemm_block(p, blocks, *args)
 
 
 def _blocks(M, N, K):
@@ -254,5 +267,6 @@ def matmul(a, b, out=None):
         else:   # blocks of the longer of C's axes: rows (and a's rows) or columns (and b's columns)
             axis, operand = (0, a) if M >= N else (1, b)
             split_m = (axis == 0) != lc[0]   # C's rows are the gemm's m only for a column-major C
-            _gemm_blocks(blocks, split_m, operand.strides[axis], out.strides[axis], *args)
+            run = _gemm_blocks if numba.get_num_threads() > 1 else _gemm_blocks_serial
+            run(blocks, split_m, operand.strides[axis], out.strides[axis], *args)
     return out

@@ -22,7 +22,7 @@ import numpy as np
 from numba import prange
 
 from . import sparse_conv
-from .threads import matmul
+from .threads import MAX_BLOCKS, matmul
 from .module import Module, NonFiniteError, OptionError, check_flag, check_float_array, check_int, check_real, float_dtype
 
 
@@ -554,10 +554,11 @@ class Conv2d(Module):
         if "bias" in self.params:  # db = Σ G: pairwise along the contiguous P, then float64 over images
             self.grads["bias"] += g3.sum(axis=2).sum(axis=0, dtype=np.float64)
         g2 = np.ascontiguousarray(g3.transpose(0, 2, 1))                 # G as [B, P, O]
-        # images split into parts only when there are fewer weight blocks than threads; the parts
-        # are added in order, so the result depends on the thread count, not on scheduling
-        threads, n_blocks = numba.get_num_threads(), wt.shape[0]
-        parts = 1 if n_blocks >= threads else min(B, -(-threads // n_blocks))
+        # images split into parts when there are fewer weight blocks than MAX_BLOCKS (refsnn.threads:
+        # the most threads a product is shared by); the parts are added in order, so no bit depends on
+        # the thread count or on scheduling
+        n_blocks = wt.shape[0]
+        parts = 1 if n_blocks >= MAX_BLOCKS else min(B, -(-MAX_BLOCKS // n_blocks))
         grad_wt = np.zeros((parts,) + wt.shape, g_out.dtype)
         _launch(sparse_conv.weight_gradient, g2.size + compressed[1].size, *compressed, H, W,
                 g2.reshape(B, Ho, Wo, O), kh, kw, sh, sw, ph, pw, parts, grad_wt)
@@ -573,6 +574,9 @@ class Conv2d(Module):
     def backward(self, grad_out):
         saved, g_out = _saved_for(self, grad_out)
         if isinstance(saved[0], str) and saved[0] == "time shared":
+            if self.needs_input_grad:   # the forward kept one time step only: dL/dx cannot be formed
+                raise ValueError("Conv2d: needs_input_grad was set after a forward that computed one time step "
+                                 "for all (the input repeats over time and needed no gradient); run the forward again")
             self._saved = saved[1]
             return self.backward(g_out.sum(axis=0, keepdims=True))
         if isinstance(saved[0], str):      # "sparse"

@@ -74,11 +74,12 @@ def get_num_threads():
 
 def set_num_threads(threads):
     """Run refsnn's Numba kernels and matrix products on ``threads`` threads (1 to Numba's
-    ``NUMBA_NUM_THREADS``). Raises ValueError outside that range."""
-    if not isinstance(threads, int) or isinstance(threads, bool) or not 1 <= threads <= numba.config.NUMBA_NUM_THREADS:
+    ``NUMBA_NUM_THREADS``; a Python or NumPy integer). Raises ValueError outside that range."""
+    ok = isinstance(threads, (int, np.integer)) and not isinstance(threads, bool)
+    if not ok or not 1 <= threads <= numba.config.NUMBA_NUM_THREADS:
         raise ValueError(f"threads must be an integer from 1 to {numba.config.NUMBA_NUM_THREADS} "
                          f"(NUMBA_NUM_THREADS), got {threads!r}")
-    numba.set_num_threads(threads)
+    numba.set_num_threads(int(threads))
 
 
 @contextlib.contextmanager
@@ -239,11 +240,17 @@ def _layout(x):
 def matmul(a, b, out=None):
     """``a @ b`` for 2-D ``a`` [M, K] and ``b`` [K, N] (any strides), into ``out`` [M, N] if given;
     returns it. Computed in ``_blocks(M, N, K)`` blocks of the output's rows (M >= N) or columns, spread
-    over ``get_num_threads()`` of Numba's threads, each block one single-threaded BLAS call."""
+    over ``get_num_threads()`` of Numba's threads, each block one single-threaded BLAS call.
+    Raises ValueError, as ``np.matmul`` does, when the shapes do not fit (BLAS would read or write
+    outside the arrays)."""
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
+        raise ValueError(f"matmul: expected a [M, K] and b [K, N], got shapes {a.shape} and {b.shape}")
     M, K, N = a.shape[0], a.shape[1], b.shape[1]
     dtype = np.result_type(a, b)
     if out is None:
         out = np.empty((M, N), dtype=dtype)
+    elif out.shape != (M, N):
+        raise ValueError(f"matmul: out has shape {out.shape}, expected {(M, N)} for {a.shape} @ {b.shape}")
     la, lb, lc = _layout(a), _layout(b), _layout(out)
     if (dtype not in _KIND or a.dtype != dtype or b.dtype != dtype or out.dtype != dtype or min(M, N) <= 1
             or K == 0 or None in (la, lb, lc) or np.may_share_memory(out, a) or np.may_share_memory(out, b)):

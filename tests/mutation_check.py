@@ -94,8 +94,8 @@ MUTANTS = [
            k(SCALE, "conversion_fine_tuning_resumed"), "AMSGrad's state restarts at zero"),
     # -- (d) surrogate and reset terms that only matter when v_threshold != 1 ---------------------
     Mutant("surrogate-gradient-without-argument-scale", "refsnn/surrogate.py",
-           "return derivative(code, (h - v_threshold) * scale, alpha, beta) * scale",
-           "return derivative(code, (h - v_threshold) * scale, alpha, beta)",
+           "return typed(derivative(code, (h - v_threshold) * scale, alpha, beta), h) * scale",
+           "return typed(derivative(code, (h - v_threshold) * scale, alpha, beta), h)",
            k(SCALE, "threshold_not_one and boxcar"), "boxcar's dS/dH misses its 1/V_th"),
     Mutant("boxcar-argument-not-divided-by-threshold", "refsnn/surrogate.py",
            "return 1.0 / v_threshold if self.code == BOXCAR else 1.0", "return 1.0",
@@ -120,7 +120,7 @@ MUTANTS = [
            "dv_ds = one - s, v_reset - h", "dv_ds = one - s, v_reset",
            k("tests/test_neurons.py", "lif_gradcheck and sigmoid"), "dV/dS of the hard reset drops −H"),
     Mutant("atan-slope-doubled", "refsnn/surrogate.py",
-           "(alpha * half) / (one + z * z)", "alpha / (one + z * z)",
+           "(alpha / 2) / (1.0 + z * z)", "alpha / (1.0 + z * z)",
            k("tests/test_neurons.py", "lif_gradcheck and atan"), "atan surrogate slope α instead of α/2"),
     Mutant("detach-reset-ignored", "refsnn/neurons.py",
            "if not detach_reset:\n                        gs += g * dv_ds",
@@ -242,6 +242,19 @@ MUTANTS = [
     Mutant("if-response-rounds", "refsnn/convert.py",
            "np.clip(np.floor(T * x / threshold), 0, T)", "np.clip(np.round(T * x / threshold), 0, T)",
            k("tests/test_convert.py", "closed_form"), "the T-step response rounds the spike count"),
+    # -- speed (issue 11): the event-driven convolution, reused neuron arrays, split products --------
+    Mutant("sparse-forward-taps-transposed", "refsnn/sparse_conv.py",
+           "w_tap = wt[blk, i, j]", "w_tap = wt[blk, j, i]",
+           ("tests/test_sparse_conv.py",), "the event-driven forward reads tap (j, i) for (i, j)"),
+    Mutant("sparse-weight-gradient-taps-transposed", "refsnn/sparse_conv.py",
+           "dw_tap = dwt[part, blk, i, j]", "dw_tap = dwt[part, blk, j, i]",
+           ("tests/test_sparse_conv.py",), "the event-driven weight gradient adds into tap (j, i)"),
+    Mutant("neuron-arrays-reused-while-held", "refsnn/neurons.py",
+           "_count_refs(pool, i) <= _UNSHARED", "True",
+           ("tests/test_neuron_buffers.py",), "a neuron layer overwrites an output its caller still holds"),
+    Mutant("matmul-last-block-short", "refsnn/threads.py",
+           "hi = total if p == blocks - 1 else total", "hi = total",
+           ("tests/test_threads.py",), "the last block of a split product stops at an aligned row"),
 ]
 
 

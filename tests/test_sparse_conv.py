@@ -251,3 +251,16 @@ def test_input_repeated_over_time(cin, cout, k, s, p, spikes, dtype):
         mine = {"output": y, "weight": conv.grads["weight"], "bias": conv.grads["bias"]}
         for name in mine:
             assert rel_err(mine[name], theirs[name]) <= TOL[dtype], (name, changed)
+
+
+def test_input_gradient_asked_for_after_a_time_shared_forward():
+    """A forward that convolved one time step for all (needs_input_grad False) cannot give dL/dx:
+    switching needs_input_grad on before the backward is one clear error, not a [1, N, ...] dx."""
+    conv = Conv2d(2, 3, 3, padding=1)
+    conv.needs_input_grad = False
+    x = np.repeat(np.random.default_rng(0).standard_normal((1, 2, 2, 6, 6)), 4, axis=0).astype(np.float32)
+    y = conv.forward(x)
+    assert conv.last_time_shared
+    conv.needs_input_grad = True
+    with pytest.raises(ValueError, match="needs_input_grad was set after a forward"):
+        conv.backward(np.ones_like(y))

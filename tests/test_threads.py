@@ -145,6 +145,7 @@ def test_set_num_threads_sets_numbas():
 
 @pytest.mark.parametrize("bad", [0, -1, numba.config.NUMBA_NUM_THREADS + 1, 1.0, 2.5, True, "2", None])
 def test_set_num_threads_refuses_what_is_not_a_thread_count(bad):
+    """Bools, floats (even 1.0), strings and None are refused; NumPy integers are taken (below)."""
     previous = threads.get_num_threads()
     with pytest.raises(ValueError, match="threads must be an integer from 1 to"):
         threads.set_num_threads(bad)
@@ -182,3 +183,23 @@ def test_numbas_threads_are_not_the_openmp_runtime_loaded_first(first):
     layer = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
                            check=True).stdout.split()[-1]
     assert layer in ("tbb", "workqueue")
+
+
+def test_set_num_threads_takes_numpy_integers():
+    previous = threads.get_num_threads()
+    try:
+        threads.set_num_threads(np.int64(1))
+        assert threads.get_num_threads() == 1
+    finally:
+        threads.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("a_shape, b_shape, out_shape", [((64, 32), (16, 64), None), ((4096, 256), (256, 256), (2, 256)),
+                                                         ((40, 30), (30, 20), (8, 8)), ((5,), (5, 3), None)])
+def test_matmul_refuses_shapes_that_do_not_fit(a_shape, b_shape, out_shape):
+    """BLAS would read or write outside the arrays: one ValueError, as np.matmul gives (it overwrote
+    the heap before the check)."""
+    a, b = np.ones(a_shape, np.float32), np.ones(b_shape, np.float32)
+    out = None if out_shape is None else np.empty(out_shape, np.float32)
+    with pytest.raises(ValueError, match="matmul: "):
+        threads.matmul(a, b, out=out)

@@ -121,7 +121,6 @@ def _make_lif_forward(spec, wide=False):
 
 
 def _make_lif_backward(spec, wide=False):
-    grad_fn = fire_grad_float64 if wide else fire_grad  # dS/dH (see _kernel_factory)
 
     @numba.njit(**KERNEL_OPTIONS)
     def lif_backward(grad_s, grad_v, grad_v_final, h_seq, x, v_init, leak, v_threshold, v_reset,
@@ -181,7 +180,11 @@ def _make_lif_backward(spec, wide=False):
                     gs = gst[j]
                     if not detach_reset:
                         gs += g * dv_ds
-                    gh = g * dv_dh + gs * grad_fn(h, v_threshold, scale, code, alpha, beta)
+                    if wide:   # dS/dH (see _kernel_factory); ``wide`` is a constant: one branch is compiled
+                        ds_dh = fire_grad_float64(h, v_threshold, scale, code, alpha, beta)
+                    else:
+                        ds_dh = fire_grad(h, v_threshold, scale, code, alpha, beta)
+                    gh = g * dv_dh + gs * ds_dh
                     gxt[j] = gh * dh_dx
                     if mode == PLIF_CHARGE:  # (compared inline: a compile-time constant when specialised)
                         dh_dk = xt[j] - (v_prev[j] - v_reset) if decay_input else -(v_prev[j] - v_reset)
@@ -247,7 +250,6 @@ def _make_clif_forward(spec, wide=False):
 
 
 def _make_clif_backward(spec, wide=False):
-    grad_fn = fire_grad_float64 if wide else fire_grad  # dS/dH (see _kernel_factory)
 
     @numba.njit(**KERNEL_OPTIONS)
     def clif_backward(grad_s, grad_v, grad_v_final, grad_m_final, h_seq, m_init, tau, v_threshold,
@@ -296,8 +298,11 @@ def _make_clif_backward(spec, wide=False):
                     d = dt[j]
                     gmt = gm[j] - g * s * q * (one - q)
                     gs = gst[j] - g * (v_threshold + q) + gmt
-                    gh = g + gmt * m_prev[j] * d * (one - d) * inv_tau + gs * grad_fn(
-                        h, v_threshold, scale, code, alpha, beta)
+                    if wide:   # dS/dH (see _kernel_factory); ``wide`` is a constant: one branch is compiled
+                        ds_dh = fire_grad_float64(h, v_threshold, scale, code, alpha, beta)
+                    else:
+                        ds_dh = fire_grad(h, v_threshold, scale, code, alpha, beta)
+                    gh = g + gmt * m_prev[j] * d * (one - d) * inv_tau + gs * ds_dh
                     gxt[j] = gh
                     gv[j] = gh * dv_dv
                     gm[j] = gmt * d

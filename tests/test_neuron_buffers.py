@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import refsnn
-from refsnn.convert import ConvertedNeuron
+from refsnn.neurons import ConvertedNeuron
 
 SHAPE = (3, 4, 5, 6)
 

@@ -21,8 +21,8 @@ import numba
 import numpy as np
 from numba import prange
 
-from .module import Module, NonFiniteError, check_flag, check_float_array, check_real
-from .surrogate import ATAN, BOXCAR, Surrogate, fire, fire_grad, fire_grad_float64, stable_sigmoid, typed
+from ..module import Module, NonFiniteError, check_flag, check_float_array, check_real
+from ..surrogate import ATAN, BOXCAR, Surrogate, fire, fire_grad, fire_grad_float64, stable_sigmoid, typed
 
 # Neurons per parallel work item. Each (block, time step) pays a fixed cost (slices, LLVM's alias
 # checks, the vector loop's prologue and epilogue): measured fwd+bwd at [4, 32·16384] float32, 1 and
@@ -771,3 +771,6 @@ def make_neuron(name, **options):
     if name not in NEURONS:
         raise ValueError(f"unknown neuron {name!r}; choose one of {sorted(NEURONS)}")
     return NEURONS[name](**options)
+
+
+from .converted import ConvertedNeuron, clamp_leaks  # noqa: E402  (needs BaseNeuron above)

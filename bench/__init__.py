@@ -247,7 +247,7 @@ def child_env(threads, **variables):
 
 
 def report_to_parent(result):
-    """In a child process: hand ``result`` (JSON-serialisable) to ``run_child`` in the parent."""
+    """In a child process: hand ``result`` (JSON-serializable) to ``run_child`` in the parent."""
     print(CHILD_RESULT + json.dumps(result), flush=True)
 
 

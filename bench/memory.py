@@ -11,7 +11,7 @@ loaded, gradients and Adam state allocated on both sides), then measures:
 * peak: the resident-set high-water mark (VmHWM, reset to the baseline just before the steps
   through /proc/self/clear_refs) over a few steps of the real batch;
 * step = peak − baseline: the memory a step needs beyond the model, its gradients and the
-  optimiser state, i.e. what it keeps from the forward for the backward plus workspaces.
+  optimizer state, i.e. what it keeps from the forward for the backward plus workspaces.
 
 Bound: what backpropagation through time must keep (``bench.training.bptt_bytes``): each conv
 or linear layer's input (1 byte per element where it is spikes), each BatchNorm's input and
@@ -82,8 +82,8 @@ def run(repeats=None, threads=None, blas_in_time=False, compile_models="all", wr
         "",
         f"One fresh process per side and network (`python -m bench.training`), float32, Adam, {steps} steps "
         "of the batch after a warm-up step on 2 images (kernels loaded, gradients and Adam state allocated). "
-        "Baseline = resident set after imports, model, optimiser and warm-up; peak = resident-set high-water mark "
-        "(VmHWM) over the steps; step = peak − baseline, what a step needs beyond model and optimiser state. "
+        "Baseline = resident set after imports, model, optimizer and warm-up; peak = resident-set high-water mark "
+        "(VmHWM) over the steps; step = peak − baseline, what a step needs beyond model and optimizer state. "
         "Ratios < 1 mean refsnn uses less. BPTT = what backpropagation through time must keep: each conv/linear "
         "input (1 byte per element where it is spikes), each BatchNorm input and each neuron's H (4 bytes), per "
         "step and sample, × T·N; \"of bound\" = BPTT (1-byte spikes) / refsnn step. The refsnn process never "

@@ -37,7 +37,7 @@ from refsnn.optim import Adam
 PROBLEMS = {"vgg11": dict(in_shape=(3, 32, 32), classes=10, T=4, batch=32),
             "cnn": dict(in_shape=(1, 28, 28), classes=10, T=4, batch=64)}
 LR = 1e-3
-WARMUP_BATCH = 2  # images of the warm-up step that loads kernels and allocates optimiser state
+WARMUP_BATCH = 2  # images of the warm-up step that loads kernels and allocates optimizer state
 
 
 def build_model(network, neuron, width=1.0, seed=0):
@@ -181,7 +181,7 @@ def child_args(side, network, neuron, T, batch, width=1.0, steps=3, threads=2):
 
 def child_main(argv=None):
     """Build the model, run a warm-up step on ``WARMUP_BATCH`` images (loads the kernels, allocates
-    the gradients and the optimiser state), then measure: baseline = RSS now; peak = the RSS
+    the gradients and the optimizer state), then measure: baseline = RSS now; peak = the RSS
     high-water mark over ``--steps`` steps of the real batch (reset to the baseline first, where
     Linux allows); the step times. Reports them with ``report_to_parent``."""
     parser = argparse.ArgumentParser(prog="python -m bench.training")

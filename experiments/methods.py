@@ -7,7 +7,7 @@ Five epochs by default: at the trainer's 20 the plain CLIF CNN already reaches 9
 360 test digits (measured), a ceiling where no method can show a gain.
 
 KD teachers: one full-precision SNN of the same architecture per seed, trained first with its
-own seed (1000 + seed) so that it never shares the student's initialisation.
+own seed (1000 + seed) so that it never shares the student's initialization.
 Writes ``experiments/results/methods.md`` (``methods-<dataset>.md`` for other data sets).
 """
 import argparse
@@ -149,18 +149,18 @@ def main(argv=None):
                             + ["| " + " | ".join(map(str, row)) + " |" for row in table_rows(sweep)])
     notes = f"""Setup: small CNN (refsnn.models.small_cnn: [conv3x3 → BatchNorm → CLIF → maxpool2] × 2 → linear)
 on `{args.dataset}`, T = {args.T}, direct encoding, Adam lr 1e-2, cosine schedule, batch 64, {args.epochs} epochs (teachers included),
-seeds 0..{args.seeds - 1} (the seed fixes initialisation and batch order; the twin's initialisation is derived from
+seeds 0..{args.seeds - 1} (the seed fixes initialization and batch order; the twin's initialization is derived from
 it). Methods (refsnn.train, `--method`): plain = CE on the time-mean logits; KD = (1 − a)·CE + a·τ²·KL with
 a = 0.9, τ = 4 from a frozen teacher; DML = both CEs + symmetric KL (τ = 1) between two co-trained networks;
 TNA = both CEs + λ·(1/N)·Σ(z_b − z_t)², λ = 0.005. Twins (DML, TNA) have the same architecture, their own
-Adam and cosine schedule, and are quantised like the base (`twin_precision = same`); only the base is kept
+Adam and cosine schedule, and are quantized like the base (`twin_precision = same`); only the base is kept
 and measured. Ternary = TWN weights with a straight-through estimator, per layer, Δ = 0.7·mean|W|, on the
 hidden conv only: the first conv (analog pixels) and the classifier stay full precision, the defaults
 ({n_ternary:,} of the network's {n_params:,} parameters; `refsnn export-ternary` stores it in {ternary_bytes:,} bytes
 of arrays against {fp32_bytes:,} bytes in float32).
 
 KD teacher: for each seed s one full-precision plain SNN of the same architecture trained first with seed
-{TEACHER_SEED_OFFSET} + s (so it never shares the student's initialisation), the same for the full-precision
+{TEACHER_SEED_OFFSET} + s (so it never shares the student's initialization), the same for the full-precision
 and the ternary students. Teacher test accuracy: {mean_std(teacher_acc)} % ({", ".join(f"{a * 100:.2f}" for a in teacher_acc)}).
 
 Columns: test accuracy of the base network in %, mean ± sample standard deviation (ddof = 1) over seeds;

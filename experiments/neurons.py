@@ -75,7 +75,7 @@ def verdict(results, Ts):
             wins.append(d > 0 and p < 0.05)
             lines.append(f"- T = {T}: CLIF − {other} = {d:+.2f} points (p = {p:.3f}).")
     summary = ("holds: CLIF is significantly better than both at every T." if all(wins) else
-               f"holds in {sum(wins)} of {len(wins)} comparisons (significant and in CLIF's favour); "
+               f"holds in {sum(wins)} of {len(wins)} comparisons (significant and in CLIF's favor); "
                "elsewhere it is not shown at this scale.")
     return "\n".join(lines + ["", "Accuracy claim " + summary])
 
@@ -215,7 +215,7 @@ What is measured (refsnn.analysis.temporal_gradient_norms): for each neuron laye
 batch of {ANALYSIS_SAMPLES} test images of ∂L/∂X[t], the gradient of the batch-mean loss with respect to
 that layer's input current at step t (what trains the weights feeding it at that step); "all" is the
 norm over all neuron layers together. Networks in training mode (BatchNorm on batch statistics), T =
-{args.analysis_T}, averaged over the {args.seeds} seeds; "init" = the freshly initialised network of each
+{args.analysis_T}, averaged over the {args.seeds} seeds; "init" = the freshly initialized network of each
 seed, "trained" = the networks of `neurons{suffix}.md` after training. Each row is divided by its value at the
 last step, whose absolute size is the last column. Layer names are module names: `2` is the first
 neuron layer, `6` the second.
@@ -230,7 +230,7 @@ Two losses:
   the carried gradient by exactly 1 − 1/tau = 1/2.
 
 Plot: `temporal_gradients{suffix}.png` (dashed = init, solid = trained; the `last` panel on a log scale). LIF and PLIF are
-identical at initialisation (PLIF's leak starts at tau = 2), so their "init" rows coincide.
+identical at initialization (PLIF's leak starts at tau = 2), so their "init" rows coincide.
 
 **Does the claim (CLIF's gradient reaches early steps where LIF's vanishes) hold here?**
 {gradient_verdict(profiles)}

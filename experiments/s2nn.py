@@ -97,7 +97,7 @@ def main(argv=None):
     notes = f"""Setup: small CNN (refsnn.models.small_cnn: [conv3x3 → BatchNorm → neuron → maxpool2] × 2 → linear)
 on `{args.dataset}`, direct encoding, Adam lr {args.lr}, cosine schedule, batch {args.batch_size},
 {args.epochs} epochs, cross-entropy of the time-mean logits, seeds 0..{args.seeds - 1}
-(seed fixes initialisation and batch order). Every row has the same architecture; only the
+(seed fixes initialization and batch order). Every row has the same architecture; only the
 activation and T change. The single-step rows use refsnn's `SingleStep` (S = Θ(X − 1), T = 1) with the named
 surrogate; "boxcar" is the straight-through estimator 1{{|X − 1| < 1}} of binary networks.
 

@@ -95,7 +95,7 @@ def temporal_gradient_norms(model, x, y, loss="ce", train=True):
     with record_input_grads(work) as recorded:
         grad_x = work.backward(grad_out)
     if not recorded:
-        raise ValueError("the model has no neuron layer (an ANN has no temporal dynamics to analyse)")
+        raise ValueError("the model has no neuron layer (an ANN has no temporal dynamics to analyze)")
     norms = OrderedDict((name, _step_norms(recorded[name])) for name, _ in work.modules() if name in recorded)
     norms["total"] = np.sqrt(sum(n ** 2 for n in norms.values()))
     norms["input"] = _step_norms(grad_x)

@@ -106,7 +106,7 @@ def _train_parser(sub):
         "gamma": "step schedule: decay factor",
         "loss": "ce (cross-entropy of the time-averaged logits) | tet (temporal efficient training)",
         "augment": "crop_flip: random crop of the padded image and horizontal flip (CIFAR)",
-        "seed": "seed of the initialisation, batch order, augmentation, dropout and Poisson draws",
+        "seed": "seed of the initialization, batch order, augmentation, dropout and Poisson draws",
         "dtype": _one_of(choices["dtype"]),
         "out_dir": "run directory: checkpoints and metrics",
         "method": "plain | tna (twin network augmentation) | kd (knowledge distillation from --teacher) | "

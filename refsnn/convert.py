@@ -6,7 +6,7 @@ The pipeline (methods.md §4):
    (``layers.ClippedReLU``, init 4.0), trained by the ordinary trainer as the ANN twin
    (``neuron="clipped_relu"``, T = 1).
 2. **Calibrate.** On calibration images (a subset of the training set) collect each layer's
-   pre-activations x and choose the layer's (a, b) by grid search, minimising
+   pre-activations x and choose the layer's (a, b) by grid search, minimizing
 
        E(a, b) = Σ_x ( clip(x, 0, μ) − r_T(x; a·μ, b·μ) )²
 
@@ -17,7 +17,7 @@ The pipeline (methods.md §4):
    the output layer has no neuron: it emits W·s[t] + bias at each step and the losses average
    over T, so the logit is the accumulated output membrane divided by T (the DNN's scale).
 4. **Fine-tune** with surrogate gradients (``boxcar`` on H/V_th − 1), trainable threshold and
-   leak λ (clamped to ≤ 1 after each optimiser step), Adam with AMSGrad, lr 1e-4, dropout
+   leak λ (clamped to ≤ 1 after each optimizer step), Adam with AMSGrad, lr 1e-4, dropout
    masks fixed across time steps.
 
 BatchNorm (**choice**): the authors' DNNs have none; refsnn's CNN has it. It is folded into the
@@ -57,7 +57,7 @@ from .layers import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Cli
 from .losses import accuracy, cross_entropy
 from .models import NETWORKS, Chain
 from .module import NonFiniteError, Sequential, check_flag, check_int, check_real
-from .neurons import BaseNeuron, ConvertedNeuron, clamp_leaks
+from .neurons import BaseNeuron, ConvertedNeuron, clamp_lam
 from .optim import Adam
 from .surrogate import SURROGATES
 from .train import (DATASETS, ConfigError, Run, TrainConfig, TrainingDiverged, _dataset_key, _generators, _prefixed,
@@ -115,7 +115,7 @@ def grid_errors(z, y, T, a_grid=DEFAULT_GRID, b_grid=DEFAULT_GRID):
 
 
 def search_scales(preactivations, mu, T, a_grid=DEFAULT_GRID, b_grid=DEFAULT_GRID):
-    """The (a, b) on the grid minimising Σ (clip(x, 0, μ) − r_T(x; a·μ, b·μ))² over the layer's
+    """The (a, b) on the grid minimizing Σ (clip(x, 0, μ) − r_T(x; a·μ, b·μ))² over the layer's
     pre-activations x. Returns ``(a, b, error)`` with the error per pre-activation, in units of μ²
     (the first minimum in grid order on ties)."""
     mu = check_real(mu, "the clipping threshold μ", 0, low_open=True)
@@ -265,7 +265,7 @@ def convert(dnn, scales, dropout=0.0, surrogate="boxcar", detach_reset=True, tra
             out.append(_weight_layer_like(layer, *fold_batchnorm(layer, bn), dtype))
         elif isinstance(layer, ClippedReLU):
             s = next(scale_iter)
-            out.append(ConvertedNeuron(threshold=s["a"] * s["mu"], amplitude=s["b"] * s["mu"], leak=1.0,
+            out.append(ConvertedNeuron(threshold=s["a"] * s["mu"], amplitude=s["b"] * s["mu"], lam=1.0,
                                        surrogate=surrogate, detach_reset=detach_reset,
                                        train_amplitude=train_amplitude, strict=strict, dtype=dtype))
             if dropout > 0:
@@ -325,7 +325,7 @@ def make_finetune_optimizer(model, lr=1e-4, weight_decay=0.0):
 
 def finetune_epoch(model, opt, images, labels, T, batch_size=64, seed=0, epoch=0, progress=False):
     """One epoch of surrogate-gradient training (CE on time-averaged logits); λ is clamped to ≤ 1
-    after every optimiser step. The batch order is a function of (seed, epoch). Returns
+    after every optimizer step. The batch order is a function of (seed, epoch). Returns
     (mean loss, accuracy) over the epoch."""
     model.train()
     dtype = next(p for _, p, _ in model.named_parameters()).dtype
@@ -345,7 +345,7 @@ def finetune_epoch(model, opt, images, labels, T, batch_size=64, seed=0, epoch=0
         model.zero_grad()
         model.backward(grad)
         opt.step()
-        clamp_leaks(model)
+        clamp_lam(model)
         total_loss += loss * len(y)
         total_correct += accuracy(out, y) * len(y)
         seen += len(y)
@@ -589,9 +589,9 @@ def format_report(results, cfg):
               (f"SNN after fine-tuning ({epochs} epoch{'' if epochs == 1 else 's'})", results["finetuned_acc"])]
     lines = [f"{name:<40}{acc * 100:6.2f}%" for name, acc in stages]
     lines += ["", f"{'neuron':<8}{'μ':>9}{'a':>7}{'b':>7}{'V_th = aμ':>11}{'amplitude bμ':>14}"
-                 f"{'V_th now':>10}{'leak now':>10}"]
+                 f"{'V_th now':>10}{' lam now':>10}"]
     neurons = [m for _, m in results["snn"].modules() if isinstance(m, ConvertedNeuron)]
     for i, (s, n) in enumerate(zip(results["scales"], neurons)):
         lines.append(f"{i:<8}{s['mu']:9.4f}{s['a']:7.2f}{s['b']:7.2f}{s['a'] * s['mu']:11.4f}"
-                     f"{n.amplitude:14.4f}{n.v_threshold:10.4f}{n.leak:10.4f}")
+                     f"{n.amplitude:14.4f}{n.v_threshold:10.4f}{n.lam:10.4f}")
     return "\n".join(lines + ["", energy_table(results["meter"])])

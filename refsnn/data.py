@@ -633,7 +633,7 @@ def load_cifar(directory, name="cifar10", kind="train", label_type="fine"):
 
 
 # --------------------------------------------------------------------------------------------
-# Normalisation and splits
+# Normalization and splits
 # --------------------------------------------------------------------------------------------
 def normalize(images, mean, std):
     """Per-channel ``(images - mean[c]) / std[c]`` for images ``[..., C, H, W]``; keeps the dtype."""
@@ -694,7 +694,7 @@ def mnist_t10k_split(directory=None):
 # --------------------------------------------------------------------------------------------
 # Stream tags in the keys [seed, epoch, tag, ...]. NumPy's SeedSequence drops trailing zero words
 # (default_rng([s, e, 0]) is default_rng([s, e]), and at e = 0 default_rng(s), the model's
-# initialisation), so no tag is 0: 1 augmentation, 2 and 3 Poisson draws (refsnn.train), 4 order.
+# initialization), so no tag is 0: 1 augmentation, 2 and 3 Poisson draws (refsnn.train), 4 order.
 _SHUFFLE_STREAM, _AUGMENT_STREAM = 4, 1
 
 

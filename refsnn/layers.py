@@ -2,7 +2,7 @@
 
 Every layer takes time-major input ``[T, N, ...]``. Layers without memory across time fold T into
 the batch (``[T*N, ...]``), so one call processes all steps. The maths follows PyTorch's modules
-(same parameter names, shapes, default initialisation, output sizes and tie rules), which the
+(same parameter names, shapes, default initialization, output sizes and tie rules), which the
 tests check against torch autograd.
 
 ``forward`` saves what ``backward`` needs; ``backward`` consumes it (a second ``backward`` for one
@@ -100,7 +100,7 @@ def _uniform(rng, bound, shape, dtype):
 class Linear(Module):
     """``y = x Wᵀ + b`` on the last axis of ``[T, N, ..., in_features]``; weight ``[out, in]``.
 
-    Initialisation as ``torch.nn.Linear``: W, b ~ U(-1/√in, 1/√in).
+    Initialization as ``torch.nn.Linear``: W, b ~ U(-1/√in, 1/√in).
     """
 
     def __init__(self, in_features, out_features, bias=True, rng=None, dtype=np.float32):
@@ -177,7 +177,7 @@ def _to_spikes(x, spikes):
     binary = np.ones(blocks, np.bool_)
     for blk in prange(blocks):
         bad = 0
-        for i in range(blk * 4096, min(n, (blk + 1) * 4096)):   # branch-free: vectorises
+        for i in range(blk * 4096, min(n, (blk + 1) * 4096)):   # branch-free: vectorizes
             v = x[i]
             s = np.uint8(v != 0)
             spikes[i] = s
@@ -193,7 +193,7 @@ def _same_every_step(x):
     for t in range(1, T):
         for lo in range(0, M, 4096):
             same = True
-            for i in range(lo, min(M, lo + 4096)):   # branch-free: vectorises
+            for i in range(lo, min(M, lo + 4096)):   # branch-free: vectorizes
                 same &= x[t, i] == x[0, i]
             if not same:
                 return False
@@ -330,7 +330,7 @@ def _col2im_nhwc(cols, kh, kw, sh, sw, ph, pw, Ho, Wo, dxh):
 class Conv2d(Module):
     """2-D convolution (cross-correlation, as PyTorch) of ``[T, N, C, H, W]``.
 
-    Weight ``[out_channels, in_channels/groups, kh, kw]``; initialisation as ``torch.nn.Conv2d``:
+    Weight ``[out_channels, in_channels/groups, kh, kw]``; initialization as ``torch.nn.Conv2d``:
     W, b ~ U(-1/√fan_in, 1/√fan_in), fan_in = in_channels/groups·kh·kw. Output size
     ``(H + 2·padding - kh) // stride + 1``. See the comment above for the algorithm.
 
@@ -666,7 +666,7 @@ def _avg_pool_backward(g, h_start, h_end, w_start, w_end, divisor, dx):
 
 # Non-overlapping windows (stride = kernel, no padding: AvgPool2d(k)): the same float64 sums in
 # the same order (window rows, then columns) as _avg_pool_forward, with the row of outputs
-# innermost so that the loop vectorises.
+# innermost so that the loop vectorizes.
 @numba.njit(cache=True, parallel=True)
 def _avg_pool_tiles_forward(x, kh, kw, out):
     """out[b, c, ho, wo] = Σ_{i<kh, j<kw} x[b, c, ho·kh + i, wo·kw + j] / (kh·kw)."""
@@ -770,7 +770,7 @@ def _max_pool_forward(x, h_start, h_end, w_start, w_end, out, argmax):
 def _max_pool_2x2(x, out, argmax):
     """_max_pool_forward for kernel 2, stride 2, no padding: the four values of a window in scan
     order (h, w), (h, w+1), (h+1, w), (h+1, w+1), the same rule with branch-free selects, so the
-    loop along a row of outputs vectorises (5-14x the generic kernel)."""
+    loop along a row of outputs vectorizes (5-14x the generic kernel)."""
     B, C, H, W = x.shape
     Ho, Wo = out.shape[2], out.shape[3]
     for bc in prange(B * C):
@@ -971,7 +971,7 @@ def _group_steps(group, C, T, per_step):
 
 # The sums over a group run as column sums of x viewed as [steps, R, J] (J = C·S columns, each
 # column one (c, s); R = the rows summed: T·N, or N per step): every row adds into a float64
-# vector of J partial sums, which vectorises along the contiguous columns (a single float64
+# vector of J partial sums, which vectorizes along the contiguous columns (a single float64
 # scalar per group cannot: each addition waits for the previous one). The S partial sums of
 # a channel are then added pairwise by NumPy.
 COLUMN_CHUNK = 2048  # columns per task: the float64 partial sums stay in cache
@@ -1052,7 +1052,7 @@ def _bn_statistics(x, per_step, mean, var):
 
 
 @numba.njit(cache=True, parallel=True)
-def _bn_normalise(x, per_step, mean, inv_std, gamma, beta, y):
+def _bn_normalize(x, per_step, mean, inv_std, gamma, beta, y):
     """y = (x - μ)·(γ/√(σ²+ε)) + β."""
     T, N, C, S = x.shape
     steps = T if per_step else 1
@@ -1165,7 +1165,7 @@ class _BatchNorm(Module):
         inv_std = 1.0 / np.sqrt(var + self.eps)
         gamma, beta = self._affine()
         y = np.empty_like(x4)
-        _launch(_bn_normalise, x4.size, x4, self.per_step and self.training, mean, inv_std, gamma, beta, y)
+        _launch(_bn_normalize, x4.size, x4, self.per_step and self.training, mean, inv_std, gamma, beta, y)
         self._saved = (x.shape, x.dtype, x4, mean, inv_std, gamma, self.training)
         return y.reshape(x.shape)
 

@@ -14,8 +14,8 @@ The CIFAR-sized networks (methods.md §8) and where their structure comes from:
   2022, brain-intelligence-lab/temporal_efficient_training, models/resnet_models.py).
 * ``resnet20``: He et al.'s CIFAR ResNet-20 with spiking post-activation blocks.
 
-Initialisation is PyTorch's layer defaults (the refsnn convention), not the kaiming-normal
-re-initialisation of the CLIF code; their weights load by name with ``load_state_dict``.
+Initialization is PyTorch's layer defaults (the refsnn convention), not the kaiming-normal
+re-initialization of the CLIF code; their weights load by name with ``load_state_dict``.
 """
 import numpy as np
 
@@ -395,7 +395,7 @@ NETWORKS = {"mlp": spiking_mlp, "cnn": small_cnn, "vgg11": vgg11, "resnet18": re
 
 
 def build_network(name, in_shape, num_classes, neuron="clif", neuron_options=None, seed=0, **options):
-    """A network by name ("mlp", "cnn", "vgg11", "resnet18", "resnet19", "resnet20") initialised
+    """A network by name ("mlp", "cnn", "vgg11", "resnet18", "resnet19", "resnet20") initialized
     from ``seed``; ``options`` go to the builder (``hidden``, ``channels``, ``width``, ``dropout``,
     ``bn_per_step``)."""
     if name not in NETWORKS:

@@ -1,14 +1,14 @@
-"""Optimisers and learning-rate schedules with PyTorch's numerics.
+"""Optimizers and learning-rate schedules with PyTorch's numerics.
 
 Each update follows torch.optim's single-tensor CPU implementation (``foreach=False``):
 the same formula, the same order of operations, hyperparameters rounded to the parameter's
-dtype where torch rounds them. The optimiser takes ``model.named_parameters()`` (triples
+dtype where torch rounds them. The optimizer takes ``model.named_parameters()`` (triples
 ``(name, param, grad)``) and updates the parameter arrays *in place*, so build it after
 ``model.to(dtype)`` (which replaces the arrays).
 
 Two details make float32 results bit-for-bit equal to torch on FMA hardware (AVX2/AVX-512):
 
-* torch's vectorised kernels for ``add(x, alpha=a)``, ``lerp`` and ``addcmul`` evaluate
+* torch's vectorized kernels for ``add(x, alpha=a)``, ``lerp`` and ``addcmul`` evaluate
   ``a·b + c`` with one rounding (``vec::fmadd``); ``_fused_fma`` reproduces that in float32;
 * a Python scalar meets a float32 tensor as ``float32(scalar)``: ``cast(lr)`` etc. below.
 
@@ -180,7 +180,7 @@ class Optimizer:
             self.initial_lr = float(state["initial_lr"]) if "initial_lr" in state else None
             self._validate()
             self.state = self._parse_buffers(state)
-        except (ValueError, TypeError):      # leave the optimiser as it was
+        except (ValueError, TypeError):      # leave the optimizer as it was
             for key, value in previous.items():
                 setattr(self, key, value)
             raise
@@ -205,7 +205,7 @@ class Optimizer:
         return buffers
 
     def _check_buffers(self, buffers):
-        """Every parameter has the same set of buffers (the optimiser's state is all-or-none)."""
+        """Every parameter has the same set of buffers (the optimizer's state is all-or-none)."""
         kinds = {tuple(sorted(b)) for b in buffers.values()}
         if len(kinds) > 1:
             raise ValueError(f"state dict has buffers for some parameters only: {sorted(kinds)}")
@@ -349,10 +349,10 @@ class AdamW(Adam):
 class _Scheduler:
     """torch.optim.lr_scheduler semantics: construction performs an initial step
     (``last_epoch`` -1 -> 0) that leaves ``lr`` unchanged, then each ``step()`` (once per epoch,
-    after the optimiser's steps) advances ``last_epoch`` and sets ``optimizer.lr``.
+    after the optimizer's steps) advances ``last_epoch`` and sets ``optimizer.lr``.
 
-    ``base_lr`` is the optimiser's ``initial_lr``, recorded by the first scheduler attached.
-    Resuming with ``last_epoch >= 0`` needs that ``initial_lr`` (restored by the optimiser's
+    ``base_lr`` is the optimizer's ``initial_lr``, recorded by the first scheduler attached.
+    Resuming with ``last_epoch >= 0`` needs that ``initial_lr`` (restored by the optimizer's
     ``load_state_dict``); usually one builds with the default and loads the scheduler's state.
     """
     HYPERPARAMETERS = ()
@@ -385,7 +385,7 @@ class _Scheduler:
         return out
 
     def load_state_dict(self, state):
-        """Restore the schedule's position (the optimiser's ``lr`` comes with its own state)."""
+        """Restore the schedule's position (the optimizer's ``lr`` comes with its own state)."""
         missing = [key for key in ("last_epoch", "base_lr") + self.HYPERPARAMETERS if key not in state]
         if missing:
             raise ValueError(f"scheduler state dict is missing {missing}")

@@ -1,7 +1,7 @@
 """Ternary weights (TWN, Li et al. 2016) trained with a straight-through estimator (methods.md §2).
 
 A ternary layer keeps its full-precision *latent* weight W as the parameter ``weight`` (the
-optimiser updates it, the state dict stores it under the usual name) and uses in forward
+optimizer updates it, the state dict stores it under the usual name) and uses in forward
 
     Δ  = 0.7 · mean |W|
     α  = mean(|W_i| for |W_i| > Δ)           (α = 0 when no weight exceeds Δ)
@@ -13,7 +13,7 @@ runs with Wq in place of W, so its own backward computes dL/dx with Wq and adds 
 gradient of ``weight``, i.e. of the latent W.
 
 ``ternarize(model)`` switches the Linear/Conv2d layers of any network into this mode in place
-(by giving them a ternary subclass: names, arrays, optimiser references all stay). The first and
+(by giving them a ternary subclass: names, arrays, optimizer references all stay). The first and
 last weight layers stay full precision by default. ``export_ternary`` stores each ternary
 weight as ``int8`` codes in {-1, 0, +1} plus its scale α; ``load_ternary`` puts α·codes back
 into a plain network, which then computes exactly what the ternary network computed in training.
@@ -105,23 +105,23 @@ def ternary_layers(model):
 def ternarize(model, per_channel=False, first=False, last=False):
     """Switch the weight layers of ``model`` to ternary weights, in place; returns their names.
 
-    ``first`` / ``last``: also ternarise the first / last weight layer (in registration order,
+    ``first`` / ``last``: also ternarize the first / last weight layer (in registration order,
     which for every refsnn network is the input layer and the classifier). Parameters keep their
-    names and arrays, so an optimiser built before or after, and state dicts, are unaffected.
+    names and arrays, so an optimizer built before or after, and state dicts, are unaffected.
     """
     per_channel, first, last = (check_flag(v, n) for v, n in ((per_channel, "per_channel"), (first, "first"),
                                                                 (last, "last")))
     layers = weight_layers(model)
     if not layers:
-        raise ValueError("the model has no Linear or Conv2d layer to ternarise")
+        raise ValueError("the model has no Linear or Conv2d layer to ternarize")
     chosen = layers[(0 if first else 1):(len(layers) if last else len(layers) - 1)]
     if not chosen:
-        raise ValueError(f"no layer left to ternarise: the model's {len(layers)} weight layer(s) are its first "
+        raise ValueError(f"no layer left to ternarize: the model's {len(layers)} weight layer(s) are its first "
                          "and last, which stay full precision unless first=True / last=True")
     for _, layer in chosen:
         if not isinstance(layer, TernaryWeight):
             if type(layer) not in _TERNARY_CLASS:
-                raise TypeError(f"cannot ternarise a {type(layer).__name__} (only Linear and Conv2d)")
+                raise TypeError(f"cannot ternarize a {type(layer).__name__} (only Linear and Conv2d)")
             layer.__class__ = _TERNARY_CLASS[type(layer)]
         layer.per_channel = per_channel
     return [name for name, _ in chosen]

@@ -60,7 +60,7 @@ def count_active(x, counts):
         image_counts[:] = 0
         for c in range(C):
             plane = x[b, c]
-            for p in range(HW):   # branch-free: vectorises
+            for p in range(HW):   # branch-free: vectorizes
                 image_counts[p] += np.int32(plane[p] != 0)
 
 

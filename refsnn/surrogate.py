@@ -50,26 +50,26 @@ class Surrogate:
         return 1.0 / v_threshold if self.code == BOXCAR else 1.0
 
     def primitive(self, u):
-        return _vectorised(primitive, u, self)
+        return _vectorized(primitive, u, self)
 
     def derivative(self, u):
-        return _vectorised(derivative, u, self)
+        return _vectorized(derivative, u, self)
 
     def __repr__(self):
         extra = f", beta={self.beta}" if self.code == S2NN else ""
         return f"Surrogate({self.name!r}, alpha={self.alpha}{extra})"
 
 
-def _vectorised(fn, u, s):
+def _vectorized(fn, u, s):
     u = np.asarray(u, dtype=np.float64)
     return np.vectorize(lambda v: fn(s.code, v, s.alpha, s.beta))(u) if u.ndim else fn(s.code, float(u), s.alpha, s.beta)
 
 
 # ------------------------------------------------------------------------------------------
-# A vectorisable exp
+# A vectorizable exp
 # ------------------------------------------------------------------------------------------
 # Numba's math.exp is a scalar libm call (no vector math library in this llvmlite), which stops
-# LLVM from vectorising any loop that calls it. fast_exp is plain arithmetic instead:
+# LLVM from vectorizing any loop that calls it. fast_exp is plain arithmetic instead:
 #
 #   n = round(x / ln 2),  r = x − n·ln 2  (Cody–Waite: ln 2 = C1 + C2, n·C1 exact), |r| ≤ ln2/2
 #   exp(x) = p(r) · 2^n,  p a polynomial ≈ e^r;  2^n = 2^n1 · 2^n2 (n1 = n >> 1, n2 = n − n1)
@@ -78,16 +78,16 @@ def _vectorised(fn, u, s):
 # that subnormal results and overflow to inf come out of the last multiply, correctly rounded.
 # x is first clamped to [lo, hi], beyond which exp is 0 or inf anyway; NaN passes the clamp
 # (comparisons with NaN are false) and propagates through r. Every step is a select, so loops
-# over it vectorise (8 float32 or doubles per AVX-512 instruction). Max error: 1 ulp (float32,
+# over it vectorize (8 float32 or doubles per AVX-512 instruction). Max error: 1 ulp (float32,
 # Cephes' expf polynomial), 1 ulp (float64, Taylor polynomial to degree 13, truncation < 1e-17);
 # tests/test_fast_exp.py measures both against np.exp. The float32 exp is compiled with
 # fastmath={"contract"} only: each a·b + c may become one fused multiply-add (one rounding instead
 # of two), which makes it 1.5x faster here (0.54 -> 0.36 ns an element, AVX-512) and keeps it within
-# 1 ulp; no other fast-math licence (no reassociation, NaN/inf kept). The float64 exp is not
+# 1 ulp; no other fast-math license (no reassociation, NaN/inf kept). The float64 exp is not
 # contracted: with FMAs its error reached 1.001 ulp (at x = -42.6255), over the 1 ulp it is held to.
 @intrinsic
 def _float32_from_bits(typingctx, bits):
-    """The float32 whose IEEE bits are the int32 ``bits`` (an LLVM bitcast: no memory, vectorises)."""
+    """The float32 whose IEEE bits are the int32 ``bits`` (an LLVM bitcast: no memory, vectorizes)."""
     def codegen(context, builder, signature, args):
         return builder.bitcast(args[0], ir.FloatType())
     return types.float32(types.int32), codegen
@@ -156,7 +156,7 @@ def exp_float64(x):
 
 
 def fast_exp(x):
-    """exp(x), vectorisable in Numba loops: exp_float32 for float32, exp_float64 otherwise."""
+    """exp(x), vectorizable in Numba loops: exp_float32 for float32, exp_float64 otherwise."""
     return np.exp(x)
 
 
@@ -185,7 +185,7 @@ def _typed_impl(value, like):
 @numba.njit(cache=True, inline="always")
 def stable_sigmoid(z):
     """σ(z) without overflow: e = exp(−|z|) ≤ 1, then σ = 1/(1+e) for z ≥ 0 and e/(1+e) below.
-    One exp and a select, no branch, so loops over it vectorise."""
+    One exp and a select, no branch, so loops over it vectorize."""
     e = fast_exp(-abs(z))
     r = typed(1.0, z) / (typed(1.0, z) + e)
     return r if z >= 0 else e * r
@@ -224,7 +224,7 @@ def derivative(code, u, alpha, beta):
     """g'(u) = φ'(u), the surrogate gradient."""
     zero, half, one = typed(0.0, u), typed(0.5, u), typed(1.0, u)
     if code == ATAN:
-        # In float64 for any data: atan kernels do not vectorise anyway (libm atan), and the float32
+        # In float64 for any data: atan kernels do not vectorize anyway (libm atan), and the float32
         # dL/dx of a neuron can be a difference of two near-equal terms (B + gS·g', see
         # test_regression_single_step_gradient_cancels_in_float32), which a float64 g' keeps accurate.
         z = math.pi / 2 * alpha * u
@@ -265,6 +265,6 @@ def fire_grad(h, v_threshold, scale, code, alpha, beta):
 def fire_grad_float64(h, v_threshold, scale, code, alpha, beta):
     """fire_grad in float64 for any data, which the kernels use for atan: the backward then forms
     gS·g' and the sum it joins (gH = gV·dV/dH + gS·g') in float64, because dL/dx can be a
-    near-cancelling difference of the two (test_regression_single_step_gradient_cancels_in_float32,
+    near-canceling difference of the two (test_regression_single_step_gradient_cancels_in_float32,
     an atan case; atan's g' is computed in float64 anyway)."""
     return np.float64(derivative(code, (h - v_threshold) * scale, alpha, beta)) * np.float64(scale)

@@ -10,7 +10,7 @@ config is a record, never used). The format is ``refsnn.checkpoint``'s, shared w
   hash of the weights file), ``generators`` (Dropout generator states), ``twin_generators`` (TNA,
   DML) and ``teacher_sha256`` (KD).
 * ``checkpoint-epochNNNN.npz`` — model parameters and buffers (``model/<state-dict name>``),
-  optimiser (``optim/...``) and schedule (``sched/...``) state; for TNA and DML also the twin's
+  optimizer (``optim/...``) and schedule (``sched/...``) state; for TNA and DML also the twin's
   (``twin/...``, ``twin_optim/...``, ``twin_sched/...``) while training. The finished run keeps
   only the base network (and the twin's weights with ``save_twin``). No pickle anywhere. The
   file of the previous epoch is kept until the next save, so a reader polling the run never
@@ -33,13 +33,13 @@ Methods (methods.md §1-3), chosen by ``method``:
 
 * ``plain``: the network alone, loss ``ce`` or ``tet``;
 * ``tna``: twin network augmentation, base and twin of the same architecture, independently
-  initialised, each with its own optimiser and schedule, ``twin_loss`` with λ = ``tna_lambda``
+  initialized, each with its own optimizer and schedule, ``twin_loss`` with λ = ``tna_lambda``
   (λ = 0 during the first ``late_matching`` epochs);
 * ``dml``: deep mutual learning, the same pair with ``dml_loss``;
 * ``kd``: knowledge distillation from a frozen ``teacher`` (a run directory, its checkpoint.json
   or a ternary export; any architecture, SNN or ANN twin, run in eval mode with its own T).
 
-``ternary`` trains ternary weights (``refsnn.quant``); the twin is quantised like the base
+``ternary`` trains ternary weights (``refsnn.quant``); the twin is quantized like the base
 (``twin_precision = "same"``) or kept at full precision (``"full"``).
 """
 import contextlib
@@ -64,7 +64,7 @@ from .neurons import NEURONS
 from .optim import SGD, Adam, AdamW, CosineAnnealingLR, StepLR
 from .quant import export_bytes, export_ternary, float32_bytes, load_ternary, ternarize
 
-TWIN_SEED_STREAM = 1   # the twin's initialisation seed is derived from (seed, TWIN_SEED_STREAM)
+TWIN_SEED_STREAM = 1   # the twin's initialization seed is derived from (seed, TWIN_SEED_STREAM)
 
 
 DATASETS = ("digits", "mnist-t10k", *_IDX_SETS, *_CIFAR)  # the names get_dataset knows
@@ -177,7 +177,7 @@ class TrainConfig:
     method: str = "plain"             # plain | tna | kd | dml
     tna_lambda: float = 0.005         # λ of the logit-matching term (tna)
     late_matching: int = 0            # tna: λ = 0 during the first late_matching epochs
-    twin_precision: str = "same"      # same (quantised like the base) | full
+    twin_precision: str = "same"      # same (quantized like the base) | full
     save_twin: bool = False           # keep the twin's weights in the finished run
     teacher: str = None               # kd: run directory, checkpoint.json or ternary export
     kd_alpha: float = 0.9
@@ -185,8 +185,8 @@ class TrainConfig:
     dml_temperature: float = 1.0
     ternary: bool = False             # ternary weights (TWN, straight-through)
     ternary_per_channel: bool = False
-    ternary_first: bool = False       # also ternarise the first weight layer
-    ternary_last: bool = False        # also ternarise the last weight layer (the classifier)
+    ternary_first: bool = False       # also ternarize the first weight layer
+    ternary_last: bool = False        # also ternarize the last weight layer (the classifier)
 
     CHOICES = {"network": tuple(NETWORKS), "neuron": (*NEURONS, *ANALOG_ACTIVATIONS),
                "encoding": ("direct", "poisson"), "optimizer": ("sgd", "adam", "adamw"),
@@ -252,7 +252,7 @@ DIVERGENCE_FACTOR = 100
 def divergence(loss, out, y, bounded="cross-entropy"):
     """What shows that training diverged on a batch (None if nothing does): a training loss that
     is not finite, or a loss above ``DIVERGENCE_FACTOR`` · ln(classes). ln(classes) is the
-    cross-entropy of a uniform guess, the order of any of refsnn's losses at initialisation; a
+    cross-entropy of a uniform guess, the order of any of refsnn's losses at initialization; a
     hundred times it means logit margins of hundreds against the right class, which no
     converging run reaches (``--lr 1e6`` does within a few steps).
 
@@ -334,7 +334,7 @@ def _prefixed(prefix, arrays):
 
 
 def twin_seed(seed):
-    """The twin's initialisation seed: derived from the run's ``seed``, independent of it."""
+    """The twin's initialization seed: derived from the run's ``seed``, independent of it."""
     return int(np.random.SeedSequence([seed, TWIN_SEED_STREAM]).generate_state(1)[0])
 
 
@@ -363,10 +363,10 @@ class Teacher:
 
 
 class Run:
-    """Everything a training run holds: config, data, model, optimiser, schedule, history, and
-    for TNA/DML the twin with its own optimiser and schedule, for KD the teacher.
+    """Everything a training run holds: config, data, model, optimizer, schedule, history, and
+    for TNA/DML the twin with its own optimizer and schedule, for KD the teacher.
 
-    ``training=False`` builds only what evaluation needs (no optimiser, twin or teacher).
+    ``training=False`` builds only what evaluation needs (no optimizer, twin or teacher).
     ``overwrite``: a fresh run may replace a run already in ``cfg.out_dir`` (else ``fit`` refuses).
     """
 
@@ -424,7 +424,7 @@ class Run:
                 self.sched.load_state_dict(_section(arrays, "sched/"))
         if self.twin is not None:
             if not any(k.startswith("twin_optim/") for k in arrays):
-                raise ValueError(f"the checkpoint holds no twin network and optimiser (twin/..., twin_optim/...): "
+                raise ValueError(f"the checkpoint holds no twin network and optimizer (twin/..., twin_optim/...): "
                                  f"it cannot resume a {self.cfg.method} run")
             self.twin.load_state_dict(_section(arrays, "twin/"))
             self.twin_opt.load_state_dict(_section(arrays, "twin_optim/"))
@@ -548,7 +548,7 @@ class Run:
                 start = time.perf_counter()
                 lr = self.opt.lr
                 train_loss, train_acc = self.train_epoch(progress)
-                try:  # the last optimiser steps can leave weights that overflow on the test set
+                try:  # the last optimizer steps can leave weights that overflow on the test set
                     test_loss, test_acc = self.evaluate()
                     twin_acc = self.evaluate(model=self.twin)[1] if self.twin is not None else None
                 except NonFiniteError as e:
@@ -614,7 +614,7 @@ def resume_config(saved, given, trained):
             raise ConfigError("epochs", f"epochs = {cfg.epochs}, but the run has already trained {trained}: pass "
                                         f"more than {trained} to extend it")
         if trained >= saved.epochs and cfg.method in ("tna", "dml"):
-            raise ConfigError("epochs", f"a finished {cfg.method} run keeps no twin optimiser state, so it cannot "
+            raise ConfigError("epochs", f"a finished {cfg.method} run keeps no twin optimizer state, so it cannot "
                                         "be extended: start a new run with the epochs you want")
         verb = "extending" if cfg.epochs > saved.epochs else "shortening"
         notes.append(f"{verb} from {saved.epochs} to {cfg.epochs} epochs"
@@ -640,10 +640,10 @@ def resume_run(path, given=None):
 
 
 def load_run(path, training=True, data_dir=None):
-    """Rebuild a training run (model, optimiser, schedule, twin, history) from a run directory or
+    """Rebuild a training run (model, optimizer, schedule, twin, history) from a run directory or
     its checkpoint.json. The run's directory is that directory, wherever the run was written
     (the ``out_dir`` saved in its config is only a record). A finished run, or
-    ``training=False``, is rebuilt for evaluation only (no optimiser, twin or teacher).
+    ``training=False``, is rebuilt for evaluation only (no optimizer, twin or teacher).
     ``data_dir``: where the data set is now, if not where the run was trained."""
     meta, arrays = read_checkpoint(path, kind="train")
     changes = {"out_dir": str(run_paths(path)[0])}

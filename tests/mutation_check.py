@@ -169,7 +169,7 @@ MUTANTS = [
     Mutant("kd-temperature-not-squared", "refsnn/losses.py",
            "alpha * tau * tau * kl", "alpha * tau * kl",
            k("tests/test_losses.py", "kd"), "KD's KL weighted by τ, not τ²"),
-    # -- optimisers ----------------------------------------------------------------------------------
+    # -- optimizers ----------------------------------------------------------------------------------
     Mutant("adam-no-first-bias-correction", "refsnn/optim.py",
            "step_size = self.lr / bias_correction1", "step_size = self.lr",
            k("tests/test_optim.py", "matches_torch and adam"), "Adam without 1/(1 − β1^t)"),
@@ -188,7 +188,7 @@ MUTANTS = [
     Mutant("schedule-position-not-restored", "refsnn/optim.py",
            'self.last_epoch = int(state["last_epoch"])', "self.last_epoch = self.last_epoch",
            k("tests/test_optim.py", "state_dict_round_trip"), "a loaded schedule restarts"),
-    # -- quantiser -----------------------------------------------------------------------------------
+    # -- quantizer -----------------------------------------------------------------------------------
     Mutant("twn-delta-factor", "refsnn/quant.py",
            "DELTA_FACTOR = 0.7", "DELTA_FACTOR = 0.5",
            k("tests/test_methods.py", "ternary_codes"), "Δ = 0.5·mean|W|"),
@@ -233,9 +233,9 @@ MUTANTS = [
            "total_loss += loss * len(y)", "total_loss += loss * batch_size",
            k(SCALE, "conversion_means"), "the fine-tuning loss weighs the last batch as full"),
     Mutant("clamp-leak-from-below", "refsnn/convert.py",
-           'np.minimum(m.params["leak"], max_leak, out=m.params["leak"])',
-           'np.maximum(m.params["leak"], max_leak, out=m.params["leak"])',
-           ("tests/test_convert.py::test_clamp_leaks",), "λ clamped to ≥ 1"),
+           'np.minimum(m.params["lam"], max_lam, out=m.params["lam"])',
+           'np.maximum(m.params["lam"], max_lam, out=m.params["lam"])',
+           ("tests/test_convert.py::test_clamp_lam",), "λ clamped to ≥ 1"),
     Mutant("fold-batchnorm-without-mean", "refsnn/convert.py",
            '(bias - bn.buffers["running_mean"].astype(np.float64)) * scale + beta', "bias * scale + beta",
            k("tests/test_convert.py", "fold_batchnorm"), "BatchNorm folded without its running mean"),
@@ -335,7 +335,7 @@ def check_import_location(copy, cache_dir):
     where = subprocess.run([sys.executable, "-c", "import refsnn, verify; print(refsnn.__file__, verify.__file__)"],
                            cwd=copy, env=env, capture_output=True, text=True, check=True).stdout.split()
     if not all(Path(w).resolve().is_relative_to(copy.resolve()) for w in where):
-        sys.exit(f"the copy does not import its own refsnn/verify (got {where}); is PYTHONPATH honoured?")
+        sys.exit(f"the copy does not import its own refsnn/verify (got {where}); is PYTHONPATH honored?")
 
 
 def main(argv=None):

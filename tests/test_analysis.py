@@ -24,7 +24,7 @@ def _ce_grad_norm(n, k):
 # -- cases known by hand -----------------------------------------------------------------
 # A network that is one neuron layer with K = 5 features read as logits, input X = 0. Nothing
 # fires (H = 0 < V_th = 1), so the logits are 0, and the surrogate slope is c = g'(−1) at every
-# step. Linearising the forward equations at this point:
+# step. Linearizing the forward equations at this point:
 #   LIF (tau, hard reset at 0, H = 0 so the reset term vanishes):  dH[k] = r·dH[k−1] + dX[k]/tau,
 #       r = 1 − 1/tau, and dS[k] = c·dH[k].
 #   CLIF (soft reset, M = 0, σ(M) = 1/2):  dV[k] = dH[k] − (V_th + 1/2)·dS[k] = (1 − 1.5c)·dH[k],

@@ -246,7 +246,7 @@ def test_resume_extending_a_cosine_run_anneals_over_the_new_length(tmp_path, cap
 def test_extending_a_finished_twin_run_is_refused_with_the_reason(tmp_path, capsys):
     assert run_cli(capsys, "train", *MLP, "--method", "tna", "--epochs", "1", "--out-dir", tmp_path)[0] == 0
     code, out, err = run_cli(capsys, "train", "--resume", "--epochs", "2", "--out-dir", tmp_path)
-    assert code == 2 and "finished tna run keeps no twin optimiser state" in err, out + err
+    assert code == 2 and "finished tna run keeps no twin optimizer state" in err, out + err
 
 
 @pytest.mark.slow

@@ -1,5 +1,5 @@
 """Every path the command line offers, run end to end: each encoding, method, network family,
-neuron, optimiser, schedule, loss and data-set reader that `refsnn train` / `convert` / `eval` /
+neuron, optimizer, schedule, loss and data-set reader that `refsnn train` / `convert` / `eval` /
 `export-ternary` accept trains (one short epoch), saves, and evaluates from its run directory.
 
 The readers are fed real files in their real formats, written small (tests/test_data.py's writers):
@@ -103,7 +103,7 @@ def test_shipped_mnist_test_set_trains(capsys, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------
-# encodings, neurons, optimisers, schedules, losses, precision
+# encodings, neurons, optimizers, schedules, losses, precision
 # ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("encoding", ["direct", "poisson"])
 def test_every_encoding_trains_and_evaluates(capsys, tmp_path, encoding):
@@ -121,7 +121,7 @@ def test_every_neuron_trains_and_evaluates(capsys, tmp_path, neuron):
     ["--optimizer", "sgd", "--schedule", "step", "--step-size", "1", "--loss", "tet"],
     ["--optimizer", "adamw", "--weight-decay", "0.01", "--schedule", "none", "--dtype", "float64"],
 ], ids=["sgd-step-tet", "adamw-none-float64"])
-def test_optimisers_schedules_losses_and_dtypes(capsys, tmp_path, options):
+def test_optimizers_schedules_losses_and_dtypes(capsys, tmp_path, options):
     train_and_eval(capsys, tmp_path / "run", "--network", "mlp", "--neuron", "lif", *options)
 
 

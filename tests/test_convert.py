@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from refsnn.cli import main as cli_main
-from refsnn.convert import (DEFAULT_GRID, ConvertConfig, ConvertedNeuron, SpikeMeter, calibrate, clamp_leaks,
+from refsnn.convert import (DEFAULT_GRID, ConvertConfig, ConvertedNeuron, SpikeMeter, calibrate, clamp_lam,
                             collect_preactivations, convert, evaluate, finetune_epoch, fold_batchnorm, grid_errors,
                             if_response, load_converted, make_finetune_optimizer, search_scales)
 from refsnn.data import Batches, digits_split, direct
@@ -30,11 +30,11 @@ def drive(shape=(4, 3, 5), seed=0):
 # ---- tier 1: finite differences in smooth mode ---------------------------------------------
 @pytest.mark.parametrize("surrogate", ["boxcar", "sigmoid"])
 def test_gradcheck_converted_neuron(surrogate):
-    neuron = ConvertedNeuron(threshold=0.8, leak=0.9, amplitude=1.3, surrogate=surrogate, detach_reset=False,
+    neuron = ConvertedNeuron(threshold=0.8, lam=0.9, amplitude=1.3, surrogate=surrogate, detach_reset=False,
                              train_amplitude=True).to(np.float64)
     report = gradcheck(neuron, drive(), elementwise=True)
     assert report.passed, str(report)
-    assert set(report.errors) == {"input", "threshold", "leak", "amplitude"}
+    assert set(report.errors) == {"input", "threshold", "lam", "amplitude"}
 
 
 def reference_smooth(x, th, leak, amp, frozen=None):
@@ -54,7 +54,7 @@ def test_detached_reset_gradients():
     """detach_reset=True: the backward is the gradient of the forward with the reset's spikes frozen."""
     x = drive()
     th, leak, amp = 0.8, 0.9, 1.3
-    neuron = ConvertedNeuron(threshold=th, leak=leak, amplitude=amp, detach_reset=True, train_amplitude=True,
+    neuron = ConvertedNeuron(threshold=th, lam=leak, amplitude=amp, detach_reset=True, train_amplitude=True,
                              dtype=np.float64)
     neuron.smooth = True
     out = neuron.forward(x)
@@ -68,11 +68,11 @@ def test_detached_reset_gradients():
         return float(np.sum(reference_smooth(xx, *p, frozen=frozen)[0] * proj))
 
     assert check_directional(lambda xx: loss(xx), x.copy(), grad_x, rng, elementwise=True) <= TOL
-    grads = np.array([float(neuron.grads[k]) for k in ("threshold", "leak", "amplitude")])
+    grads = np.array([float(neuron.grads[k]) for k in ("threshold", "lam", "amplitude")])
     err = check_directional(lambda p: loss(p=tuple(p)), np.array([th, leak, amp]), grads, rng, elementwise=True)
     assert err <= TOL
     # and the detach matters: the undetached gradient differs
-    undetached = ConvertedNeuron(threshold=th, leak=leak, amplitude=amp, detach_reset=False).to(np.float64)
+    undetached = ConvertedNeuron(threshold=th, lam=leak, amplitude=amp, detach_reset=False).to(np.float64)
     undetached.forward(x)
     assert np.max(np.abs(undetached.backward(proj) - grad_x)) > 1e-3
 
@@ -87,7 +87,7 @@ def test_boxcar_surrogate_single_step():
     window = np.abs(x / th - 1) < 1
     np.testing.assert_allclose(neuron.backward(g), g * amp * window / th, rtol=1e-14)
     np.testing.assert_allclose(float(neuron.grads["threshold"]), np.sum(-g * amp * window * x / th ** 2), rtol=1e-14)
-    assert float(neuron.grads["leak"]) == 0.0  # V[-1] = 0
+    assert float(neuron.grads["lam"]) == 0.0  # V[-1] = 0
 
 
 # ---- tier 2: torch autograd -----------------------------------------------------------------
@@ -119,13 +119,13 @@ def test_matches_torch_autograd(detach_reset, dtype, rtol):
     x = drive((5, 4, 6), seed=2).astype(dtype)
     g = np.random.default_rng(3).standard_normal(x.shape).astype(dtype)
     th, leak, amp = 0.7, 0.85, 1.4
-    neuron = ConvertedNeuron(threshold=th, leak=leak, amplitude=amp, detach_reset=detach_reset,
+    neuron = ConvertedNeuron(threshold=th, lam=leak, amplitude=amp, detach_reset=detach_reset,
                              train_amplitude=True).to(dtype)
     out = neuron.forward(x)
     grad_x = neuron.backward(g)
     tdt = torch.float64 if dtype == np.float64 else torch.float32
     tx = torch.tensor(x, requires_grad=True)
-    names = ("threshold", "leak", "amplitude")
+    names = ("threshold", "lam", "amplitude")
     tp = [torch.tensor(float(neuron.params[k]), dtype=tdt, requires_grad=True) for k in names]
     tout = torch_converted(torch, tx, *tp, detach_reset)
     tout.backward(torch.tensor(g))
@@ -280,7 +280,7 @@ def test_convert_structure_and_dnn_untouched(digits_dnn):
         assert s["mu"] == float(relu[1].params["threshold"])
         assert n.v_threshold == pytest.approx(s["a"] * s["mu"], rel=1e-6)
         assert n.amplitude == pytest.approx(s["b"] * s["mu"], rel=1e-6)
-        assert n.leak == 1.0
+        assert n.lam == 1.0
     assert type(list(snn)[-1]) is Linear  # the output layer has no neuron
     for k, v in dnn.state_dict().items():
         np.testing.assert_array_equal(v, before[k])
@@ -307,10 +307,10 @@ def test_spike_meter_counts_amplitude_spikes(digits_dnn):
 
 
 # ---- fine-tuning: λ clamped after every step ----------------------------------------------
-def test_clamp_leaks():
-    a, b = ConvertedNeuron(leak=1.3), ConvertedNeuron(leak=0.7)
-    clamp_leaks(Sequential(a, Linear(2, 2), b))
-    assert (a.leak, b.leak) == (1.0, pytest.approx(0.7))
+def test_clamp_lam():
+    a, b = ConvertedNeuron(lam=1.3), ConvertedNeuron(lam=0.7)
+    clamp_lam(Sequential(a, Linear(2, 2), b))
+    assert (a.lam, b.lam) == (1.0, pytest.approx(0.7))
 
 
 def test_finetune_clamps_leak_after_each_step(digits_dnn):
@@ -325,13 +325,13 @@ def test_finetune_clamps_leak_after_each_step(digits_dnn):
         step()
         for _, m in snn.modules():
             if isinstance(m, ConvertedNeuron):
-                m.params["leak"] += 0.5
-                seen.append(m.leak)
+                m.params["lam"] += 0.5
+                seen.append(m.lam)
 
     opt.step = overshooting_step
     finetune_epoch(snn, opt, train_x[:128], train_y[:128], T=2, batch_size=64)
     assert seen and min(seen) > 1.0
-    assert all(m.leak == 1.0 for _, m in snn.modules() if isinstance(m, ConvertedNeuron))
+    assert all(m.lam == 1.0 for _, m in snn.modules() if isinstance(m, ConvertedNeuron))
 
 
 def test_finetune_improves_training_loss(digits_dnn):
@@ -395,8 +395,8 @@ def test_bad_inputs(digits_dnn):
     dnn, train_x, *_ = digits_dnn
     with pytest.raises(ValueError, match="threshold"):
         ConvertedNeuron(threshold=0.0)
-    with pytest.raises(ValueError, match="leak"):
-        ConvertedNeuron(leak=float("nan"))
+    with pytest.raises(ValueError, match="lam"):
+        ConvertedNeuron(lam=float("nan"))
     n = ConvertedNeuron(dtype=np.float64)
     with pytest.raises(ValueError, match="before forward"):
         n.backward(np.zeros((2, 3)))

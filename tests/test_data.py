@@ -508,7 +508,7 @@ def test_batches_crop_flip_augmentation():
         for out, label in zip(bx, by):
             matches = np.flatnonzero([np.array_equal(out, cand) for cand in crop_flip_candidates(x[label])])
             assert len(matches) == 1  # exactly one padded crop of the original, mirrored or not
-            shifted += matches[0] // 2 != 4 * 9 + 4  # not the centred window
+            shifted += matches[0] // 2 != 4 * 9 + 4  # not the centered window
             flipped += matches[0] % 2
             unflipped += 1 - matches[0] % 2
     assert shifted > 0 and flipped > 0 and unflipped > 0
@@ -519,7 +519,7 @@ def test_batches_crop_flip_augmentation():
 
 
 # ---------------------------------------------------------------------------------------------
-# Encoders and normalisation
+# Encoders and normalization
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_direct_encoder(dtype):
@@ -859,7 +859,7 @@ def test_crop_flip_refused_on_images_smaller_than_cifar(tmp_path, capsys):
     assert not (tmp_path / "run").exists()  # and before it writes anything
 
 
-def test_data_dir_is_honoured_for_the_shipped_sets(tmp_path):
+def test_data_dir_is_honored_for_the_shipped_sets(tmp_path):
     shipped = data.shipped_data_dir()
     # torchvision's layout, uncompressed: MNIST/raw/t10k-images-idx3-ubyte
     raw = tmp_path / "MNIST" / "raw"
@@ -881,16 +881,16 @@ def test_data_dir_is_honoured_for_the_shipped_sets(tmp_path):
     refused(FileNotFoundError, r"no digits file in .*digits.csv.gz, digits.csv", lambda: data.get_dataset("digits", tmp_path))
 
 
-def test_random_streams_do_not_collide_with_the_initialisation_or_each_other():
+def test_random_streams_do_not_collide_with_the_initialization_or_each_other():
     # SeedSequence drops trailing zero words: a key ending in 0 is the key without it, so the
-    # epoch-0 order once came from the very bits that initialised the model (default_rng(seed)).
+    # epoch-0 order once came from the very bits that initialized the model (default_rng(seed)).
     seed, n = 3, 50
     batches = data.Batches(np.zeros((n, 1, 2, 2), np.float32), np.zeros(n, np.int64), 10, seed=seed)
     orders = []
     for epoch in range(6):
         batches.set_epoch(epoch)
         orders.append(batches.order())
-    others = [np.random.default_rng(seed).permutation(n)]                            # model initialisation
+    others = [np.random.default_rng(seed).permutation(n)]                            # model initialization
     others += [np.random.default_rng([seed, k]).permutation(n) for k in range(6)]   # e.g. the converter's streams
     for order in orders:
         for other in others:

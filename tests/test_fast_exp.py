@@ -1,4 +1,4 @@
-"""refsnn.surrogate.fast_exp, the vectorisable exp of every surrogate and of CLIF, against np.exp.
+"""refsnn.surrogate.fast_exp, the vectorizable exp of every surrogate and of CLIF, against np.exp.
 
 Error in units in the last place (ulp) of the correctly rounded result, measured against exp
 computed one precision up (float64 for float32, long double for float64), over a dense sweep of

@@ -349,9 +349,9 @@ def test_dropout_reproducible_eval_and_extremes():
 
 
 # ------------------------------------------------------------------------------------------
-# initialisation, dtypes, errors
+# initialization, dtypes, errors
 # ------------------------------------------------------------------------------------------
-def test_default_initialisation_matches_pytorch_bounds():
+def test_default_initialization_matches_pytorch_bounds():
     """PyTorch: W, b ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for Linear and Conv2d."""
     for layer, fan_in in [(Linear(50, 80), 50), (Conv2d(8, 32, 3, groups=2), 36)]:
         bound = 1 / np.sqrt(fan_in)

@@ -151,14 +151,14 @@ def test_method_losses_through_whole_networks(tmp_path, method):
     assert max(errors.values()) <= TOLERANCE, errors
 
 
-def test_twin_is_independent_and_quantised_like_the_base(tmp_path):
+def test_twin_is_independent_and_quantized_like_the_base(tmp_path):
     same = Run(small_config(tmp_path, network="cnn", method="tna", ternary=True))
     full = Run(small_config(tmp_path, network="cnn", method="tna", ternary=True, twin_precision="full"))
     assert [n for n, _ in ternary_layers(same.twin)] == [n for n, _ in ternary_layers(same.model)] == ["4"]
     assert ternary_layers(full.twin) == [] and ternary_layers(full.model)
     for (name, p, _), (_, q, _) in zip(same.model.named_parameters(), same.twin.named_parameters()):
         if p.size > 1 and name.endswith("weight") and p.ndim > 1:
-            assert not np.allclose(p, q), name   # independent initialisation
+            assert not np.allclose(p, q), name   # independent initialization
     again = Run(small_config(tmp_path, network="cnn", method="tna", ternary=True))
     np.testing.assert_array_equal(again.twin.state_dict()["4.weight"], same.twin.state_dict()["4.weight"])
     assert same.twin_opt is not same.opt and same.twin_sched is not same.sched

@@ -309,7 +309,7 @@ def torch_network(name, c_in, classes, width):
     return TorchResNet(c_in, classes, c[0], ((c[0], 3, 1), (c[1], 3, 2), (c[2], 3, 2)))
 
 
-def randomise_batchnorm(model, seed):
+def randomize_batchnorm(model, seed):
     """Affine parameters away from (1, 0) so that their gradients and scalings are exercised."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -335,7 +335,7 @@ def assert_agrees_with_torch(theirs, mine, x, mode, shadowed=(), tol=1e-10):
     both sides, whose relative error means nothing: both must be 0 to 1e-12 of the largest
     gradient instead."""
     theirs = theirs.double()
-    randomise_batchnorm(theirs, seed=3)
+    randomize_batchnorm(theirs, seed=3)
     if mode == "eval":  # running statistics := this batch's, as calibrate_batchnorm does
         for m in theirs.modules():
             if isinstance(m, nn.BatchNorm2d):

@@ -16,7 +16,7 @@ LAYERS = {
     "if": lambda: refsnn.IF(),
     "plif": lambda: refsnn.PLIF(v_reset=None),
     "clif": lambda: refsnn.CLIF(store_v_seq=True),
-    "converted": lambda: ConvertedNeuron(threshold=0.8, leak=0.9),
+    "converted": lambda: ConvertedNeuron(threshold=0.8, lam=0.9),
 }
 
 

@@ -296,22 +296,22 @@ def test_single_step_requires_one_step():
         refsnn.SingleStep().forward(np.ones((2, 3)))
 
 
-# ---- the specialised kernels compute what the checked generic kernels compute ----------
+# ---- the specialized kernels compute what the checked generic kernels compute ----------
 @pytest.mark.parametrize("make_neuron", [
     lambda: refsnn.LIF(), lambda: refsnn.LIF(v_reset=None, decay_input=False, surrogate="atan"),
     lambda: refsnn.LIF(detach_reset=True, strict=True, surrogate="rect"), lambda: refsnn.PLIF(v_reset=-0.2),
     lambda: refsnn.IF(surrogate="fast_sigmoid"), lambda: refsnn.CLIF(), lambda: refsnn.CLIF(surrogate="s2nn"),
 ], ids=["lif", "lif-soft-atan", "lif-detach-strict", "plif", "if", "clif", "clif-s2nn"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_specialised_kernels_match_the_generic_ones(make_neuron, dtype, monkeypatch):
+def test_specialized_kernels_match_the_generic_ones(make_neuron, dtype, monkeypatch):
     """The gradient checks run in smooth mode, which uses the generic compilation; ordinary runs
-    use one specialised per configuration. Same source, so results must be bit-identical."""
+    use one specialized per configuration. Same source, so results must be bit-identical."""
     x = inputs((4, 3, 50)).astype(dtype)
     g, gv = (np.random.default_rng(s).standard_normal(x.shape).astype(dtype) for s in (1, 2))
     results = []
-    for specialise in (True, False):
+    for specialize in (True, False):
         neuron = make_neuron().to(dtype)
-        monkeypatch.setattr(type(neuron), "specialise", property(lambda self, s=specialise: s))
+        monkeypatch.setattr(type(neuron), "specialize", property(lambda self, s=specialize: s))
         s = neuron.forward(x)
         gx = neuron.backward(g, grad_v=gv)
         results.append((s, neuron.h_seq, gx, neuron.grads.get("w")))

@@ -36,7 +36,7 @@ REAL_OPTIONS = [
     ("alpha", lambda v: repr(refsnn.LIF(alpha=v)), 3.0),
     ("beta", lambda v: repr(refsnn.CLIF(surrogate="s2nn", beta=v)), 2.0),
     ("threshold", lambda v: repr(ConvertedNeuron(threshold=v)), 0.5),
-    ("leak", lambda v: repr(ConvertedNeuron(leak=v)), 0.75),
+    ("lam", lambda v: repr(ConvertedNeuron(lam=v)), 0.75),
     ("amplitude", lambda v: repr(ConvertedNeuron(amplitude=v)), 1.5),
     ("threshold", lambda v: float(if_response(0.7, 4, v, 1.0)), 0.5),
     ("amplitude", lambda v: float(if_response(0.7, 4, 0.5, v)), 1.5),

@@ -1,4 +1,4 @@
-"""Optimisers and schedules against torch.optim (single-tensor CPU path, foreach=False).
+"""Optimizers and schedules against torch.optim (single-tensor CPU path, foreach=False).
 
 Both sides start from the same parameters and receive the same sequence of random gradients
 (torch's ``param.grad`` set by hand); parameters are compared after every step.
@@ -54,7 +54,7 @@ def gradient_sequence(dtype, steps, seed=1):
 
 def run_both(torch, kind, options, dtype):
     """Yield (refsnn params, torch params) after each of STEPS steps; lr halves after step 5
-    on both sides (the optimiser must read ``lr`` at every step, as schedulers set it)."""
+    on both sides (the optimizer must read ``lr`` at every step, as schedulers set it)."""
     params = initial_parameters(dtype)
     grads = [np.zeros_like(p) for p in params]
     mine = getattr(optim, kind)([(f"p{i}", p, g) for i, (p, g) in enumerate(zip(params, grads))], **options)
@@ -105,7 +105,7 @@ def test_float32_bitwise(kind, options, monkeypatch):
 
 
 def test_updates_module_parameters_in_place():
-    """The optimiser writes into the arrays the Module holds; p <- p - lr·g by hand."""
+    """The optimizer writes into the arrays the Module holds; p <- p - lr·g by hand."""
     module = Module()
     weight = module.add_param("weight", np.array([[1.0, -2.0], [0.5, 4.0]], dtype=np.float32))
     bias = module.add_param("bias", np.array([0.25, -0.75], dtype=np.float32))
@@ -157,7 +157,7 @@ def test_schedule_matches_torch(kind, options):
     ("AdamW", {"lr": 1e-2, "betas": (0.8, 0.99)}),
 ])
 def test_state_dict_round_trip(kind, options, tmp_path):
-    """Save after 5 steps through np.savez, load with allow_pickle=False into a fresh optimiser
+    """Save after 5 steps through np.savez, load with allow_pickle=False into a fresh optimizer
     and schedule built with other settings: the next 5 steps are bit-for-bit the uninterrupted run."""
     dtype = np.float32
     grads_sequence = gradient_sequence(dtype, 10)
@@ -209,7 +209,7 @@ def test_load_rejects_mismatched_state():
         fresh.load_state_dict({k: v for k, v in state.items() if k != "state.p0.max_exp_avg_sq"})
     with pytest.raises(ValueError, match="missing"):
         optim.SGD([("p0", params[0], np.zeros_like(params[0]))], lr=0.1).load_state_dict(state)
-    # A failed load leaves the optimiser untouched.
+    # A failed load leaves the optimizer untouched.
     assert fresh.lr == 1e-3 and fresh.amsgrad is False and fresh.step_count == 0
     assert all(np.all(b == 0) for buffers in fresh.state.values() for b in buffers.values())
 

@@ -119,9 +119,9 @@ NEURON_CASES = {
     "if-reset": lambda th, sg: refsnn.IF(v_threshold=th, v_reset=-0.3, surrogate=sg),
     "clif": lambda th, sg: refsnn.CLIF(tau=1.5, v_threshold=th, surrogate=sg),
     "single-step": lambda th, sg: refsnn.SingleStep(v_threshold=th, surrogate=sg),
-    "converted": lambda th, sg: ConvertedNeuron(threshold=th, leak=0.9, amplitude=1.3, surrogate=sg,
+    "converted": lambda th, sg: ConvertedNeuron(threshold=th, lam=0.9, amplitude=1.3, surrogate=sg,
                                                 detach_reset=False, train_amplitude=True),
-    "converted-detach": lambda th, sg: ConvertedNeuron(threshold=th, leak=0.9, amplitude=1.3, surrogate=sg,
+    "converted-detach": lambda th, sg: ConvertedNeuron(threshold=th, lam=0.9, amplitude=1.3, surrogate=sg,
                                                        detach_reset=True, train_amplitude=True),
 }
 
@@ -135,7 +135,7 @@ def reference_for(case, neuron):
         return reference_lif_family(neuron, "if"), ()
     if kind == "clif":
         return reference_clif(neuron), ()
-    return reference_converted(neuron), ("threshold", "leak", "amplitude")
+    return reference_converted(neuron), ("threshold", "lam", "amplitude")
 
 
 def check_against_reference(neuron, reference, params, x):
@@ -207,7 +207,7 @@ def test_plif_w_gradient_over_several_blocks(options):
 
 
 def test_plif_w_gradient_over_several_blocks_matches_spikingjelly():
-    """Tier 2: ParametricLIFNode in float64, the ordinary (specialised, non-smooth) kernels."""
+    """Tier 2: ParametricLIFNode in float64, the ordinary (specialized, non-smooth) kernels."""
     pytest.importorskip("torch")
     pytest.importorskip("spikingjelly")
     from verify.compare import format_table
@@ -220,10 +220,10 @@ def test_plif_w_gradient_over_several_blocks_matches_spikingjelly():
 @pytest.mark.parametrize("surrogate", ["boxcar", "sigmoid"])
 def test_converted_neuron_parameters_over_several_blocks(surrogate):
     """Tier 1: threshold, leak and amplitude gradients over several blocks."""
-    neuron = ConvertedNeuron(threshold=0.7, leak=0.85, amplitude=1.4, surrogate=surrogate, detach_reset=False,
+    neuron = ConvertedNeuron(threshold=0.7, lam=0.85, amplitude=1.4, surrogate=surrogate, detach_reset=False,
                              train_amplitude=True).to(np.float64)
     report = gradcheck(neuron, wide(0.7))
-    assert report.passed and set(report.errors) == {"input", "threshold", "leak", "amplitude"}, str(report)
+    assert report.passed and set(report.errors) == {"input", "threshold", "lam", "amplitude"}, str(report)
 
 
 @pytest.mark.parametrize("detach_reset", [True, False])
@@ -233,11 +233,11 @@ def test_converted_neuron_parameters_over_several_blocks_match_torch(detach_rese
     from test_convert import torch_converted
     x = wide(0.7, seed=2)
     g = np.random.default_rng(3).standard_normal(x.shape)
-    neuron = ConvertedNeuron(threshold=0.7, leak=0.85, amplitude=1.4, detach_reset=detach_reset,
+    neuron = ConvertedNeuron(threshold=0.7, lam=0.85, amplitude=1.4, detach_reset=detach_reset,
                              train_amplitude=True).to(np.float64)
     out = neuron.forward(x)
     grad_x = neuron.backward(g)
-    names = ("threshold", "leak", "amplitude")
+    names = ("threshold", "lam", "amplitude")
     tx = torch.tensor(x, requires_grad=True)
     tp = [torch.tensor(float(neuron.params[k]), dtype=torch.float64, requires_grad=True) for k in names]
     tout = torch_converted(torch, tx, *tp, detach_reset)
@@ -399,7 +399,7 @@ def without_seconds(run_dir):
 
 
 def test_training_resumed_with_dropout_ends_bit_identical(tmp_path, monkeypatch):
-    """3 epochs straight vs 1 epoch then --resume to 3: same weights, optimiser and schedule state
+    """3 epochs straight vs 1 epoch then --resume to 3: same weights, optimizer and schedule state
     and metrics, bit for bit. The step schedule (halving after epoch 2) makes its state matter."""
     # No network option adds Dropout, so "mlp" is built with it here (the trainer builds networks by name).
     monkeypatch.setitem(NETWORKS, "mlp", mlp_with_dropout)

@@ -25,7 +25,7 @@ CASES = [  # (in, out, kernel, stride, padding, bias, H, W)
     (6, 70, 5, 2, 1, False, 11, 7),        # out_channels past one block of 64
     (16, 130, 1, 1, 0, True, 5, 6),        # 3 blocks, the last one partial
     (7, 4, (2, 3), (2, 1), (1, 0), True, 8, 9),  # non-square kernel and stride
-    (12, 9, 3, 1, 1, True, 1, 1),          # a 1x1 map: only the centre tap is valid
+    (12, 9, 3, 1, 1, True, 1, 1),          # a 1x1 map: only the center tap is valid
     (16, 8, 3, 1, 1, True, 4, 4),          # small maps: the input gradient per tap (Conv2d._input_gradient_nhwc)
     (16, 8, 3, 1, 1, False, 2, 3),
 ]

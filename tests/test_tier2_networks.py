@@ -5,7 +5,7 @@ different options), in float64: every layer's spikes, the logits, the cross-entr
 input gradient, every parameter gradient, the BatchNorm running statistics, and the losses
 after 10 Adam steps, to 1e-10 relative. One float32 configuration (1e-5 relative), threshold
 ties handled as verification.md says (shown with a planted flip), and checks that the
-comparison fails when refsnn's optimiser or a layer's backward is off by a tiny amount.
+comparison fails when refsnn's optimizer or a layer's backward is off by a tiny amount.
 """
 import numpy as np
 import pytest

@@ -26,12 +26,12 @@ pytestmark = pytest.mark.filterwarnings("error::hypothesis.errors.HypothesisDepr
 @pytest.fixture(autouse=True, scope="module")
 def generic_kernels():
     """Every refsnn neuron here runs its generic Numba compilation. Hypothesis draws many
-    configurations and each would otherwise compile its own specialised kernels (several seconds
+    configurations and each would otherwise compile its own specialized kernels (several seconds
     apiece); the generic compilation, one per dtype, serves them all, and
-    tests/test_neurons.py::test_specialised_kernels_match_the_generic_ones proves the two
+    tests/test_neurons.py::test_specialized_kernels_match_the_generic_ones proves the two
     bit-identical. (Smooth mode would also select it, but changes the maths.)"""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(BaseNeuron, "specialise", property(lambda self: False))
+        mp.setattr(BaseNeuron, "specialize", property(lambda self: False))
         yield
 
 
@@ -246,7 +246,7 @@ def exact_sigmoid_derivative(z, alpha):
 
 
 def test_sigmoid_surrogate_accurate_above_threshold():
-    """Found by test_agrees_with_snntorch: α·σ(z)(1 − σ(z)) cancelled above threshold (relative
+    """Found by test_agrees_with_snntorch: α·σ(z)(1 − σ(z)) canceled above threshold (relative
     error ε·e^z, 0 beyond z ≈ 37); refsnn now evaluates α·e/(1 + e)², e = exp(−|z|)."""
     alpha = 2.0
     mine = refsnn.Surrogate("sigmoid", alpha).derivative(SIGMOID_TAIL / alpha)

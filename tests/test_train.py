@@ -54,7 +54,7 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path):
     meta_b, b = final_arrays(tmp_path / "killed")
     assert sorted(a) == sorted(b)
     for k in a:
-        np.testing.assert_array_equal(a[k], b[k], err_msg=k)  # bit-identical, optimiser state included
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)  # bit-identical, optimizer state included
     strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]
     assert strip(meta_a["history"]) == strip(meta_b["history"])
     assert len((tmp_path / "killed" / "metrics.csv").read_text().splitlines()) == int(epochs) + 1

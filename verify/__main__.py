@@ -8,8 +8,8 @@ verify/compare.py). Configurations a framework cannot express exactly are listed
 Exit status 1 on any failure.
 
 Kernels: by default refsnn runs its generic kernel compilation, one per dtype for every
-configuration (tests/test_neurons.py proves it bit-identical to the specialised ones that
-training uses); ``--kernels specialised`` checks those instead, at ~10 s of Numba compilation per
+configuration (tests/test_neurons.py proves it bit-identical to the specialized ones that
+training uses); ``--kernels specialized`` checks those instead, at ~10 s of Numba compilation per
 configuration and dtype on the first run (cached on disk afterwards).
 """
 import argparse
@@ -76,16 +76,16 @@ def example_input(neuron, index, seed, dtype):
 
 @contextlib.contextmanager
 def kernels(kind):
-    """Run refsnn neurons on their ``"generic"`` or ``"specialised"`` Numba compilation."""
-    if kind == "specialised":
+    """Run refsnn neurons on their ``"generic"`` or ``"specialized"`` Numba compilation."""
+    if kind == "specialized":
         yield
         return
-    saved = BaseNeuron.__dict__["specialise"]
-    BaseNeuron.specialise = property(lambda self: False)
+    saved = BaseNeuron.__dict__["specialize"]
+    BaseNeuron.specialize = property(lambda self: False)
     try:
         yield
     finally:
-        BaseNeuron.specialise = saved
+        BaseNeuron.specialize = saved
 
 
 def run_matrix(components, frameworks, dtypes, examples=3, seed=0):
@@ -140,7 +140,7 @@ def parse_args(argv=None):
     p.add_argument("--examples", type=int, default=3, metavar="N",
                    help="random inputs per cell; the table shows the worst (default 3)")
     p.add_argument("--seed", type=int, default=0, help="seed of the inputs and projections (default 0)")
-    p.add_argument("--kernels", choices=("generic", "specialised"), default="generic",
+    p.add_argument("--kernels", choices=("generic", "specialized"), default="generic",
                    help="refsnn kernel compilation to check (default generic; see above)")
     args = p.parse_args(argv)
     if args.examples < 1:

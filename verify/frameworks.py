@@ -5,7 +5,7 @@ A mirror is built from a refsnn neuron layer and a dtype. ``Mirror.run(x)`` take
 torch tensor ``[T, N, ...]`` and returns ``(spikes, membrane)`` as torch tensors (``membrane`` is
 None where the framework does not expose one); ``Mirror.parameters`` maps refsnn parameter names
 to the framework's tensors, and ``Mirror.parameter_grad(name)`` reads their gradient in refsnn's
-parametrisation after ``backward``.
+parametrization after ``backward``.
 
 SpikingJelly (neurons.md): ``LIFNode``, ``ParametricLIFNode``, ``IFNode`` and
 ``ComplementaryLIFNode`` are refsnn's LIF, PLIF, IF/SingleStep and CLIF operation for operation,

@@ -27,11 +27,11 @@ is the tolerance: |H − V_th| <= tol·max(|H|, |V_th|) (``network_tie_ulps``). 
 legitimate, but it changes every later layer, the logits and all gradients. So: spikes of each
 layer are compared in forward order with tied neurons excluded; once a flip at a tie has
 occurred, everything downstream of it (later layers, logits, loss, gradients, buffers, later
-optimiser steps) is reported as "not compared" with the reason, and counts as a pass. A flip
+optimizer steps) is reported as "not compared" with the reason, and counts as a pass. A flip
 anywhere else fails, and its note gives how far from V_th it was. In float64 a tie has a
 probability of about 1e-10 per element; in float32 ties do occur.
 
-After the first optimiser step the two sides hold weights that are equal only to rounding;
+After the first optimizer step the two sides hold weights that are equal only to rounding;
 see ``_training_row`` for what that means for the float32 loss trajectory. The rect surrogate
 (CLIF's default) has jumps at |H − V_th| = 1/(2α), where the two sides may take different
 gradients: elements within the tie band of a jump are counted in the spikes row's note.
@@ -495,7 +495,7 @@ def _training_row(component, dtype, steps, lr, flip, neurons, outputs, recorder,
 
     float64: a spike that differs away from a tie fails. float32: after the first update the two
     sides no longer hold the same weights, only weights equal to float32 rounding, and Adam's
-    per-element normalisation m/√v turns an element whose gradient is mostly rounding (or sits on a
+    per-element normalization m/√v turns an element whose gradient is mostly rounding (or sits on a
     jump of the rect surrogate) into a full-size step of either sign; a few steps later spikes may
     flip far from the threshold. So in float32 the comparison stops at the first step with any
     spike difference and the note says where and how far from the threshold."""

@@ -27,7 +27,7 @@ even for float64 inputs, so autograd rounds the gradient arriving at them to flo
 projections that rounding is exact and the comparison tests the maths, not snnTorch's dtype.
 
 ``float32_errors`` measures each side's own float32 error against the framework run in float64
-on the same values: for a gradient that is a near-cancelling difference, float32 cannot do
+on the same values: for a gradient that is a near-canceling difference, float32 cannot do
 better than that, on either side (tests/test_tier2_neurons.py uses it to tell such cases apart).
 """
 import dataclasses

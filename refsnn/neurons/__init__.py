@@ -58,16 +58,16 @@ def _reset(h, s, v_threshold, v_reset, hard):
 
 
 # ------------------------------------------------------------------------------------------
-# Kernel specialisation
+# Kernel specialization
 # ------------------------------------------------------------------------------------------
 # Each kernel is written once, reading its options (charge mode, reset kind, surrogate...) from a
 # ``flags`` tuple. ``make(spec)`` compiles it either generically (spec None: flags read at run
 # time; one compilation serves every configuration, which the gradient-check matrix uses) or
-# specialised (spec = the flags, frozen as compile-time constants: dead branches vanish and the
+# specialized (spec = the flags, frozen as compile-time constants: dead branches vanish and the
 # inner loop is straight-line code, several times faster). Both compile the same source.
 #
 # Every kernel is compiled with error_model="numpy": Python's error model checks each float division
-# for a zero divisor and raises, a branch that keeps LLVM from vectorising the loop (measured: a
+# for a zero divisor and raises, a branch that keeps LLVM from vectorizing the loop (measured: a
 # float32 1/x loop 0.8 ns an element scalar). The divisors here (tau > 1, 1 + e with e >= 0, ...) are
 # never zero, and IEEE division is what the maths means anyway.
 KERNEL_OPTIONS = dict(cache=True, parallel=True, error_model="numpy")
@@ -76,17 +76,17 @@ KERNEL_OPTIONS = dict(cache=True, parallel=True, error_model="numpy")
 #
 # A backward kernel also takes ``wide``: dS/dH in float64 (fire_grad_float64, for the atan surrogate)
 # or in the data's dtype (fire_grad). It is chosen in Python from the surrogate, so that the generic
-# compilation (one per ``wide``) gives bit for bit what the specialised one gives.
+# compilation (one per ``wide``) gives bit for bit what the specialized one gives.
 def _kernel_factory(make):
     generic = {}
 
     @functools.lru_cache(maxsize=None)
-    def specialised(flags, wide):
+    def specialized(flags, wide):
         return make(flags, wide)
 
-    def get(flags, specialise=True, wide=False):
-        if specialise:
-            return specialised(flags, wide)
+    def get(flags, specialize=True, wide=False):
+        if specialize:
+            return specialized(flags, wide)
         if wide not in generic:
             generic[wide] = make(None, wide)
         return generic[wide]
@@ -149,7 +149,7 @@ def _make_lif_backward(spec, wide=False):
             gv = grad_v_final[lo:lo + n].copy()  # dL/dV[t] for the block
             vi = v_init[lo:lo + n]
             # PLIF's dL/dk, one float64 partial sum per neuron (a single scalar accumulator would be
-            # a serial reduction, which LLVM does not vectorise without reassociating)
+            # a serial reduction, which LLVM does not vectorize without reassociating)
             g_leak = np.zeros(n if mode == PLIF_CHARGE else 0, np.float64)
             # this step's terms gH·dH/dk in the data's dtype, added to g_leak in a loop of their own
             # (a float64 add in the main loop halves its vector width: PLIF's backward ran 2x LIF's)
@@ -161,7 +161,7 @@ def _make_lif_backward(spec, wide=False):
                 xt = x[t, lo:lo + n] if mode == PLIF_CHARGE else ht
                 if mode == PLIF_CHARGE:
                     # V[t−1] = reset(H[t−1]) as the forward computed it, V_init at t = 0 (a loop of its
-                    # own: a per-element choice between the two keeps the main loop from vectorising)
+                    # own: a per-element choice between the two keeps the main loop from vectorizing)
                     if t > 0:
                         hp = h_seq[t - 1, lo:lo + n]
                         for j in range(n):
@@ -186,7 +186,7 @@ def _make_lif_backward(spec, wide=False):
                         ds_dh = fire_grad(h, v_threshold, scale, code, alpha, beta)
                     gh = g * dv_dh + gs * ds_dh
                     gxt[j] = gh * dh_dx
-                    if mode == PLIF_CHARGE:  # (compared inline: a compile-time constant when specialised)
+                    if mode == PLIF_CHARGE:  # (compared inline: a compile-time constant when specialized)
                         dh_dk = xt[j] - (v_prev[j] - v_reset) if decay_input else -(v_prev[j] - v_reset)
                         dl_dk[j] = gh * dh_dk
                     gv[j] = gh * dh_dv
@@ -271,7 +271,7 @@ def _make_clif_backward(spec, wide=False):
         for b in prange((M_ + BLOCK - 1) // BLOCK):
             lo = b * BLOCK
             n = min(BLOCK, M_ - lo)
-            # Flat per-block scratch (2-D scratch arrays keep LLVM from vectorising these loops),
+            # Flat per-block scratch (2-D scratch arrays keep LLVM from vectorizing these loops),
             # read through 1-D slices: m_hist[(t + 1)·n:][:n] = M[t] (M[−1] first), d_hist[t·n:][:n] = σ(H[t]/tau)
             m_hist = np.empty((T + 1) * n, h_seq.dtype)
             d_hist = np.empty(T * n, h_seq.dtype)
@@ -317,7 +317,7 @@ clif_backward_kernel = _kernel_factory(_make_clif_backward)
 
 @numba.njit(cache=True, error_model="numpy")
 def all_finite(a):
-    """np.all(np.isfinite(a)) for a 1-D array in one vectorised pass, without a temporary:
+    """np.all(np.isfinite(a)) for a 1-D array in one vectorized pass, without a temporary:
     x − x is 0 for finite x and NaN for ±Inf and NaN."""
     bad = False
     for i in range(a.size):
@@ -486,7 +486,7 @@ class BaseNeuron(Module):
         return gs, gv, has_gv, finals
 
     @property
-    def specialise(self):
+    def specialize(self):
         """Use a kernel compiled for this exact configuration (fast), or the generic one?
 
         Smooth mode exists for gradient checks, whose matrix spans every configuration: there
@@ -588,7 +588,7 @@ class _LIFFamily(BaseNeuron):
         th, scale, code, alpha, beta = self._surrogate_args()
         vr, hard = self._reset_args()
         flags = (self.mode, self.decay_input, hard, code, self.smooth, self.strict, self.store_v_seq)
-        lif_forward_kernel(flags, self.specialise)(x2, init["v"], dt.type(self._leak()), th, vr, scale, alpha, beta,
+        lif_forward_kernel(flags, self.specialize)(x2, init["v"], dt.type(self._leak()), th, vr, scale, alpha, beta,
                                                    spikes, h_seq, v_seq, v_final, flags)
         self._raise_if_nonfinite(v_final, x2, h_seq, init)
         self._saved = (h_seq, init, x2 if self.mode == PLIF_CHARGE else np.empty((0, 0), dt))
@@ -611,7 +611,7 @@ class _LIFFamily(BaseNeuron):
             grad_v_init = self._empty("grad_v", (M,), dt)
             grad_leak = np.zeros((M + BLOCK - 1) // BLOCK, np.float64)
             th, scale, code, alpha, beta = self._surrogate_args(dt)
-            lif_backward_kernel(flags, self.specialise, self.surrogate.code == ATAN)(
+            lif_backward_kernel(flags, self.specialize, self.surrogate.code == ATAN)(
                 *(a.astype(dt, copy=False) for a in (gs, gv, finals["v"], h_seq, x2, init["v"])), dt.type(leak),
                 th, self._reset_args(dt)[0], scale, alpha, beta, grad_x, grad_v_init, grad_leak, flags)
             return grad_x, grad_v_init, self._w_grad(grad_leak.sum())
@@ -668,7 +668,7 @@ class IF(_LIFFamily):
 
 class PLIF(_LIFFamily):
     """SpikingJelly ``neuron.ParametricLIFNode``: LIF with 1/tau replaced by k = σ(w), one learnable
-    scalar ``w`` (state-dict name ``w``) initialised to −ln(init_tau − 1)."""
+    scalar ``w`` (state-dict name ``w``) initialized to −ln(init_tau − 1)."""
 
     mode = PLIF_CHARGE
 
@@ -714,7 +714,7 @@ class CLIF(BaseNeuron):
         v_final, m_final = self._empty("v_final", (M,), dt), self._empty("m_final", (M,), dt)
         th, scale, code, alpha, beta = self._surrogate_args()
         flags = (code, self.smooth, self.strict, self.store_v_seq, _exact_inverse(dt.type(self.tau)))
-        clif_forward_kernel(flags, self.specialise)(x2, init["v"], init["m"], dt.type(self.tau), th, scale, alpha,
+        clif_forward_kernel(flags, self.specialize)(x2, init["v"], init["m"], dt.type(self.tau), th, scale, alpha,
                                                     beta, spikes, h_seq, v_seq, m_seq, v_final, m_final, flags)
         self._raise_if_nonfinite(v_final, x2, h_seq, init)
         self._saved = (h_seq, init)
@@ -736,7 +736,7 @@ class CLIF(BaseNeuron):
             grad_x = self._empty("grad_x", h_seq.shape, dt)
             grad_v_init, grad_m_init = self._empty("grad_v", (M,), dt), self._empty("grad_m", (M,), dt)
             th, scale, code, alpha, beta = self._surrogate_args(dt)
-            clif_backward_kernel(flags, self.specialise, self.surrogate.code == ATAN)(
+            clif_backward_kernel(flags, self.specialize, self.surrogate.code == ATAN)(
                 *(a.astype(dt, copy=False) for a in (gs, gv, finals["v"], finals["m"], h_seq, init["m"])),
                 dt.type(self._dtype.type(self.tau)), th, scale, alpha, beta, grad_x, grad_v_init, grad_m_init, flags)
             return grad_x, grad_v_init, grad_m_init

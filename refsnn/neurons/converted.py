@@ -1,5 +1,5 @@
 """The converted network's neuron (Datta & Beerel, DATE 2022): IF/LIF with soft reset, a learnable
-threshold and leak, spikes of a learnable amplitude. Moved here from refsnn/convert.py."""
+threshold and leak λ (`lam`), spikes of a learnable amplitude. Moved here from refsnn/convert.py."""
 import math
 
 import numba
@@ -36,7 +36,7 @@ from . import BLOCK, KERNEL_OPTIONS, BaseNeuron, _kernel_factory
 # ------------------------------------------------------------------------------------------
 def _make_converted_forward(spec, wide=False):
     @numba.njit(**KERNEL_OPTIONS)
-    def converted_forward(x, v_threshold, scale, leak, amplitude, alpha, beta, out, h_seq, v_final, flags):
+    def converted_forward(x, v_threshold, scale, lam, amplitude, alpha, beta, out, h_seq, v_final, flags):
         """H = λ·V + X ;  S = Θ(u) ;  V = H − S·V_th ;  O = A·S   (x, out, h_seq [T, M])."""
         code, smooth, strict = flags if spec is None else spec
         T, M = x.shape
@@ -47,7 +47,7 @@ def _make_converted_forward(spec, wide=False):
             for t in range(T):
                 xt, ht, ot = x[t, lo:lo + n], h_seq[t, lo:lo + n], out[t, lo:lo + n]
                 for j in range(n):
-                    ht[j] = leak * v[j] + xt[j]
+                    ht[j] = lam * v[j] + xt[j]
                     h = ht[j]  # as stored, which is what the backward sees
                     s = fire(h, v_threshold, scale, code, alpha, beta, smooth, strict)
                     v[j] = h - s * v_threshold
@@ -58,7 +58,7 @@ def _make_converted_forward(spec, wide=False):
 
 def _make_converted_backward(spec, wide=False):
     @numba.njit(**KERNEL_OPTIONS)
-    def converted_backward(grad_out, h_seq, v_threshold, scale, leak, amplitude, alpha, beta, grad_x, partials,
+    def converted_backward(grad_out, h_seq, v_threshold, scale, lam, amplitude, alpha, beta, grad_x, partials,
                            flags):
         """grad_x[t] = dL/dX[t]; partials[block] = (dL/dV_th, dL/dλ, dL/dA) of that block (equations above)."""
         code, smooth, strict, detach_reset = flags if spec is None else spec
@@ -69,8 +69,8 @@ def _make_converted_backward(spec, wide=False):
             n = min(BLOCK, M - lo)
             gv = np.zeros(n, h_seq.dtype)
             v_prev = np.empty(n, h_seq.dtype)
-            # float64 partial sums per neuron (one scalar accumulator is a serial reduction: no vectorising)
-            g_th, g_leak, g_amp = np.zeros(n), np.zeros(n), np.zeros(n)
+            # float64 partial sums per neuron (one scalar accumulator is a serial reduction: no vectorizing)
+            g_th, g_lam, g_amp = np.zeros(n), np.zeros(n), np.zeros(n)
             for t in range(T - 1, -1, -1):
                 ht, got, gxt = h_seq[t, lo:lo + n], grad_out[t, lo:lo + n], grad_x[t, lo:lo + n]
                 if t > 0:  # V[t−1] = H[t−1] − S[t−1]·V_th, recomputed as the forward computed it
@@ -92,11 +92,11 @@ def _make_converted_backward(spec, wide=False):
                     gh = g + gu * scale
                     du_dth = -h * scale * scale if boxcar else -typed(1.0, h)  # float32 stays float32
                     g_th[j] += gu * du_dth - g * s
-                    g_leak[j] += gh * v_prev[j]
+                    g_lam[j] += gh * v_prev[j]
                     gxt[j] = gh
-                    gv[j] = gh * leak
+                    gv[j] = gh * lam
             partials[blk, 0] = g_th.sum()
-            partials[blk, 1] = g_leak.sum()
+            partials[blk, 1] = g_lam.sum()
             partials[blk, 2] = g_amp.sum()
     return converted_backward
 
@@ -107,7 +107,7 @@ converted_backward_kernel = _kernel_factory(_make_converted_backward)
 
 class ConvertedNeuron(BaseNeuron):
     """The converted network's neuron: IF/LIF with soft reset, learnable threshold ``threshold``
-    (V_th = a·μ) and leak ``leak`` (λ, init 1), spikes of amplitude ``amplitude`` (b·μ; a buffer,
+    (V_th = a·μ) and leak ``lam`` (λ, init 1), spikes of amplitude ``amplitude`` (b·μ; a buffer,
     or a parameter with ``train_amplitude=True``). See the comment above for the equations.
 
     Surrogate ``boxcar`` (Datta & Beerel) on u = H/V_th − 1 by default; any refsnn surrogate
@@ -117,13 +117,13 @@ class ConvertedNeuron(BaseNeuron):
     their dtype (refsnn.module's dtype rule: ``.to(np.float64)`` converts them).
     """
 
-    def __init__(self, threshold=1.0, leak=1.0, amplitude=1.0, surrogate="boxcar", alpha=None, beta=1.0,
+    def __init__(self, threshold=1.0, lam=1.0, amplitude=1.0, surrogate="boxcar", alpha=None, beta=1.0,
                  detach_reset=True, train_amplitude=False, smooth=False, strict=False, dtype=np.float32):
         threshold = check_real(threshold, "threshold", low=0, low_open=True)
-        leak, amplitude = check_real(leak, "leak"), check_real(amplitude, "amplitude")
+        lam, amplitude = check_real(lam, "lam"), check_real(amplitude, "amplitude")
         self._dtype_init = np.dtype(dtype)
         super().__init__(threshold, surrogate, alpha, beta, smooth, strict)  # creates params["threshold"]
-        self.add_param("leak", np.array(leak, dtype=dtype))
+        self.add_param("lam", np.array(lam, dtype=dtype))
         if check_flag(train_amplitude, "train_amplitude"):
             self.add_param("amplitude", np.array(amplitude, dtype=dtype))
         else:
@@ -144,8 +144,8 @@ class ConvertedNeuron(BaseNeuron):
             self.add_param("threshold", np.array(value, dtype=self._dtype_init))
 
     @property
-    def leak(self):
-        return float(self.params["leak"])
+    def lam(self):
+        return float(self.params["lam"])
 
     @property
     def amplitude(self):
@@ -156,8 +156,8 @@ class ConvertedNeuron(BaseNeuron):
         th = self.v_threshold
         if not (math.isfinite(th) and th > 0):
             raise ValueError(f"ConvertedNeuron: threshold must be finite and > 0, got {th}")
-        if not math.isfinite(self.leak):
-            raise ValueError(f"ConvertedNeuron: leak must be finite, got {self.leak}")
+        if not math.isfinite(self.lam):
+            raise ValueError(f"ConvertedNeuron: lam must be finite, got {self.lam}")
         T, M = x2.shape
         dt = x2.dtype
         out, h_seq = self._empty("spikes", x2.shape, dt), self._empty("h_seq", x2.shape, dt)
@@ -165,7 +165,7 @@ class ConvertedNeuron(BaseNeuron):
         c = dt.type
         th, scale, code, alpha, beta = self._surrogate_args()
         flags = (code, self.smooth, self.strict)
-        converted_forward_kernel(flags, self.specialise)(x2, th, scale, c(self.leak), c(self.amplitude), alpha,
+        converted_forward_kernel(flags, self.specialize)(x2, th, scale, c(self.lam), c(self.amplitude), alpha,
                                                          beta, out, h_seq, v_final, flags)
         self._raise_if_nonfinite(v_final, x2, h_seq, {})
         self._saved = (h_seq,)
@@ -184,27 +184,27 @@ class ConvertedNeuron(BaseNeuron):
             grad_x = self._empty("grad_x", h_seq.shape, dt)
             partials = np.zeros(((M + BLOCK - 1) // BLOCK, 3), np.float64)
             flags = (code, self.smooth, self.strict, self.detach_reset)
-            converted_backward_kernel(flags, self.specialise)(
-                g.astype(dt, copy=False), h_seq.astype(dt, copy=False), th, scale, dt.type(c(self.leak)),
+            converted_backward_kernel(flags, self.specialize)(
+                g.astype(dt, copy=False), h_seq.astype(dt, copy=False), th, scale, dt.type(c(self.lam)),
                 dt.type(c(self.amplitude)), alpha, beta, grad_x, partials, flags)
             return grad_x, *partials.sum(axis=0)
 
-        grad_x, g_th, g_leak, g_amp = self._backward(run, h_seq, grad_out=g)
+        grad_x, g_th, g_lam, g_amp = self._backward(run, h_seq, grad_out=g)
         self.grads["threshold"] += g_th
-        self.grads["leak"] += g_leak
+        self.grads["lam"] += g_lam
         if "amplitude" in self.params:
             self.grads["amplitude"] += g_amp
         return grad_x.reshape(self._shape)
 
     def extra_repr(self):
-        return (f"threshold={self.v_threshold:.4g}, leak={self.leak:.4g}, amplitude={self.amplitude:.4g}, "
+        return (f"threshold={self.v_threshold:.4g}, lam={self.lam:.4g}, amplitude={self.amplitude:.4g}, "
                 f"surrogate={self.surrogate!r}, detach_reset={self.detach_reset}"
                 + (", smooth=True" if self.smooth else "") + (", strict=True" if self.strict else ""))
 
 
-def clamp_leaks(model, max_leak=1.0):
-    """λ ← min(λ, max_leak) for every ConvertedNeuron (after each optimiser step: IF stays IF or
+def clamp_lam(model, max_lam=1.0):
+    """λ ← min(λ, max_lam) for every ConvertedNeuron (after each optimizer step: IF stays IF or
     becomes LIF, never an amplifying neuron)."""
     for _, m in model.modules():
         if isinstance(m, ConvertedNeuron):
-            np.minimum(m.params["leak"], max_leak, out=m.params["leak"])
+            np.minimum(m.params["lam"], max_lam, out=m.params["lam"])

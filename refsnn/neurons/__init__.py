@@ -773,4 +773,4 @@ def make_neuron(name, **options):
     return NEURONS[name](**options)
 
 
-from .converted import ConvertedNeuron, clamp_leaks  # noqa: E402  (needs BaseNeuron above)
+from .converted import ConvertedNeuron, clamp_lam  # noqa: E402  (needs BaseNeuron above)

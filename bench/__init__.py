@@ -186,6 +186,20 @@ def compile_failure(e, timeout, width=90):
     return f"failed: {type(e).__name__}: {first_line}"
 
 
+def compile_first_call(*calls, timeout, width=90):
+    """Run a torch.compile candidate's first calls (compile included) under ``timeout`` seconds:
+    (seconds, None), or (None, the report's text) when the compiler fails or times out."""
+    t0 = time.perf_counter()
+    try:
+        with time_limit(timeout):
+            for call in calls:
+                call()
+    except Exception as e:  # any compiler failure is a result to report, not a crash
+        sys.modules["torch"]._dynamo.reset()
+        return None, compile_failure(e, timeout, width)
+    return time.perf_counter() - t0, None
+
+
 # ------------------------------------------------------------------------------------------
 # Memory: resident set of this process, and child processes that report in JSON
 # ------------------------------------------------------------------------------------------

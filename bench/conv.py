@@ -34,8 +34,8 @@ import time
 import numpy as np
 import torch
 
-from bench import (compile_failure, fix_threads, header, interleaved_medians, load_average, load_warning, log,
-                   markdown_table, publish, sgemm_rate, time_limit)
+from bench import (compile_first_call, fix_threads, header, interleaved_medians, load_average, load_warning, log,
+                   markdown_table, publish, sgemm_rate)
 from refsnn.layers import Conv2d
 
 DEFAULT_REPEATS = 10
@@ -107,20 +107,6 @@ def torch_layer(layer):
         conv.weight.copy_(torch.from_numpy(layer.params["weight"]))
         conv.bias.copy_(torch.from_numpy(layer.params["bias"]))
     return conv
-
-
-def compile_first_call(candidate):
-    """Run a torch.compile candidate once (compile + first call): (seconds, None) or (None, reason)."""
-    prepare, run = candidate
-    t0 = time.perf_counter()
-    try:
-        with time_limit(COMPILE_TIMEOUT):
-            prepare()
-            run()
-    except Exception as e:  # any compiler failure is a result to report, not a crash
-        torch._dynamo.reset()
-        return None, compile_failure(e, COMPILE_TIMEOUT)
-    return time.perf_counter() - t0, None
 
 
 def relative_error(mine, theirs):
@@ -243,7 +229,7 @@ def bench_shape(shape, repeats, compile_on, sgemm, rng):
         log(f"  {describe(shape)}: compiling ...")
         torch._dynamo.reset()
         candidate, out_c, x_c = torch_candidate(torch.compile(conv, dynamic=False), x, g)
-        seconds, failure = compile_first_call(candidate)
+        seconds, failure = compile_first_call(*candidate, timeout=COMPILE_TIMEOUT)
         if failure:
             compile_note = failure
         else:

@@ -32,8 +32,8 @@ import torch
 from spikingjelly.activation_based import functional, neuron
 
 import refsnn
-from bench import (compile_failure, copy_bandwidth, fix_threads, header, interleaved_medians, load_average,
-                   load_warning, log, markdown_table, publish, time_limit)
+from bench import (compile_first_call, copy_bandwidth, fix_threads, header, interleaved_medians, load_average,
+                   load_warning, log, markdown_table, publish)
 
 DEFAULT_REPEATS = 20
 SHAPES = ((4, 32, 64, 16, 16), (8, 64, 4096))
@@ -163,15 +163,8 @@ def compiled_candidate(model, x, g):
         spikes.backward(g_t)
         out["spikes"] = spikes
 
-    t0 = time.perf_counter()
-    try:
-        with time_limit(COMPILE_TIMEOUT):
-            prepare()
-            run()
-    except Exception as e:  # any compiler failure is a result to report, not a crash
-        torch._dynamo.reset()
-        return None, compile_failure(e, COMPILE_TIMEOUT)
-    return ((prepare, run), out), time.perf_counter() - t0
+    seconds, failure = compile_first_call(prepare, run, timeout=COMPILE_TIMEOUT)
+    return (None, failure) if failure else (((prepare, run), out), seconds)
 
 
 # ------------------------------------------------------------------------------------------

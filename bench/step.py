@@ -40,8 +40,8 @@ import time
 import numpy as np
 import torch
 
-from bench import (compile_failure, fix_threads, header, interleaved_medians, load_average, load_warning, log,
-                   markdown_table, publish, sgemm_rate, time_limit)
+from bench import (compile_first_call, fix_threads, header, interleaved_medians, load_average, load_warning, log,
+                   markdown_table, publish, sgemm_rate)
 from bench.training import PROBLEMS, build_model, make_batch, make_twin, refsnn_step, step_flops, torch_step
 
 DEFAULT_REPEATS = 5
@@ -61,14 +61,9 @@ def compiled_step(model, x, y):
     torch._dynamo.reset()
     twin = make_twin(model)
     step = torch_step(twin, forward=torch.compile(twin))
-    t0 = time.perf_counter()
-    try:
-        with time_limit(COMPILE_TIMEOUT):
-            loss = step(x, y)
-    except Exception as e:  # any compiler failure is a result to report, not a crash
-        torch._dynamo.reset()
-        return None, compile_failure(e, COMPILE_TIMEOUT, width=160)
-    return (step, loss, time.perf_counter() - t0), None
+    first = {}
+    seconds, failure = compile_first_call(lambda: first.setdefault("loss", step(x, y)), timeout=COMPILE_TIMEOUT, width=160)
+    return (None, failure) if failure else ((step, first["loss"], seconds), None)
 
 
 def loss_difference(loss, ref_loss):

@@ -67,6 +67,20 @@ def test_the_docs_links_resolve():
                 assert anchor in anchors(path), f"{page.name}: no heading {target}#{anchor}"
 
 
+def test_every_docs_section_the_code_cites_exists():
+    """A comment's ``docs/methods.md §4`` needs docs/methods.md with a heading ``## 4. ...``."""
+    cited = 0
+    for folder in ("refsnn", "verify", "bench", "tests", "experiments"):
+        for path in (ROOT / folder).rglob("*.py"):
+            for page, number in re.findall(r"docs/(\w+\.md)(?: §(\d+))?", path.read_text(encoding="utf-8")):
+                cited += 1
+                assert (DOCS / page).exists(), f"{path.relative_to(ROOT)} cites docs/{page}, which does not exist"
+                if number:
+                    assert re.search(rf"^## {number}\. ", (DOCS / page).read_text(encoding="utf-8"), re.M), \
+                        f"{path.relative_to(ROOT)} cites docs/{page} §{number}, which has no such section"
+    assert cited
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("page", [p for p in PAGES if examples(p)], ids=lambda p: p.name)
 def test_every_docs_python_block_prints_what_the_page_shows(page, tmp_path):

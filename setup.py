@@ -7,17 +7,19 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["refsnn", "refsnn.*", "verify", "verify.*", "bench", "bench.*"])
-    + ["refsnn.data_files"],
-    # The shipped data sets live in the top-level data/ folder; install them as the package
-    # refsnn.data_files so that refsnn.data finds them after a non-editable install too.
-    package_dir={"refsnn.data_files": "data"},
+    # Only the package refsnn is installed. Two of its subpackages live in top-level folders of
+    # the repository: data/ (the shipped data sets) is installed as refsnn.data_files, so that
+    # refsnn.data finds them after a non-editable install too, and verify/ as refsnn.verify
+    # (`python -m refsnn.verify`, `refsnn verify`; `python -m verify` from a checkout). bench/
+    # and experiments/ are repository tools, run from a checkout, and are not installed.
+    packages=find_packages(include=["refsnn", "refsnn.*"]) + ["refsnn.data_files", "refsnn.verify"],
+    package_dir={"refsnn.data_files": "data", "refsnn.verify": "verify"},
     package_data={"refsnn.data_files": ["*.gz", "README.md"]},
     install_requires=["numpy", "numba", "scipy", "tqdm", "threadpoolctl", 'tomli; python_version < "3.11"'],
-    extras_require={
+    extras_require={  # README.md, "Dependencies, and why", gives the reason for each
         "test": ["pytest", "hypothesis"],
         "verify": ["torch==2.13.0", "spikingjelly==2.0.0", "snntorch", "safetensors"],
-        # only the experiment scripts (experiments/neurons.py) plot, e.g. temporal_gradients.png
+        "plot": ["matplotlib"],
         "experiments": ["matplotlib"],
     },
     entry_points={"console_scripts": ["refsnn=refsnn.cli:main"]},

@@ -30,6 +30,8 @@ from pathlib import Path
 # module names under bench/, each with run(repeats, threads, blas_in_time, compile_models, write, options), where
 # threads is one int per call (__main__ loops over the requested counts) and blas_in_time is ignored (compatibility)
 BENCHMARKS = ("neurons", "conv", "step", "memory", "startup", "scaling", "import_order")
+# bench/ is a repository tool, never installed (setup.py installs the package refsnn only): it runs
+# from a checkout, whose root holds the tracked BENCHMARKS.md that --write updates
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS_FILE = ROOT / "BENCHMARKS.md"
 

@@ -1,4 +1,4 @@
-"""refsnn train | eval | export-ternary | convert | verify | bench: the command line.
+"""refsnn train | eval | export-ternary | convert | plot | verify: the command line.
 
 Exit codes: 0 done; 2 an error, reported as one "error: ..." line; 3 training diverged; 130
 and 143 interrupted by SIGINT (Ctrl-C) and SIGTERM; 141 the reader of the output went away
@@ -324,13 +324,34 @@ def cmd_convert(args):
     return 0
 
 
-def cmd_bench(args):
-    from bench.__main__ import main as bench_main
-    return bench_main(args.rest)
+def cmd_plot(args):
+    from . import plot
+    from .checkpoint import identify
+    from .train import encode, load_for_eval
+    try:
+        plot.require_matplotlib()  # before loading the run
+    except ImportError as e:
+        raise ValueError(str(e)) from None
+    if identify(args.run_dir) == "convert":
+        raise ValueError(f"{args.run_dir} is a converted-SNN run (refsnn convert), whose neurons do not record "
+                         "their membrane: refsnn plot draws the neuron layers of a refsnn train run")
+    run = load_for_eval(args.run_dir, args.data_dir)
+    n, batch = len(run.test_y), run.cfg.batch_size
+    if not 0 <= args.sample < n:
+        raise ValueError(f"--sample {args.sample}: the test set of {run.cfg.dataset} has {n} samples (0 to {n - 1})")
+    layer = args.layer if args.layer is not None else next(iter(plot.neuron_layers(run.model)), "")
+    step, row = divmod(args.sample, batch)  # the sample's input as refsnn eval gives it (Poisson draws too)
+    x = encode(run.cfg, run.test_x[step * batch:(step + 1) * batch], None, step)[:, row:row + 1]
+    run.model.eval()
+    what = (f"layer {layer} of {args.run_dir} ({run.cfg.network}, {run.cfg.neuron} neurons), test sample "
+            f"{args.sample} (label {run.test_y[args.sample]}), T = {run.cfg.T}")
+    plot.neuron_layer(run.model, x, layer, args.out, title=what)
+    print(f"wrote {args.out}: {what}")
+    return 0
 
 
 def cmd_verify(args):
-    from verify.__main__ import main as verify_main
+    from .verify.__main__ import main as verify_main
     return verify_main(args.rest)
 
 
@@ -359,12 +380,20 @@ def build_parser():
     p.add_argument("run_dir", help="run directory (trained with --ternary) or its checkpoint.json")
     p.add_argument("out", help="output .npz file")
     _convert_parser(sub)
-    # prefix_chars="+" and no help of their own: every argument, "-h" and "--only" included,
-    # reaches the tool's own parser (a REMAINDER positional would reject a leading "--option").
-    for name, text in (("bench", "side-by-side benchmarks against PyTorch/SpikingJelly (python -m bench)"),
-                       ("verify", "agreement with SpikingJelly and snnTorch (python -m verify)")):
-        sub.add_parser(name, help=text, prefix_chars="+", add_help=False).add_argument(
-            "rest", nargs="*", help=f"arguments of python -m {name} (refsnn {name} -h lists them)")
+    p = sub.add_parser("plot", help="draw a neuron layer of a trained run for one test sample: spike raster and "
+                                    "membrane traces (needs matplotlib: pip install \"refsnn[plot]\")")
+    p.add_argument("run_dir", help="run directory (refsnn train), its checkpoint.json, or a ternary export (.npz)")
+    p.add_argument("--layer", help="the neuron layer, by its name in refsnn eval's table (default: the first)")
+    p.add_argument("--sample", type=int, default=0, help="index of the test sample (default: 0)")
+    p.add_argument("--out", required=True, help="image file to write; the format from its extension (.png, .pdf, .svg)")
+    p.add_argument("--data-dir", help="where the data set is now, if not where the run was trained")
+    # prefix_chars="+" and no help of its own: every argument, "-h" and "--component" included,
+    # reaches the verifier's own parser (a REMAINDER positional would reject a leading "--option").
+    # The benchmarks are not a subcommand: bench/ is a repository tool, not installed (python -m bench
+    # in a checkout).
+    p = sub.add_parser("verify", help="agreement with SpikingJelly and snnTorch (python -m refsnn.verify)",
+                       prefix_chars="+", add_help=False)
+    p.add_argument("rest", nargs="*", help="arguments of python -m refsnn.verify (refsnn verify -h lists them)")
     return parser
 
 
@@ -381,7 +410,7 @@ def main(argv=None):
     errstate = np.errstate(over="ignore", invalid="ignore", divide="ignore")
     errstate.__enter__()
     try:
-        code = {"train": cmd_train, "eval": cmd_eval, "export-ternary": cmd_export_ternary, "bench": cmd_bench,
+        code = {"train": cmd_train, "eval": cmd_eval, "export-ternary": cmd_export_ternary, "plot": cmd_plot,
                 "verify": cmd_verify, "convert": cmd_convert}[args.command](args)
         sys.stdout.flush()  # here, so that a closed pipe is seen now and not at exit
         return code

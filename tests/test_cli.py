@@ -147,7 +147,7 @@ def test_help_gives_every_option_a_text_and_lists_the_registries():
     from refsnn.neurons import NEURONS
     from refsnn.train import DATASETS
     commands = build_parser()._subparsers._group_actions[0].choices
-    assert {"train", "eval", "export-ternary", "convert", "bench", "verify"} <= set(commands)
+    assert {"train", "eval", "export-ternary", "convert", "plot", "verify"} <= set(commands)
     for parser in commands.values():
         for action in parser._actions:
             text = re.sub(r"\(default: .*\)$", "", action.help or "").strip()

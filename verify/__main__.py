@@ -1,4 +1,5 @@
-"""``python -m verify`` (or ``refsnn verify``): refsnn's neurons against SpikingJelly 2.0 and snnTorch.
+"""``refsnn verify`` (or ``python -m refsnn.verify``; ``python -m verify`` in a checkout): refsnn's
+neurons against SpikingJelly 2.0 and snnTorch.
 
 Runs a matrix — neuron configuration (lif, plif, if, clif, s2nn; hard/soft/other reset,
 detach_reset, decay_input, strict threshold, surrogates) × framework × dtype — on random inputs
@@ -130,7 +131,8 @@ def format_skipped(skipped, dtypes):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m verify", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog=f"python -m {__package__}",  # verify, or refsnn.verify once installed
+                                description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--component", nargs="+", choices=list(CONFIGS), default=list(CONFIGS),
                    help="neuron components to check (default: all)")
     p.add_argument("--framework", nargs="+", choices=FRAMEWORKS, default=list(FRAMEWORKS),

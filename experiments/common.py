@@ -1,8 +1,10 @@
-"""Shared helpers for the experiment scripts: train one configuration and measure it, format
-mean ± std, write a results file that says how it was made."""
+"""Shared helpers for the experiment scripts: their common options, train one configuration and
+measure it, format mean ± std, write a results file that says how it was made."""
+import argparse
 import datetime
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -15,6 +17,23 @@ from refsnn.neurons import BaseNeuron
 from refsnn.train import Run, TrainConfig
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def experiment_parser(description, epochs, batch_and_lr=True):
+    """The options every experiment takes: --dataset, --seeds, --epochs (and --batch-size, --lr)."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="digits")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=epochs)
+    if batch_and_lr:
+        parser.add_argument("--batch-size", type=int, default=64)
+        parser.add_argument("--lr", type=float, default=1e-2)
+    return parser
+
+
+def log(message):
+    """Progress to stderr, so that stdout holds only results."""
+    print(message, file=sys.stderr, flush=True)
 
 
 def train_and_measure(config, seed, out_dir=None):

@@ -10,7 +10,6 @@ KD teachers: one full-precision SNN of the same architecture per seed, trained f
 own seed (1000 + seed) so that it never shares the student's initialization.
 Writes ``experiments/results/methods.md`` (``methods-<dataset>.md`` for other data sets).
 """
-import argparse
 import sys
 import tempfile
 import time
@@ -21,7 +20,7 @@ import numpy as np
 from refsnn.quant import export_bytes, export_ternary, float32_bytes, ternary_layers
 from refsnn.train import Run, TrainConfig
 
-from .common import mean_std, welch, train_and_measure, write_results
+from .common import experiment_parser, log, mean_std, welch, train_and_measure, write_results
 
 TEACHER_SEED_OFFSET = 1000
 METHODS = [("plain SNN", dict(method="plain")), ("KD (SNN teacher)", dict(method="kd")),
@@ -114,16 +113,12 @@ def per_seed(results):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default="digits")
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=5)
+    parser = experiment_parser(__doc__, epochs=5, batch_and_lr=False)
     parser.add_argument("--T", type=int, default=4)
     parser.add_argument("--lambdas", default="0.001,0.05,0.5",
                         help="extra TNA λ values for the sweep (0.005, the default, is in the main table); '' skips it")
     parser.add_argument("--out", default=None, help="results file (default results/methods[-dataset].md)")
     args = parser.parse_args(argv)
-    log = lambda s: print(s, file=sys.stderr, flush=True)
     start = time.perf_counter()
     seeds = range(args.seeds)
     base = dict(network="cnn", neuron="clif", dataset=args.dataset, T=args.T, epochs=args.epochs)

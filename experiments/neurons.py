@@ -6,7 +6,6 @@ temporal gradient analysis (how much gradient reaches early time steps) for the 
 Writes ``experiments/results/neurons.md``, ``temporal_gradients.md`` and ``temporal_gradients.png``
 (with a ``-<dataset>`` suffix for data sets other than digits).
 """
-import argparse
 import sys
 import time
 
@@ -17,7 +16,7 @@ from refsnn.analysis import temporal_gradient_norms
 from refsnn.data import direct, get_dataset
 from refsnn.models import build_network
 
-from .common import RESULTS_DIR, mean_std, train_and_measure, write_results
+from .common import RESULTS_DIR, experiment_parser, log, mean_std, train_and_measure, write_results
 
 # The CLIF paper's setup for all three neurons: tau = 2, no input decay, soft reset, the same
 # rectangular surrogate (its train.py default), so that LIF and PLIF differ from CLIF only by
@@ -27,10 +26,6 @@ NEURONS = [("LIF", "lif", dict(SHARED, tau=2.0, decay_input=False, v_reset=None)
            ("PLIF", "plif", dict(SHARED, init_tau=2.0, decay_input=False, v_reset=None)),
            ("CLIF", "clif", dict(SHARED, tau=2.0))]
 ANALYSIS_SAMPLES = 256
-
-
-def log(message):
-    print(message, file=sys.stderr, flush=True)
 
 
 def train_all(base, seeds, Ts, analysis_T):
@@ -156,14 +151,9 @@ def gradient_verdict(profiles):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default="digits")
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=20)
+    parser = experiment_parser(__doc__, epochs=20)
     parser.add_argument("--T", type=int, nargs="+", default=[2, 4, 6])
     parser.add_argument("--analysis-T", type=int, default=6, help="T of the gradient analysis (must be in --T)")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=1e-2)
     args = parser.parse_args(argv)
     if args.analysis_T not in args.T:
         parser.error("--analysis-T must be one of --T (the analysis uses those trained networks)")

@@ -5,13 +5,12 @@ multi-step LIF network and the full-precision ReLU network, all the same small C
 
 Writes ``experiments/results/s2nn.md`` (``s2nn-<dataset>.md`` for other data sets).
 """
-import argparse
 import sys
 import time
 
 import numpy as np
 
-from .common import mean_std, welch, train_and_measure, write_results
+from .common import experiment_parser, log, mean_std, welch, train_and_measure, write_results
 
 # (label, neuron, neuron options, T)
 ROWS = [
@@ -79,17 +78,12 @@ def verdict(results):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default="digits")
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=1e-2)
+    parser = experiment_parser(__doc__, epochs=20)
     parser.add_argument("--out", default=None, help="results file (default results/s2nn[-dataset].md)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     base = dict(network="cnn", dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
-    results = run_rows(ROWS, base, range(args.seeds), lambda s: print(s, file=sys.stderr, flush=True))
+    results = run_rows(ROWS, base, range(args.seeds), log)
     seconds = time.perf_counter() - start
     command = "nice -n 10 python -m experiments.s2nn " + " ".join(argv if argv is not None else sys.argv[1:])
     per_seed = "\n".join(f"- {label}: " + ", ".join(f"{r['test_acc'] * 100:.2f}" for r in rs)

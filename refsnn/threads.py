@@ -138,8 +138,25 @@ for _name, _address in zip(("refsnn_numpy_sgemm", "refsnn_numpy_dgemm"), _NUMPY_
     llvm_binding.add_symbol(_name, _address)
 
 
-@intrinsic
-def _blas_gemm(typingctx, numpy_blas, kind, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+def _blas_gemm_by_ctypes(numpy_blas, kind, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+    """``_blas_gemm`` in pure-Python mode (``NUMBA_DISABLE_JIT=1``): the same BLAS routine called with the
+    same arguments, through ctypes, so that every block of a product rounds as in the compiled code."""
+    import ctypes
+
+    address, i64, char = ctypes.c_void_p, ctypes.c_int64, ctypes.c_char
+    if numpy_blas:
+        gemm = ctypes.CFUNCTYPE(None, *[address] * 13)(_NUMPY_GEMM[0 if kind == ord("s") else 1])
+        by_address = [ctypes.byref(v) for v in (char(transa), char(transb), i64(m), i64(n), i64(k))]
+        gemm(*by_address, alpha, a, ctypes.byref(i64(lda)), b, ctypes.byref(i64(ldb)), beta, c,
+             ctypes.byref(i64(ldc)))
+    else:
+        from numba import _helperlib
+        kinds = [char] * 3 + [i64] * 3 + [address, address, i64, address, i64, address, address, i64]
+        xxgemm = ctypes.CFUNCTYPE(ctypes.c_int32, *kinds)(_helperlib.c_helpers["xxgemm"])
+        xxgemm(char(kind), char(transa), char(transb), m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+
+
+def _blas_gemm_intrinsic(typingctx, numpy_blas, kind, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
     """Fortran BLAS ?gemm (kind "s" or "d"; integers in, addresses as integers):
     C[m, n] = alpha · op(A)[m, k] · op(B)[k, n] + beta · C, column-major, op = "N" or "T";
     from NumPy's BLAS (``numpy_blas``: every argument passed by address, integers 64-bit),
@@ -177,6 +194,10 @@ def _blas_gemm(typingctx, numpy_blas, kind, transa, transb, m, n, k, alpha, a, l
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+# a Numba intrinsic cannot run as Python: pure-Python mode calls the same routine through ctypes
+_blas_gemm = _blas_gemm_by_ctypes if numba.config.DISABLE_JIT else intrinsic(_blas_gemm_intrinsic)
 
 
 @numba.njit(nogil=True, cache=True)

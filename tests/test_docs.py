@@ -68,7 +68,8 @@ def test_the_docs_links_resolve():
 
 
 def test_every_docs_section_the_code_cites_exists():
-    """A comment's ``docs/methods.md §4`` needs docs/methods.md with a heading ``## 4. ...``."""
+    """A comment's ``docs/methods.md §4`` needs docs/methods.md with a heading ``## 4. ...``, and
+    ``docs/python_mode.md, "What differs"`` a heading that starts with those words."""
     cited = 0
     for folder in ("refsnn", "verify", "bench", "tests", "experiments"):
         for path in (ROOT / folder).rglob("*.py"):
@@ -78,6 +79,10 @@ def test_every_docs_section_the_code_cites_exists():
                 if number:
                     assert re.search(rf"^## {number}\. ", (DOCS / page).read_text(encoding="utf-8"), re.M), \
                         f"{path.relative_to(ROOT)} cites docs/{page} §{number}, which has no such section"
+            for page, heading in re.findall(r'docs/(\w+\.md),? "([^"]+)"', path.read_text(encoding="utf-8")):
+                heading = re.sub(r"\s*\n\s*#?\s*", " ", heading)   # a citation wrapped over lines (or comment lines)
+                assert re.search(rf"^#+ {re.escape(heading)}", (DOCS / page).read_text(encoding="utf-8"), re.M), \
+                    f'{path.relative_to(ROOT)} cites docs/{page} "{heading}", which has no such section'
     assert cited
 
 

@@ -4,7 +4,7 @@ Every measurement is a fresh process started by this one (wall-clock times from 
 spawn, so the interpreter's own start is included):
 
 * first step: a small script that does what the ``refsnn`` console script does (``import
-  refsnn.cli``; ``cli.main(["train", ...])``) with ``refsnn.train.encode`` and
+  refsnn.cli``; ``cli.main(["train", ...])``) with ``refsnn.train.run.encode`` and
   ``refsnn.optim.Adam.step`` wrapped to note when the first step starts (its batch is encoded)
   and ends (its Adam update is done); the process stops there. Run ``WARM_RUNS`` times with the
   default Numba cache (the first run fills it if it is stale, the others find it warm), and once
@@ -48,7 +48,7 @@ class FirstStepDone(BaseException):  # not an Exception: cli.main must not catch
     pass
 
 
-encode, adam_step = refsnn.train.encode, refsnn.optim.Adam.step
+encode, adam_step = refsnn.train.run.encode, refsnn.optim.Adam.step
 
 
 def first_encode(*args, **kwargs):
@@ -62,7 +62,7 @@ def first_adam_step(self):
     raise FirstStepDone
 
 
-refsnn.train.encode = first_encode
+refsnn.train.run.encode = first_encode
 refsnn.optim.Adam.step = first_adam_step
 with tempfile.TemporaryDirectory() as out_dir:
     try:

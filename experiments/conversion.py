@@ -16,8 +16,9 @@ import time
 import numpy as np
 
 from experiments.common import mean_std, train_and_measure, write_results
-from refsnn.convert import (SpikeMeter, activity_summary, calibrate, clipped_relus, collect_preactivations, convert,
-                            evaluate, finetune_epoch, make_finetune_optimizer)
+from refsnn.convert import (calibrate, clipped_relus, collect_preactivations, convert, evaluate_snn, finetune_epoch,
+                            make_finetune_optimizer)
+from refsnn.energy import SpikeMeter, activity_summary
 
 # dataset -> (network, DNN epochs, fine-tuning epochs, calibration images)
 SETUPS = {"mnist-t10k": ("cnn", 5, 2, 1024), "digits": ("cnn", 20, 5, 512)}
@@ -44,19 +45,19 @@ def one_seed(dataset, seed, Ts, quick, log):
     rows = []
     for T in Ts:
         start = time.perf_counter()
-        naive_acc = evaluate(convert(run.model, [{"mu": mu, "a": 1.0, "b": 1.0} for mu in mus]),
+        naive_acc = evaluate_snn(convert(run.model, [{"mu": mu, "a": 1.0, "b": 1.0} for mu in mus]),
                              run.test_x, run.test_y, T)[1]
-        balanced_acc = evaluate(convert(run.model, [{"mu": mu, "a": p / mu, "b": p / mu}
+        balanced_acc = evaluate_snn(convert(run.model, [{"mu": mu, "a": p / mu, "b": p / mu}
                                                     for mu, p in zip(mus, percentiles)]),
                                 run.test_x, run.test_y, T)[1]
         scales = calibrate(run.model, calib, T, rng=rng)
         snn = convert(run.model, scales, dropout=DROPOUT, rng=np.random.default_rng([seed, 4]))
-        converted_acc = evaluate(snn, run.test_x, run.test_y, T)[1]
+        converted_acc = evaluate_snn(snn, run.test_x, run.test_y, T)[1]
         opt = make_finetune_optimizer(snn, FINETUNE_LR)
         for epoch in range(ft_epochs):
             finetune_epoch(snn, opt, run.train_x, run.train_y, T, BATCH, seed, epoch)
         meter = SpikeMeter(snn)
-        finetuned_acc = evaluate(snn, run.test_x, run.test_y, T, meter=meter)[1]
+        finetuned_acc = evaluate_snn(snn, run.test_x, run.test_y, T, meter=meter)[1]
         activity = activity_summary(meter)
         energies = [r["energy"] for r in meter.rows() if "energy" in r]
         activity["first_layer_share"] = energies[0] / sum(energies)

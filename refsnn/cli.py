@@ -22,7 +22,7 @@ if sys.version_info >= (3, 11):
 else:  # Python 3.10: the same parser, as the tomli package (setup.py installs it there)
     import tomli as tomllib
 
-from .checkpoint import read_regular_file
+from .train.checkpoint import read_regular_file
 from .energy import ActivityMeter
 
 
@@ -179,7 +179,7 @@ def _from_origins(make, origins):
 
 def _saved_epoch(run_dir):
     """The epoch of the checkpoint in ``run_dir`` (its checkpoint.json), or None if there is none."""
-    from .checkpoint import META, read_meta
+    from .train.checkpoint import META, read_meta
     try:
         return read_meta(Path(run_dir) / META)["epoch"]
     except (OSError, ValueError):
@@ -208,8 +208,8 @@ WRITE_ERRORS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EIO}
 
 
 def cmd_train(args):
-    from .checkpoint import refuse_existing_run
-    from .train import Run, TrainConfig, check_writable, resume_run, summary_table
+    from .train import Run, TrainConfig, resume_run, summary_table
+    from .train.checkpoint import check_writable, refuse_existing_run
     given, origins = _given_options(args, TrainConfig)
     if args.resume and args.overwrite:
         raise ValueError("--resume and --overwrite contradict each other: pick one")
@@ -243,17 +243,27 @@ def cmd_train(args):
     return 0
 
 
-def cmd_eval(args):
-    from .checkpoint import identify
+def _eval_trained(path, data_dir):
+    """The report of a training run or a ternary export."""
     from .train import load_for_eval, summary_table
-    if identify(args.checkpoint) == "convert":
-        from .convert import eval_summary
-        print(f"{args.checkpoint}: {eval_summary(args.checkpoint, args.data_dir)[1]}")
-        return 0
-    run = load_for_eval(args.checkpoint, args.data_dir)
-    print(f"{args.checkpoint}: {run.cfg.network} with {run.cfg.neuron} neurons, {run.cfg.dataset}, "
-          f"after epoch {run.epoch}\n")
-    print(summary_table(run, ActivityMeter(run.model))[1])
+    run = load_for_eval(path, data_dir)
+    return (f"{run.cfg.network} with {run.cfg.neuron} neurons, {run.cfg.dataset}, after epoch {run.epoch}\n\n"
+            + summary_table(run, ActivityMeter(run.model))[1])
+
+
+def _eval_converted(path, data_dir):
+    """The report of a ``refsnn convert`` run."""
+    from .convert import eval_summary
+    return eval_summary(path, data_dir)[1]
+
+
+# refsnn eval: the report of each kind a checkpoint.json (or a ternary export) declares
+EVAL_REPORTS = {"train": _eval_trained, "ternary-export": _eval_trained, "convert": _eval_converted}
+
+
+def cmd_eval(args):
+    from .train.checkpoint import identify
+    print(f"{args.checkpoint}: {EVAL_REPORTS[identify(args.checkpoint)](args.checkpoint, args.data_dir)}")
     return 0
 
 
@@ -302,8 +312,7 @@ def _convert_parser(sub):
 
 def cmd_convert(args):
     from .convert import ConvertConfig, format_report, run_conversion
-    from .checkpoint import META, read_meta, refuse_existing_run
-    from .train import check_writable
+    from .train.checkpoint import META, check_writable, read_meta, refuse_existing_run
     given, origins = _given_options(args, ConvertConfig)
     out_dir = given.get("out_dir", ConvertConfig.out_dir)
     if args.resume and (Path(out_dir) / META).exists():  # the saved options, and the ones given
@@ -326,8 +335,8 @@ def cmd_convert(args):
 
 def cmd_plot(args):
     from . import plot
-    from .checkpoint import identify
     from .train import encode, load_for_eval
+    from .train.checkpoint import identify
     try:
         plot.require_matplotlib()  # before loading the run
     except ImportError as e:

@@ -1,4 +1,4 @@
-"""Activity and energy accounting (methods.md §6).
+"""Activity and energy accounting (docs/methods.md §6).
 
 Per layer: firing rate (spikes per neuron per step), dense MACs, synaptic operations
 (spikes × fan-out, i.e. a weight layer's dense MACs × the firing rate of its binary input),
@@ -8,8 +8,13 @@ and the energy estimate on the 45 nm figures used across the SNN literature:
     DNN energy = Σ MACs·E_MAC          (one step, the same network with ReLU)
 
 A weight layer whose input is not binary (the first layer under direct encoding, or a layer
-after average pooling) is counted as MACs, never as cheaper accumulates.
+after average pooling) is counted as MACs, never as cheaper accumulates (``SpikeMeter``, for
+converted networks, also counts spikes of one amplitude as spikes).
+
+``energy_table`` is the per-layer table ``refsnn train``, ``refsnn convert`` and ``refsnn eval``
+print.
 """
+import math
 from collections import OrderedDict
 
 import numpy as np
@@ -103,3 +108,65 @@ class ActivityMeter:
                 "dnn_joules": sum(r["macs"] for r in rows) * E_MAC,
                 "macs_per_step": sum(r["macs"] for r in rows),
                 "sops": sum(r["sops"] for r in rows)}
+
+
+def _single_amplitude(x):
+    """Spikes of one amplitude: every non-zero entry has the same value c (c folds into the
+    next layer's weights, so each spike costs one accumulate)."""
+    nonzero = x[x != 0]
+    return nonzero.size == 0 or bool(np.all(nonzero == nonzero.flat[0]))
+
+
+class SpikeMeter(ActivityMeter):
+    """``ActivityMeter`` for converted networks, whose spikes carry the amplitude b·μ: a weight
+    layer's input counts as spikes (synaptic operations at E_AC) when its non-zero entries share
+    one value, not only when they are 1. Analog inputs (direct-encoded pixels) stay MACs."""
+
+    @staticmethod
+    def _wrap(module, forward, entry):
+        counted = ActivityMeter._wrap(module, forward, entry)
+        if isinstance(module, BaseNeuron):
+            return counted
+
+        def counted_amplitude_spikes(x, *args, **kwargs):
+            spikes_so_far = entry["binary_input"]
+            y = counted(x, *args, **kwargs)
+            entry["binary_input"] = spikes_so_far and _single_amplitude(x)
+            return y
+        return counted_amplitude_spikes
+
+
+def activity_summary(meter):
+    """Mean firing rate over the spiking layers (spikes per neuron per step, weighted by neuron
+    count), SNN and DNN energy per sample (J) and their ratio."""
+    events = sum(e["events"] for e in meter.stats.values() if isinstance(e["module"], BaseNeuron))
+    elements = sum(e["elements"] for e in meter.stats.values() if isinstance(e["module"], BaseNeuron))
+    energy = meter.energy()
+    return {"firing_rate": events / elements if elements else 0.0,
+            "snn_joules": energy["snn_joules"], "dnn_joules": energy["dnn_joules"],
+            "energy_ratio": energy["dnn_joules"] / energy["snn_joules"] if energy["snn_joules"] else math.inf}
+
+
+def energy_table(meter, converted=False):
+    """The per-layer table (rate, MACs per step, synaptic operations, energy) and the SNN vs DNN
+    energy per sample. ``converted``: the table of a converted SNN, with the DNN/SNN ratio and
+    the mean firing rate (``activity_summary``), in columns wide enough for ConvertedNeuron."""
+    layer_width, kind_width = (8, 17) if converted else (10, 14)
+    lines = [f"{'layer':<{layer_width}}{'kind':<{kind_width}}{'rate':>8}{'MACs/step':>14}{'SOPs':>14}"
+             f"{'energy (nJ)':>14}"]
+    for r in meter.rows():
+        energy = f"{r['energy'] * 1e9:14.3f}" if "energy" in r else f"{'':>14}"
+        macs = f"{r['macs']:14,.0f}" if r["macs"] else f"{'':>14}"
+        sops = f"{r['sops']:14,.0f}" if r.get("spike_input") else f"{'(analog in)' if r['macs'] else '':>14}"
+        lines.append(f"{r['layer']:<{layer_width}}{r['kind']:<{kind_width}}{r['rate']:8.4f}{macs}{sops}{energy}")
+    if converted:
+        s = activity_summary(meter)
+        lines += ["", f"energy per sample: SNN {s['snn_joules'] * 1e9:.3f} nJ, DNN {s['dnn_joules'] * 1e9:.3f} nJ "
+                      f"(DNN/SNN = {s['energy_ratio']:.2f}; E_MAC 4.6 pJ, E_AC 0.9 pJ, 45 nm); "
+                      f"mean firing rate {s['firing_rate']:.4f} spikes/neuron/step"]
+    else:
+        e = meter.energy()
+        lines += ["", f"energy per sample: SNN {e['snn_joules'] * 1e9:.3f} nJ, same network as a DNN "
+                      f"{e['dnn_joules'] * 1e9:.3f} nJ (E_MAC 4.6 pJ, E_AC 0.9 pJ, 45 nm); "
+                      f"rate = firing rate for neurons, input spike rate for weight layers"]
+    return "\n".join(lines)

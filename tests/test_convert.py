@@ -8,14 +8,16 @@ import numpy as np
 import pytest
 
 from refsnn.cli import main as cli_main
-from refsnn.convert import (DEFAULT_GRID, ConvertConfig, ConvertedNeuron, SpikeMeter, calibrate, clamp_lam,
-                            collect_preactivations, convert, evaluate, finetune_epoch, fold_batchnorm, grid_errors,
-                            if_response, load_converted, make_finetune_optimizer, search_scales)
+from refsnn.convert import (DEFAULT_GRID, ConvertConfig, calibrate, collect_preactivations, convert, evaluate_snn,
+                            finetune_epoch, fold_batchnorm, grid_errors, if_response, load_converted,
+                            make_finetune_optimizer, search_scales)
 from refsnn.data import Batches, digits_split, direct
+from refsnn.energy import SpikeMeter
 from refsnn.layers import BatchNorm1d, BatchNorm2d, ClippedReLU, Conv2d, Linear, MaxPool2d, ReLU
 from refsnn.losses import cross_entropy
 from refsnn.models import spiking_mlp
 from refsnn.module import NonFiniteError, Sequential
+from refsnn.neurons import ConvertedNeuron, clamp_lam
 from refsnn.optim import Adam
 from verify.gradcheck import check_directional, gradcheck
 
@@ -257,12 +259,12 @@ def digits_dnn():
 
 def test_conversion_approaches_dnn_as_T_grows(digits_dnn):
     dnn, train_x, _, test_x, test_y = digits_dnn
-    _, dnn_acc = evaluate(dnn, test_x, test_y, 1)
+    _, dnn_acc = evaluate_snn(dnn, test_x, test_y, 1)
     dnn_pred = np.argmax(dnn.forward(direct(test_x, 1))[0], axis=1)
     acc, agree = {}, {}
     for T in (1, 2, 8, 64):
         snn = convert(dnn, calibrate(dnn, train_x[:512], T))
-        acc[T] = evaluate(snn, test_x, test_y, T)[1]
+        acc[T] = evaluate_snn(snn, test_x, test_y, T)[1]
         agree[T] = np.mean(np.argmax(snn.forward(direct(test_x, T)).mean(axis=0), axis=1) == dnn_pred)
     assert dnn_acc > 0.9
     assert acc[64] >= dnn_acc - 0.02 and agree[64] >= 0.97, (dnn_acc, acc, agree)
@@ -299,7 +301,7 @@ def test_spike_meter_counts_amplitude_spikes(digits_dnn):
     dnn, train_x, _, test_x, test_y = digits_dnn
     snn = convert(dnn, calibrate(dnn, train_x[:256], 2))
     meter = SpikeMeter(snn)
-    evaluate(snn, test_x[:50], test_y[:50], 2, meter=meter)
+    evaluate_snn(snn, test_x[:50], test_y[:50], 2, meter=meter)
     rows = {r["layer"]: r for r in meter.rows()}
     assert rows["1"]["spike_input"] is False                     # analog pixels: MACs
     assert rows["3"]["spike_input"] and rows["5"]["spike_input"]  # after the neurons: synaptic operations
@@ -337,11 +339,11 @@ def test_finetune_clamps_leak_after_each_step(digits_dnn):
 def test_finetune_improves_training_loss(digits_dnn):
     dnn, train_x, train_y, *_ = digits_dnn
     snn = convert(dnn, calibrate(dnn, train_x[:256], 1))
-    before = evaluate(snn, train_x[:256], train_y[:256], 1)[0]
+    before = evaluate_snn(snn, train_x[:256], train_y[:256], 1)[0]
     opt = make_finetune_optimizer(snn, lr=1e-3)
     for epoch in range(2):
         finetune_epoch(snn, opt, train_x[:256], train_y[:256], T=1, batch_size=32, epoch=epoch)
-    assert evaluate(snn, train_x[:256], train_y[:256], 1)[0] < before
+    assert evaluate_snn(snn, train_x[:256], train_y[:256], 1)[0] < before
     thresholds = [float(m.params["threshold"]) for _, m in snn.modules() if isinstance(m, ConvertedNeuron)]
     assert thresholds and all(t > 0 for t in thresholds)
 
@@ -363,7 +365,7 @@ def test_cli_end_to_end(tmp_path, capsys):
     # the checkpoint reloads to the network that was measured
     snn, meta = load_converted(out)
     _, _, test_x, test_y = digits_split()
-    assert evaluate(snn, test_x, test_y, 2)[1] == pytest.approx(meta["results"]["finetuned_acc"])
+    assert evaluate_snn(snn, test_x, test_y, 2)[1] == pytest.approx(meta["results"]["finetuned_acc"])
     # a second run into the same directory needs --resume; with it, fine-tuning continues
     assert cli_main(args) == 2
     assert cli_main(common + ["--finetune-epochs", "2", "--resume"]) == 0

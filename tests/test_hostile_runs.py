@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from refsnn.cli import main
-from refsnn.checkpoint import npz_bytes
+from refsnn.train.checkpoint import npz_bytes
 from test_checkpoint import OPTIONS, meta_of, one_error, rewrite_meta, trained
 
 

@@ -6,11 +6,12 @@ import pytest
 
 import refsnn
 from refsnn import losses, optim
-from refsnn.convert import ConvertedNeuron, if_response, search_scales
+from refsnn.convert import if_response, search_scales
 from refsnn.layers import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, ClippedReLU, Conv2d, Dropout,
                            Flatten, Linear, MaxPool2d, ReLU)
 from refsnn.models import resnet20
 from refsnn.module import NonFiniteError
+from refsnn.neurons import ConvertedNeuron
 
 
 def rel_err(mine, exact):

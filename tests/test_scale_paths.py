@@ -16,14 +16,13 @@ import pytest
 
 import refsnn
 from refsnn.cli import main
-from refsnn.convert import (ConvertedNeuron, SpikeMeter, convert, evaluate, finetune_epoch, load_converted,
-                            make_finetune_optimizer)
+from refsnn.convert import convert, evaluate_snn, finetune_epoch, load_converted, make_finetune_optimizer
 from refsnn.data import digits_split, direct, get_dataset
-from refsnn.energy import ActivityMeter
+from refsnn.energy import ActivityMeter, SpikeMeter
 from refsnn.layers import BatchNorm1d, ClippedReLU, Conv2d, Dropout, Flatten, Linear
 from refsnn.models import NETWORKS, build_network, make_activation
 from refsnn.module import Sequential
-from refsnn.neurons import BLOCK
+from refsnn.neurons import BLOCK, ConvertedNeuron
 from refsnn.surrogate import SURROGATES
 from refsnn.train import read_checkpoint
 from verify.gradcheck import check_directional, gradcheck
@@ -328,7 +327,7 @@ def test_epoch_means_weigh_an_uneven_last_batch_by_its_size(tmp_path):
 
 
 def test_conversion_means_weigh_an_uneven_last_batch_by_its_size():
-    """refsnn.convert's evaluate and fine-tuning epoch (lr 1e-30: the weights stay) over batches of
+    """refsnn.convert's evaluate_snn and fine-tuning epoch (lr 1e-30: the weights stay) over batches of
     16 with a last one of 2 equal the mean over all 50 samples."""
     rng = np.random.default_rng(1)
     dnn = Sequential(Flatten(), Linear(64, 24, rng=rng), ClippedReLU(), Linear(24, 10, rng=rng)).to(np.float64)
@@ -336,7 +335,7 @@ def test_conversion_means_weigh_an_uneven_last_batch_by_its_size():
     train_x, train_y, _, _ = digits_split()
     x, y = train_x[:50], train_y[:50]
     loss, acc = mean_cross_entropy(snn.forward(direct(x.astype(np.float64), 2)).mean(axis=0), y)
-    assert evaluate(snn, x, y, 2, batch_size=16) == pytest.approx((loss, acc), rel=1e-12)
+    assert evaluate_snn(snn, x, y, 2, batch_size=16) == pytest.approx((loss, acc), rel=1e-12)
     opt = make_finetune_optimizer(snn, lr=1e-30)
     assert finetune_epoch(snn, opt, x, y, 2, batch_size=16) == pytest.approx((loss, acc), rel=1e-12)
 

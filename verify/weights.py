@@ -24,7 +24,7 @@ import zipfile
 
 import numpy as np
 
-from refsnn.checkpoint import MAX_WEIGHTS_BYTES, load_npz, read_regular_file
+from refsnn.train.checkpoint import MAX_WEIGHTS_BYTES, load_npz, read_regular_file
 
 FORMATS = (".safetensors", ".npz")
 

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
+from .. import __version__
 
 META = "checkpoint.json"
 LOCK = "run.lock"
@@ -97,6 +97,18 @@ def _umask():
     mask = os.umask(0o022)  # the only way to read it is to set it
     os.umask(mask)
     return mask
+
+
+def check_writable(directory):
+    """Create ``directory`` if needed and check that a file can be written in it: OSError naming
+    it (read-only file system, permission, a file in the way) before any work is done."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as e:
+        raise OSError(e.errno, f"cannot write in {directory}: {e.strerror}") from None
 
 
 def npz_bytes(arrays):
@@ -163,6 +175,25 @@ def load_npz(data, source):
             return {k: z[k] for k in z.files}
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, TypeError) as e:
         raise ValueError(f"{source} is not a readable .npz of arrays: {e}") from None
+
+
+# ------------------------------------------------------------------------------------------
+# the arrays of a checkpoint: sections named by a prefix (model/, optim/, twin/...)
+# ------------------------------------------------------------------------------------------
+def prefixed(prefix, arrays):
+    """``arrays`` (a state dict) under ``prefix``: ``{prefix + name: array}``."""
+    return {f"{prefix}{k}": np.asarray(v) for k, v in arrays.items()}
+
+
+def section(arrays, prefix):
+    """The entries of ``arrays`` under ``prefix``, with the prefix removed."""
+    return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+
+
+def generators(model):
+    """``{module name: numpy Generator}`` of the modules that draw (Dropout): their states go
+    into ``checkpoint.json`` so that a resumed run draws the masks it would have drawn."""
+    return {name: m.rng for name, m in model.modules() if isinstance(getattr(m, "rng", None), np.random.Generator)}
 
 
 # ------------------------------------------------------------------------------------------

@@ -1,0 +1,109 @@
+"""What a config builds: the network, its optimizer and schedule, the input encoding, the loss,
+and the trained network a saved run or ternary export holds (a KD teacher, ``refsnn eval``).
+"""
+import numpy as np
+
+from ..data import direct, get_dataset, poisson
+from ..losses import cross_entropy, tet_loss
+from ..models import build_network, skip_input_gradient
+from ..optim import SGD, Adam, AdamW, CosineAnnealingLR, StepLR
+from ..quant import load_ternary, ternarize
+from .checkpoint import EXPORT_KIND, identify, read_checkpoint, read_export, section
+from .config import TrainConfig, dataset_key
+
+TWIN_SEED_STREAM = 1   # the twin's initialization seed is derived from (seed, TWIN_SEED_STREAM)
+
+
+def make_optimizer(cfg, model):
+    params = list(model.named_parameters())
+    if cfg.optimizer == "sgd":
+        opt = SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    elif cfg.optimizer == "adam":
+        opt = Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    else:
+        opt = AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.schedule == "cosine":
+        sched = CosineAnnealingLR(opt, T_max=cfg.epochs)
+    elif cfg.schedule == "step":
+        sched = StepLR(opt, step_size=cfg.step_size, gamma=cfg.gamma)
+    else:
+        sched = None
+    return opt, sched
+
+
+POISSON_STREAM, EVAL_POISSON_STREAM = 2, 3  # after Batches' streams 0 (shuffle) and 1 (augment)
+
+
+def encode(cfg, x, epoch, step):
+    """[N, ...] images → [T, N, ...] inputs. Poisson draws come from ``default_rng([seed, epoch,
+    2, step])`` in training and ``default_rng([seed, 0, 3, step])`` in evaluation (``epoch=None``),
+    so a test pass gives the same spikes whenever it runs (Batches uses streams 0 and 1)."""
+    x = x.astype(cfg.dtype, copy=False)
+    if cfg.encoding == "direct":
+        return direct(x, cfg.T)
+    key = [cfg.seed, 0, EVAL_POISSON_STREAM, step] if epoch is None else [cfg.seed, epoch, POISSON_STREAM, step]
+    return poisson(x, cfg.T, np.random.default_rng(key))
+
+
+def training_loss(cfg):
+    """The loss ``cfg.loss`` names, ``(out, y) -> (loss, dL/dout)``: cross-entropy of the
+    time-averaged logits or TET (``refsnn.losses``)."""
+    return cross_entropy if cfg.loss == "ce" else tet_loss
+
+
+def twin_seed(seed):
+    """The twin's initialization seed: derived from the run's ``seed``, independent of it."""
+    return int(np.random.SeedSequence([seed, TWIN_SEED_STREAM]).generate_state(1)[0])
+
+
+def build_model(cfg, info, seed=None, quantize=True):
+    """The network ``cfg`` describes for a data set's ``info``, ternary layers included when
+    ``cfg.ternary`` and ``quantize``, in the config's dtype."""
+    model = build_network(cfg.network, info["input_shape"], info["num_classes"], neuron=cfg.neuron,
+                          neuron_options=cfg.neuron_options, seed=cfg.seed if seed is None else seed)
+    if cfg.ternary and quantize:
+        ternarize(model, cfg.ternary_per_channel, cfg.ternary_first, cfg.ternary_last)
+    skip_input_gradient(model)  # training never uses dL/d(input)
+    return model.to(np.dtype(cfg.dtype))
+
+
+def load_network(path, info=None):
+    """``(cfg, model, sha256)``: the trained base network in a training run directory, its
+    checkpoint.json or a ternary export, with the config it was trained with.
+
+    ``info`` (a data set's info dict): the network must have been trained on that data set (and
+    the data is then not read again). Ternary layers forward with their ternary weights."""
+    kind = identify(path)
+    if kind == EXPORT_KIND:
+        meta, arrays, sha256 = read_export(path)
+    else:
+        meta, arrays = read_checkpoint(path, kind="train")
+        sha256 = meta["weights_sha256"]
+    arrays = section(arrays, "model/")
+    cfg = TrainConfig.from_dict(meta["config"])
+    if info is None:
+        info = get_dataset(cfg.dataset, cfg.data_dir)[4]
+    elif dataset_key(cfg.dataset) != info["name"]:
+        raise ValueError(f"{path} holds a network trained on {cfg.dataset!r} ({cfg.network}); this run uses "
+                         f"{info['name']!r}: the teacher must share the data set and its {info['num_classes']} classes")
+    try:
+        if kind == EXPORT_KIND:
+            model = load_ternary(build_model(cfg, info, quantize=False), arrays)
+        else:
+            model = build_model(cfg, info).load_state_dict(arrays)
+    except ValueError as e:
+        raise ValueError(f"{path}: the weights do not fit the network its config describes: {e}") from None
+    return cfg, model, sha256
+
+
+class Teacher:
+    """A frozen trained network (eval mode) whose time-averaged logits teach a KD student. It sees
+    each batch through its own T and encoding (Poisson draws from its own seed, epoch and step)."""
+
+    def __init__(self, path, info):
+        self.cfg, self.model, self.sha256 = load_network(path, info)
+        self.model.eval()
+
+    def logits(self, x, epoch, step):
+        out = self.model.forward(encode(self.cfg, x, epoch, step))
+        return out.mean(axis=0, dtype=np.float64).astype(out.dtype)  # time mean [N, classes]; float64 sum over T

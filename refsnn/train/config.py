@@ -1,0 +1,211 @@
+"""What a run is made of: ``TrainConfig`` and the checks every config value goes through.
+
+A config is a dataclass whose fields are the ``refsnn train`` options (and the keys of its TOML
+file and of a saved ``checkpoint.json``). ``__post_init__`` checks every field, so a config that
+exists is a valid one; an invalid value raises ``ConfigError`` naming the option (the CLI adds
+the file and line it came from). ``ConvertConfig`` (``refsnn.convert``) uses the same checks.
+"""
+import dataclasses
+import inspect
+import math
+
+import numpy as np
+
+from ..data import _AUGMENTATIONS, _CIFAR, _IDX_SETS
+from ..models import ANALOG_ACTIVATIONS, NETWORKS
+from ..module import OptionError, check_real
+from ..neurons import NEURONS
+
+DATASETS = ("digits", "mnist-t10k", *_IDX_SETS, *_CIFAR)  # the names get_dataset knows
+
+
+class ConfigError(ValueError):
+    """An invalid config value; ``option`` names the config key (the CLI adds the file and line)."""
+
+    def __init__(self, option, message):
+        super().__init__(message)
+        self.option = option
+
+
+def config_from_dict(cls, d):
+    """``cls(**d)`` for a config dataclass, naming any key it does not know."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ConfigError(unknown[0], f"unknown config key(s) {unknown}; known: {sorted(known)}")
+    return cls(**d)
+
+
+def check_field_types(cfg):
+    """Every field of the config dataclass ``cfg`` holds its declared type, whatever the source
+    (TOML, command line, a saved checkpoint): bools only in bool fields, integers (not bools) in
+    int fields, finite reals in float fields, strings, dicts; None only where the default is None.
+    NumPy scalars are accepted and stored as Python ones (so the config stays JSON)."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if value is None and f.default is None:
+            continue
+        if f.type is bool:
+            if not isinstance(value, (bool, np.bool_)):
+                raise ConfigError(f.name, f"{f.name} must be true or false, got {value!r}")
+            value = bool(value)
+        elif f.type is int:
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+                raise ConfigError(f.name, f"{f.name} must be an integer, got {value!r}")
+            value = int(value)
+        elif f.type is float:
+            try:
+                value = check_real(value, f.name)
+            except OptionError:
+                raise ConfigError(f.name, f"{f.name} must be a finite real number, got {value!r}") from None
+        elif not isinstance(value, f.type):
+            raise ConfigError(f.name, f"{f.name} must be a {'string' if f.type is str else f.type.__name__}, "
+                                      f"got {value!r}")
+        setattr(cfg, f.name, value)
+
+
+def check_counts(cfg, positive, non_negative):
+    """ConfigError unless the int fields named in ``positive`` are >= 1 and those in
+    ``non_negative`` >= 0."""
+    for names, low, kind in ((positive, 1, "a positive"), (non_negative, 0, "a non-negative")):
+        for name in names:
+            if getattr(cfg, name) < low:
+                raise ConfigError(name, f"{name} must be {kind} integer, got {getattr(cfg, name)}")
+
+
+def check_neuron_options(neuron, options):
+    """``options`` are keyword arguments of the neuron (or activation) ``neuron`` with the kinds of
+    their defaults (bool, string, else a number or null), and build it; ConfigError naming the
+    option otherwise."""
+    cls = NEURONS.get(neuron) or ANALOG_ACTIVATIONS[neuron]
+    params = {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items() if k != "self"}
+    for key, value in options.items():
+        if key not in params:
+            raise ConfigError("neuron_options", f"unknown option {key!r} for neuron {neuron}; known: "
+                                                f"{', '.join(params)}")
+        default = params[key]
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, str):
+            ok = isinstance(value, str)
+        else:
+            ok = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+        if not ok:
+            kind = "true or false" if isinstance(default, bool) else "a string" if isinstance(default, str) \
+                else "a number"
+            raise ConfigError("neuron_options", f"neuron option {key} of {neuron} must be {kind}, got {value!r}")
+    try:
+        cls(**options)
+    except (TypeError, ValueError) as e:
+        raise ConfigError("neuron_options", f"neuron_options for {neuron}: {e}") from None
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    network: str = "cnn"
+    neuron: str = "clif"
+    neuron_options: dict = dataclasses.field(default_factory=dict)  # tau, v_threshold, surrogate, alpha...
+    dataset: str = "digits"
+    data_dir: str = None
+    T: int = 4
+    encoding: str = "direct"          # direct | poisson
+    epochs: int = 20
+    batch_size: int = 64
+    optimizer: str = "adam"           # sgd | adam | adamw
+    lr: float = 1e-2
+    momentum: float = 0.9             # sgd only
+    weight_decay: float = 0.0
+    schedule: str = "cosine"          # cosine | step | none
+    step_size: int = 10               # step schedule
+    gamma: float = 0.1
+    loss: str = "ce"                  # ce | tet
+    augment: str = None               # None | crop_flip (CIFAR)
+    seed: int = 0
+    dtype: str = "float32"
+    out_dir: str = "runs/latest"
+    method: str = "plain"             # plain | tna | kd | dml
+    tna_lambda: float = 0.005         # λ of the logit-matching term (tna)
+    late_matching: int = 0            # tna: λ = 0 during the first late_matching epochs
+    twin_precision: str = "same"      # same (quantized like the base) | full
+    save_twin: bool = False           # keep the twin's weights in the finished run
+    teacher: str = None               # kd: run directory, checkpoint.json or ternary export
+    kd_alpha: float = 0.9
+    kd_temperature: float = 4.0
+    dml_temperature: float = 1.0
+    ternary: bool = False             # ternary weights (TWN, straight-through)
+    ternary_per_channel: bool = False
+    ternary_first: bool = False       # also ternarize the first weight layer
+    ternary_last: bool = False        # also ternarize the last weight layer (the classifier)
+
+    CHOICES = {"network": tuple(NETWORKS), "neuron": (*NEURONS, *ANALOG_ACTIVATIONS),
+               "encoding": ("direct", "poisson"), "optimizer": ("sgd", "adam", "adamw"),
+               "schedule": ("cosine", "step", "none"), "loss": ("ce", "tet"), "augment": (None, *_AUGMENTATIONS),
+               "dtype": ("float32", "float64"), "method": ("plain", "tna", "kd", "dml"),
+               "twin_precision": ("same", "full")}
+
+    def __post_init__(self):
+        check_field_types(self)
+        for name, allowed in self.CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(name, f"{name} must be one of {', '.join(map(str, allowed))}; "
+                                        f"got {getattr(self, name)!r}")
+        if dataset_key(self.dataset) not in DATASETS:  # get_dataset's spelling: any case, _ or -
+            raise ConfigError("dataset", f"dataset must be one of {', '.join(DATASETS)}; got {self.dataset!r}")
+        check_counts(self, ("T", "epochs", "batch_size", "step_size"), ("seed", "late_matching"))
+        for name, low, high, low_open in (("lr", 0.0, math.inf, True), ("momentum", 0.0, math.inf, False),
+                                          ("weight_decay", 0.0, math.inf, False), ("gamma", 0.0, math.inf, True),
+                                          ("tna_lambda", 0.0, math.inf, False), ("kd_alpha", 0.0, 1.0, False),
+                                          ("kd_temperature", 0.0, math.inf, True),
+                                          ("dml_temperature", 0.0, math.inf, True)):
+            value = getattr(self, name)
+            if not (low < value <= high if low_open else low <= value <= high):
+                raise ConfigError(name, f"{name} must be in {'(' if low_open else '['}{low}, {high}], got {value}")
+        check_neuron_options(self.neuron, self.neuron_options)
+        if self.neuron == "s2nn" and self.T != 1:
+            raise ConfigError("T", f"the s2nn neuron is single-step: T must be 1, got {self.T}")
+        for name in ("out_dir", "data_dir", "teacher"):
+            if getattr(self, name) == "":
+                raise ConfigError(name, f"{name} must not be empty")
+        self._check_methods()
+
+    def _check_methods(self):
+        if self.method == "kd" and not self.teacher:
+            raise ConfigError("teacher", "method 'kd' needs a teacher: the run directory (or checkpoint.json or "
+                                         "ternary export) of a trained network on the same data set")
+        if self.teacher is not None and self.method != "kd":
+            raise ConfigError("teacher", f"teacher is only used by method 'kd', not {self.method!r}")
+        if self.method != "plain" and self.loss != "ce":
+            raise ConfigError("loss", f"loss {self.loss!r} is only available with method 'plain' "
+                                      f"({self.method} uses its own loss on time-averaged logits)")
+        if self.save_twin and self.method not in ("tna", "dml"):
+            raise ConfigError("save_twin", "save_twin needs a twin: method 'tna' or 'dml'")
+        if self.late_matching and self.method != "tna":
+            raise ConfigError("late_matching", "late_matching applies to method 'tna' only")
+        refinements = [n for n in ("ternary_per_channel", "ternary_first", "ternary_last") if getattr(self, n)]
+        if refinements and not self.ternary:
+            raise ConfigError(refinements[0], f"{', '.join(refinements)} only apply with ternary = true")
+
+    @classmethod
+    def from_dict(cls, d):
+        return config_from_dict(cls, d)
+
+
+def dataset_key(name):
+    """A data set's name as ``get_dataset`` spells it: any case, ``_`` or ``-``."""
+    return str(name).lower().replace("_", "-")
+
+
+RESUMABLE = ("epochs", "data_dir", "teacher", "out_dir")  # options a resumed run may change
+
+
+def changed_options(saved, cfg, allowed):
+    """The fields in which the config ``cfg`` differs from a run's ``saved`` one; ConfigError
+    naming each changed field that is not in ``allowed``, with its old and new value."""
+    changed = [f.name for f in dataclasses.fields(cfg) if getattr(cfg, f.name) != getattr(saved, f.name)]
+    refused = [name for name in changed if name not in allowed]
+    if refused:
+        listed = ", ".join(f"{name} ({getattr(saved, name)!r} → {getattr(cfg, name)!r})" for name in refused)
+        raise ConfigError(refused[0], f"cannot change {listed} when resuming: the run in {cfg.out_dir} was "
+                                      f"made with the saved values; only {', '.join(allowed)} may change "
+                                      "(start a new run in another out_dir for other options)")
+    return changed

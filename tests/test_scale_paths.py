@@ -94,10 +94,10 @@ def reference_clif(neuron):
 
 def reference_converted(neuron):
     """H = λ·V + X ;  S = φ ;  V = H − Ŝ·V_th ;  O = A·S."""
-    def forward(x, threshold, leak, amplitude, frozen=None):
+    def forward(x, threshold, lam, amplitude, frozen=None):
         v, out, spikes = np.zeros(x.shape[1:]), [], []
         for t in range(x.shape[0]):
-            h = leak * v + x[t]
+            h = lam * v + x[t]
             s = smooth_spike(h, threshold, neuron.surrogate.name, neuron.surrogate.alpha, neuron.surrogate.beta)
             v = h - (s if frozen is None else frozen[t]) * threshold
             out.append(amplitude * s)

@@ -248,7 +248,7 @@ def primitive(code, u, alpha, beta):
     """φ(u), the smooth stand-in for Θ(u) used in smooth mode."""
     zero, half, one = typed(0.0, u), typed(0.5, u), typed(1.0, u)
     if code == ATAN:  # in float64 (see derivative)
-        return math.atan(math.pi / 2 * alpha * u) / math.pi + 0.5
+        return math.atan(math.pi / 2 * np.float64(alpha) * np.float64(u)) / math.pi + 0.5
     if code == SIGMOID:
         return stable_sigmoid(alpha * u)
     if code == RECT:
@@ -270,6 +270,8 @@ def derivative(code, u, alpha, beta):
         # In float64 for any data: atan kernels do not vectorize anyway (libm atan), and the float32
         # dL/dx of a neuron can be a difference of two near-equal terms (B + gS·g', see
         # test_regression_single_step_gradient_cancels_in_float32), which a float64 g' keeps accurate.
+        # The casts say so for NumPy too: Numba promotes float32 · float to float64, NumPy (NEP 50) does not.
+        alpha, u = np.float64(alpha), np.float64(u)
         z = math.pi / 2 * alpha * u
         return (alpha / 2) / (1.0 + z * z)
     if code == SIGMOID:

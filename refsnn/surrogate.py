@@ -124,10 +124,14 @@ def _fused_multiply_add(a, b, c):
 
 
 def _compiled_code_fuses():
-    """Whether the compiled code's target CPU has FMA instructions: then LLVM fuses every
-    ``_multiply_add`` of exp_float32 (its assembly: nine vfmadd, on AVX2 and AVX-512)."""
+    """Whether the compiled code's target CPU has FMA instructions (x86 with the ``fma`` feature, every
+    ARM64): then LLVM fuses every ``_multiply_add`` of exp_float32 (its x86 assembly: nine vfmadd)."""
+    import platform
+
     from llvmlite import binding
 
+    if platform.machine().lower() in ("aarch64", "arm64"):
+        return True
     features = numba.config.CPU_FEATURES or binding.get_host_cpu_features().flatten()
     return "+fma" in features.split(",")
 

@@ -5,7 +5,7 @@ torch ``[128, C, H, W]``): performance.md's ``[128, 64, 16, 16]`` 64→64, VGG-1
 32x32, 16x16 and 8x8, and two stride-2 layers. One timed call is ``forward(x)`` then
 ``backward(g)``, which gives the input gradient, the weight gradient and the bias gradient:
 
-* refsnn: ``layers.Conv2d`` ... ``layer.forward(x); layer.backward(g)``;
+* refsnn: ``refsnn.layers.Conv2d`` ... ``layer.forward(x); layer.backward(g)``;
 * torch: ``torch.nn.Conv2d`` with the same weight and bias, ``conv(x).backward(g)``, ``x``
   requiring grad;
 * torch.compile (inductor) of that module, forward and backward.
@@ -256,7 +256,7 @@ def bench_shape(shape, repeats, compile_on, sgemm, rng):
 
 
 # ------------------------------------------------------------------------------------------
-# Spike input: the event-driven path (refsnn.sparse_conv) against the dense path and torch
+# Spike input: the event-driven path (refsnn.layers.conv_events) against the dense path and torch
 # ------------------------------------------------------------------------------------------
 SPIKE_SHAPES = (("performance.md", 64, 16, 64, 1),
                 ("VGG-11 layer2", 64, 16, 128, 1),
@@ -270,7 +270,7 @@ SPIKE_RATES = (0.05, 0.15, 0.3, 0.45)
 def spike_rows(shapes, repeats, rng):
     """One row per (shape, firing rate): binary spikes x (each input 1 with probability ``rate``),
     forward + backward of refsnn's layer on the path it chooses, of the same layer held on the
-    event-driven path and held on the dense path (where they break even: layers.SPARSE_COST), and
+    event-driven path and held on the dense path (where they break even: refsnn.layers.conv.SPARSE_COST), and
     of torch.nn.Conv2d."""
     rows, checks = [], []
     for shape in shapes:
@@ -367,9 +367,9 @@ def run(repeats=None, threads=None, blas_in_time=False, compile_models="all", wr
         "",
         "Spike input: x binary, each element 1 with probability = the firing rate; forward + backward (input, "
         "weight and bias gradients) of refsnn's layer on the path it chooses from the counted non-zeros "
-        "(\"sparse\": forward and weight gradient over the active inputs, refsnn.sparse_conv; the input gradient "
+        "(\"sparse\": forward and weight gradient over the active inputs, refsnn.layers.conv_events; the input gradient "
         "stays a GEMM), of the same layer held on each path (\"sparse ms\", \"dense ms\": im2col + GEMM; where "
-        "they break even sets layers.SPARSE_COST), and of torch.nn.Conv2d; dense/sparse > 1: the event-driven "
+        "they break even sets refsnn.layers.conv.SPARSE_COST), and of torch.nn.Conv2d; dense/sparse > 1: the event-driven "
         "path is faster; torch/refsnn > 1: refsnn's chosen path is faster than torch.",
         "",
         markdown_table(["input, channels, stride → output", "firing rate", "refsnn path", "refsnn ms",

@@ -2,13 +2,14 @@
 autograd (forward, every gradient, running statistics, state-dict names), and bad-input errors.
 
 Relative error of a tensor = max|mine - theirs| / max|theirs| (normwise, so that elements near
-zero do not dominate). Tolerances from verification.md: 1e-10 in float64, 1e-5 in float32.
+zero do not dominate). Tolerances from docs/verification.md: 1e-10 in float64, 1e-5 in float32.
 """
 import numpy as np
 import pytest
 
 from refsnn.layers import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, ClippedReLU, Conv2d,
-                           Dropout, Flatten, Linear, MaxPool2d, NCHW_MAX_CHANNELS, ReLU)
+                           Dropout, Flatten, Linear, MaxPool2d, ReLU)
+from refsnn.layers.conv import NCHW_MAX_CHANNELS
 from verify.gradcheck import gradcheck
 
 GRADCHECK_TOL = 1e-6

@@ -1,20 +1,20 @@
-"""Conv2d's event-driven path (refsnn.sparse_conv) against independent sides.
+"""Conv2d's event-driven path (refsnn.layers.conv_events) against independent sides.
 
 Each case runs the layer on a sparse input (spikes, or non-binary values such as average-pooled
 spikes) and compares the output, the input gradient and the weight and bias gradients with
 torch.nn.functional.conv2d and torch autograd, and the kernels with the plain NumPy references
-of refsnn.sparse_conv. Which path ran is asserted through ``Conv2d.last_path``; the choice is
-forced by monkeypatching ``layers.SPARSE_COST`` (0: always event-driven; inf: never).
+of refsnn.layers.conv_events. Which path ran is asserted through ``Conv2d.last_path``; the choice is
+forced by monkeypatching ``refsnn.layers.conv.SPARSE_COST`` (0: always event-driven; inf: never).
 
-Tolerances (normwise relative error, max|Δ| / max|reference|): 1e-10 in float64 (verification.md);
+Tolerances (normwise relative error, max|Δ| / max|reference|): 1e-10 in float64 (docs/verification.md);
 in float32 the layer sums up to C·kh·kw = 400 products in another order than torch, each sum
-rounding to about 2^-24 relative per addition, so 1e-5 (verification.md's float32 tolerance).
+rounding to about 2^-24 relative per addition, so 1e-5 (docs/verification.md's float32 tolerance).
 """
 import numpy as np
 import pytest
 
-from refsnn import layers, sparse_conv
-from refsnn.layers import Conv2d
+from refsnn.layers import Conv2d, conv_events
+from refsnn.layers import conv as conv_module
 
 torch = pytest.importorskip("torch")
 
@@ -71,7 +71,7 @@ def run_layer(conv, x, g):
 
 @pytest.fixture
 def always_sparse(monkeypatch):
-    monkeypatch.setattr(layers, "SPARSE_COST", 0.0)
+    monkeypatch.setattr(conv_module, "SPARSE_COST", 0.0)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -155,7 +155,7 @@ def test_sparse_and_dense_paths_agree(monkeypatch):
     g = np.random.default_rng(11).standard_normal((2, 4, 96, 8, 8)).astype(np.float32)
     results = {}
     for cost, path in ((0.0, "sparse"), (np.inf, "nhwc")):
-        monkeypatch.setattr(layers, "SPARSE_COST", cost)
+        monkeypatch.setattr(conv_module, "SPARSE_COST", cost)
         conv = Conv2d(32, 96, 3, padding=1, rng=np.random.default_rng(12))
         results[path], taken = run_layer(conv, x, g)
         assert taken == path
@@ -183,15 +183,15 @@ def test_weight_gradient_split_over_images():
     x = sparse_input((5, 7, 6, 5), 0.3, binary=False, seed=16)
     g = rng.standard_normal((5, 6, 5, 40))
     counts = np.empty(5 * 30, np.int32)
-    sparse_conv.count_active(x.reshape(5, 7, 30), counts)
-    compressed = sparse_conv.compress(x.reshape(5, 7, 30), counts)
-    wt_shape = (1, 3, 3, 7, sparse_conv.BLOCK)
+    conv_events.count_active(x.reshape(5, 7, 30), counts)
+    compressed = conv_events.compress(x.reshape(5, 7, 30), counts)
+    wt_shape = (1, 3, 3, 7, conv_events.BLOCK)
     sums = []
     for parts in (1, 3):
         dwt = np.zeros((parts,) + wt_shape)
-        sparse_conv.weight_gradient(*compressed, 6, 5, g, 3, 3, 1, 1, 1, 1, parts, dwt)
-        sums.append(sparse_conv.unblocked_weight(dwt.sum(axis=0), 40))
-    reference = sparse_conv.weight_gradient_reference(x, g.transpose(0, 3, 1, 2), (3, 3), (1, 1), (1, 1))
+        conv_events.weight_gradient(*compressed, 6, 5, g, 3, 3, 1, 1, 1, 1, parts, dwt)
+        sums.append(conv_events.unblocked_weight(dwt.sum(axis=0), 40))
+    reference = conv_events.weight_gradient_reference(x, g.transpose(0, 3, 1, 2), (3, 3), (1, 1), (1, 1))
     for dw in sums:
         assert rel_err(dw, reference) <= 1e-12
 
@@ -203,26 +203,26 @@ def test_kernels_match_numpy_references(binary):
     B, C, H, W, O = 3, 11, 7, 6, 70
     x = sparse_input((B, C, H, W), 0.2, binary, seed=18)
     counts = np.empty(B * H * W, np.int32)
-    sparse_conv.count_active(x.reshape(B, C, H * W), counts)
-    compressed = sparse_conv.compress(x.reshape(B, C, H * W), counts)
-    for mine, theirs in zip(compressed, sparse_conv.compress_reference(x.reshape(B, C, H * W))):
+    conv_events.count_active(x.reshape(B, C, H * W), counts)
+    compressed = conv_events.compress(x.reshape(B, C, H * W), counts)
+    for mine, theirs in zip(compressed, conv_events.compress_reference(x.reshape(B, C, H * W))):
         np.testing.assert_array_equal(mine, theirs)
     weight, bias = rng.standard_normal((O, C, 3, 3)), rng.standard_normal(O)
-    wt = sparse_conv.blocked_weight(weight)
-    np.testing.assert_array_equal(sparse_conv.unblocked_weight(wt, O), weight)
-    padded_bias = np.zeros(wt.shape[0] * sparse_conv.BLOCK)
+    wt = conv_events.blocked_weight(weight)
+    np.testing.assert_array_equal(conv_events.unblocked_weight(wt, O), weight)
+    padded_bias = np.zeros(wt.shape[0] * conv_events.BLOCK)
     padded_bias[:O] = bias
     for (sh, sw), (ph, pw) in (((1, 1), (1, 1)), ((2, 1), (0, 1))):
         Ho, Wo = (H + 2 * ph - 3) // sh + 1, (W + 2 * pw - 3) // sw + 1
         out = np.empty((B, O, Ho, Wo))
-        sparse_conv.forward(*compressed, H, W, wt, padded_bias, 3, 3, sh, sw, ph, pw, out)
-        assert rel_err(out, sparse_conv.forward_reference(x, weight, bias, (sh, sw), (ph, pw))) <= 1e-12
+        conv_events.forward(*compressed, H, W, wt, padded_bias, 3, 3, sh, sw, ph, pw, out)
+        assert rel_err(out, conv_events.forward_reference(x, weight, bias, (sh, sw), (ph, pw))) <= 1e-12
         g = rng.standard_normal((B, O, Ho, Wo))
         dwt = np.zeros((1,) + wt.shape)
-        sparse_conv.weight_gradient(*compressed, H, W, np.ascontiguousarray(g.transpose(0, 2, 3, 1)), 3, 3, sh, sw,
+        conv_events.weight_gradient(*compressed, H, W, np.ascontiguousarray(g.transpose(0, 2, 3, 1)), 3, 3, sh, sw,
                                     ph, pw, 1, dwt)
-        reference = sparse_conv.weight_gradient_reference(x, g, (3, 3), (sh, sw), (ph, pw))
-        assert rel_err(sparse_conv.unblocked_weight(dwt[0], O), reference) <= 1e-12
+        reference = conv_events.weight_gradient_reference(x, g, (3, 3), (sh, sw), (ph, pw))
+        assert rel_err(conv_events.unblocked_weight(dwt[0], O), reference) <= 1e-12
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

@@ -1,4 +1,5 @@
-"""Event-driven convolution: Conv2d's forward and weight gradient for an input with few non-zeros.
+"""Event-driven convolution: Conv2d's forward and weight gradient for an input with few non-zeros
+(refsnn.layers.conv chooses this path per call, see SPARSE_COST there).
 
 A spiking layer's input is mostly zeros (spikes at a firing rate of 3-25%, or their average
 pooling). im2col + GEMM multiplies every zero; here the work is proportional to the non-zeros.
@@ -6,9 +7,9 @@ pooling). im2col + GEMM multiplies every zero; here the work is proportional to 
 The input x [B, C, H, W] is compressed once per forward into a list of active channels per pixel
 (CSR over the pixels p = (b·H + h)·W + w, channels in increasing order):
 
-    offsets [B·H·W + 1]   entries of pixel p are e in [offsets[p], offsets[p + 1])
-    chans   [nnz] uint16  the channel c of entry e
-    vals    [nnz]         x[b, c, h, w] (1 for a spike; any value is taken: it multiplies a weight row)
+    offsets  [B·H·W + 1]   entries of pixel p are e in [offsets[p], offsets[p + 1])
+    channels [nnz] uint16  the channel c of entry e
+    vals     [nnz]         x[b, c, h, w] (1 for a spike; any value is taken: it multiplies a weight row)
 
 Weights and weight gradients are used in blocks of BLOCK output channels, contiguous per (tap, c):
 
@@ -17,21 +18,23 @@ Weights and weight gradients are used in blocks of BLOCK output channels, contig
 With the output pixel (b, ho, wo) at input position h = ho·sh + i - ph, w = wo·sw + j - pw for the
 tap (i, j) (taps in the padding see zeros and are skipped):
 
-    forward          Y[b, o, ho, wo] = bias[o] + Σ_(i, j) Σ_(e of pixel (b, h, w)) vals[e] · W[o, chans[e], i, j]
-    weight gradient  dW[o, c, i, j]  = Σ_(b, ho, wo) Σ_(e of pixel (b, h, w), chans[e] = c) vals[e] · G[b, o, ho, wo]
+    forward          Y[b, o, ho, wo] = bias[o] + Σ_(i, j) Σ_(e of pixel (b, h, w)) vals[e] · W[o, channels[e], i, j]
+    weight gradient  dW[o, c, i, j]  = Σ_(b, ho, wo) Σ_(e of pixel (b, h, w), channels[e] = c) vals[e] · G[b, o, ho, wo]
 
 Both kernels keep a block of BLOCK float accumulators (or one BLOCK-row of G) in a stack buffer
 that LLVM holds in vector registers (4 zmm for float32): one vector fused multiply-add per
 weight-row load, and no store inside the loop over entries. The sums run in another order than
 the dense GEMM's, so the results equal the dense path's to rounding. The input gradient stays
 dense (Conv2d: dcols = G·Wr, then col2im). Plain NumPy references beside each kernel
-(``*_reference``) state the same maths and are what the tests compare the kernels with.
+(``*_reference``, built on refsnn.layers.conv_patches' ``padded`` and ``tap_windows``) state the same maths and are what the tests compare the kernels with.
 """
 import numba
 import numpy as np
 from numba import prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
+
+from .conv_patches import padded, tap_windows, valid_taps
 
 BLOCK = 64  # output channels per register block: 4 x 16 float32 (one zmm each)
 
@@ -65,7 +68,7 @@ def count_active(x, counts):
 
 
 @numba.njit(cache=True, parallel=True)
-def fill_active(x, offsets, chans, vals):
+def fill_active(x, offsets, channels, vals):
     """The entries of every pixel (channels in increasing order), given offsets = [0, cumsum(counts)]."""
     B, C, HW = x.shape
     for b in prange(B):
@@ -76,20 +79,20 @@ def fill_active(x, offsets, chans, vals):
                 v = plane[p]
                 if v != 0:
                     e = cursor[p]
-                    chans[e] = c
+                    channels[e] = c
                     vals[e] = v
                     cursor[p] = e + 1
 
 
 def compress(x, counts):
-    """(offsets, chans, vals) of x [B, C, H·W] from its ``counts`` (count_active)."""
+    """(offsets, channels, vals) of x [B, C, H·W] from its ``counts`` (count_active)."""
     offsets = np.zeros(counts.size + 1, np.int64)
     np.cumsum(counts, out=offsets[1:])
     nnz = int(offsets[-1])
-    chans, vals = np.empty(nnz, np.uint16), np.empty(nnz, x.dtype)
+    channels, vals = np.empty(nnz, np.uint16), np.empty(nnz, x.dtype)
     if nnz:
-        fill_active(x, offsets, chans, vals)
-    return offsets, chans, vals
+        fill_active(x, offsets, channels, vals)
+    return offsets, channels, vals
 
 
 def compress_reference(x):
@@ -124,7 +127,7 @@ def unblocked_weight(wt, O):
 # forward: Y = bias + Σ_taps Σ_active vals · weight rows
 # ------------------------------------------------------------------------------------------
 @numba.njit(cache=True, parallel=True, fastmath={"contract"})
-def forward(offsets, chans, vals, H, W, wt, bias, kh, kw, sh, sw, ph, pw, out):
+def forward(offsets, channels, vals, H, W, wt, bias, kh, kw, sh, sw, ph, pw, out):
     """out [B, O, Ho, Wo] (NCHW) of the compressed x [B, C, H, W]; wt [n_blocks, kh, kw, C, BLOCK];
     bias [n_blocks·BLOCK] (zeros when the layer has none). Parallel over (block, image, output row):
     a thread's consecutive tasks share one weight block (9·C·BLOCK floats, in its L2 cache)."""
@@ -137,22 +140,20 @@ def forward(offsets, chans, vals, H, W, wt, bias, kh, kw, sh, sw, ph, pw, out):
         o0 = blk * BLOCK
         o_count = min(BLOCK, O - o0)
         acc = numba.carray(_stack_block(wt.dtype), BLOCK)
+        i_lo, i_hi = valid_taps(ho, sh, ph, kh, H)
         for wo in range(Wo):
             for k in range(BLOCK):
                 acc[k] = bias[o0 + k]
-            for i in range(kh):
+            j_lo, j_hi = valid_taps(wo, sw, pw, kw, W)
+            for i in range(i_lo, i_hi):
                 h = ho * sh + i - ph
-                if h < 0 or h >= H:
-                    continue
-                for j in range(kw):
+                for j in range(j_lo, j_hi):
                     w = wo * sw + j - pw
-                    if w < 0 or w >= W:
-                        continue
                     w_tap = wt[blk, i, j]                     # [C, BLOCK]
                     p = (b * H + h) * W + w
                     for e in range(offsets[p], offsets[p + 1]):
                         v = vals[e]
-                        row = w_tap[chans[e]]
+                        row = w_tap[channels[e]]
                         for k in range(BLOCK):                # one vector FMA per 16 floats
                             acc[k] += v * row[k]
             for k in range(o_count):
@@ -164,14 +165,10 @@ def forward_reference(x, weight, bias, stride, padding):
     B, C, H, W = x.shape
     O, _, kh, kw = weight.shape
     (sh, sw), (ph, pw) = stride, padding
-    Ho, Wo = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
-    xp = np.zeros((B, C, H + 2 * ph, W + 2 * pw), x.dtype)
-    xp[:, :, ph:ph + H, pw:pw + W] = x
+    Ho, Wo = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1           # output size
     y = np.zeros((B, O, Ho, Wo), np.result_type(x, weight))
-    for i in range(kh):
-        for j in range(kw):
-            window = xp[:, :, i:i + (Ho - 1) * sh + 1:sh, j:j + (Wo - 1) * sw + 1:sw]   # [B, C, Ho, Wo]
-            y += np.einsum("oc,bchw->bohw", weight[:, :, i, j], window)
+    for i, j, window in tap_windows(padded(x, padding), (kh, kw), stride, (Ho, Wo)):   # window [B, C, Ho, Wo]
+        y += np.einsum("oc,bchw->bohw", weight[:, :, i, j], window)
     return y + (0 if bias is None else bias[:, None, None])
 
 
@@ -179,7 +176,7 @@ def forward_reference(x, weight, bias, stride, padding):
 # weight gradient: dW[o, c, i, j] += Σ vals · G over the (output pixel, active input) pairs
 # ------------------------------------------------------------------------------------------
 @numba.njit(cache=True, parallel=True, fastmath={"contract"})
-def weight_gradient(offsets, chans, vals, H, W, g, kh, kw, sh, sw, ph, pw, parts, dwt):
+def weight_gradient(offsets, channels, vals, H, W, g, kh, kw, sh, sw, ph, pw, parts, dwt):
     """dwt [parts, n_blocks, kh, kw, C, BLOCK] (zeroed by the caller) += the weight gradient of
     the compressed x [B, C, H, W] for G in NHWC g [B, Ho, Wo, O], the images split into ``parts``
     contiguous ranges (part q's sum in dwt[q]; the caller adds the parts in order). Parallel over
@@ -196,36 +193,28 @@ def weight_gradient(offsets, chans, vals, H, W, g, kh, kw, sh, sw, ph, pw, parts
         g_row = numba.carray(_stack_block(g.dtype), BLOCK)
         for b in range(B * part // parts, B * (part + 1) // parts):
             for ho in range(Ho):
+                i_lo, i_hi = valid_taps(ho, sh, ph, kh, H)
                 for wo in range(Wo):
                     for k in range(BLOCK):
                         g_row[k] = g[b, ho, wo, o0 + k] if k < o_count else 0
-                    for i in range(kh):
+                    j_lo, j_hi = valid_taps(wo, sw, pw, kw, W)
+                    for i in range(i_lo, i_hi):
                         h = ho * sh + i - ph
-                        if h < 0 or h >= H:
-                            continue
-                        for j in range(kw):
+                        for j in range(j_lo, j_hi):
                             w = wo * sw + j - pw
-                            if w < 0 or w >= W:
-                                continue
                             dw_tap = dwt[part, blk, i, j]          # [C, BLOCK]
                             p = (b * H + h) * W + w
                             for e in range(offsets[p], offsets[p + 1]):
                                 v = vals[e]
-                                row = dw_tap[chans[e]]
+                                row = dw_tap[channels[e]]
                                 for k in range(BLOCK):
                                     row[k] += v * g_row[k]
 
 
 def weight_gradient_reference(x, g, kernel_size, stride, padding):
     """NumPy: dW [O, C, kh, kw], dW[:, :, i, j] = Σ_(b, ho, wo) G[b, :, ho, wo] ⊗ x[b, :, h, w] at the tap (i, j)."""
-    B, C, H, W = x.shape
-    _, O, Ho, Wo = g.shape
-    (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
-    xp = np.zeros((B, C, H + 2 * ph, W + 2 * pw), x.dtype)
-    xp[:, :, ph:ph + H, pw:pw + W] = x
-    dw = np.zeros((O, C, kh, kw), np.result_type(x, g))
-    for i in range(kh):
-        for j in range(kw):
-            window = xp[:, :, i:i + (Ho - 1) * sh + 1:sh, j:j + (Wo - 1) * sw + 1:sw]
-            dw[:, :, i, j] = np.einsum("bohw,bchw->oc", g, window)
+    C, (_, O, Ho, Wo) = x.shape[1], g.shape
+    dw = np.zeros((O, C) + tuple(kernel_size), np.result_type(x, g))
+    for i, j, window in tap_windows(padded(x, padding), kernel_size, stride, (Ho, Wo)):
+        dw[:, :, i, j] = np.einsum("bohw,bchw->oc", g, window)
     return dw

@@ -6,6 +6,11 @@ single-threaded BLAS call. On the shapes and memory layouts the layers use, the 
 ``np.matmul`` on one BLAS thread bit for bit, at every thread count; on any shape, it is the same at
 every thread count.
 """
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numba
 import numpy as np
 import pytest
@@ -168,18 +173,42 @@ def test_without_numpys_openblas_the_products_use_scipys_blas(monkeypatch):
                if lib["user_api"] == "blas")
 
 
+def layer_products(numpy_blas):
+    """matmul of every LAYER_PRODUCTS case in both dtypes, through NumPy's BLAS or (``numpy_blas`` False)
+    SciPy's through numba_xxgemm."""
+    if not numpy_blas:
+        threads._NUMPY_GEMM, threads._state["blas"] = None, None
+    rng = np.random.default_rng(4)
+    return [threads.matmul(operand(a_shape, a_order, dtype, rng), operand(b_shape, b_order, dtype, rng))
+            for a_shape, a_order, b_shape, b_order, _ in LAYER_PRODUCTS for dtype in (np.float32, np.float64)]
+
+
+@pytest.mark.parametrize("numpy_blas", [True, False])
+def test_pure_python_mode_computes_the_same_products(numpy_blas, monkeypatch, tmp_path):
+    # NUMBA_DISABLE_JIT=1 calls the same ?gemm on the same blocks through ctypes (no Numba intrinsic)
+    script = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import numpy as np; "
+              f"from test_threads import layer_products; np.savez({str(tmp_path / 'p.npz')!r}, "
+              f"*layer_products({numpy_blas}))")
+    done = subprocess.run([sys.executable, "-c", script], env={**os.environ, "NUMBA_DISABLE_JIT": "1"},
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    monkeypatch.setattr(threads, "_NUMPY_GEMM", threads._NUMPY_GEMM)
+    monkeypatch.setitem(threads._state, "blas", threads._state["blas"])
+    compiled = layer_products(numpy_blas)
+    with np.load(tmp_path / "p.npz") as python:
+        for i, expected in enumerate(compiled):
+            np.testing.assert_array_equal(python[f"arr_{i}"], expected, strict=True)
+
+
 @pytest.mark.parametrize("first", ["numpy", "torch"])
 def test_numbas_threads_are_not_the_openmp_runtime_loaded_first(first):
     # torch's libgomp, loaded before refsnn, has its idle threads spin: refsnn puts OpenMP last in
     # Numba's threading-layer priority, whatever was imported first
-    import subprocess
-    import sys
-
     if first == "torch":
         pytest.importorskip("torch")
     script = (f"import {first}\nimport numba\nimport refsnn\nrefsnn.threads.set_num_threads(1)\n"
               "print(numba.threading_layer())")
-    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("NUMBA_THREADING_LAYER")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_THREADING_LAYER")}
     layer = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
                            check=True).stdout.split()[-1]
     assert layer in ("tbb", "workqueue")

@@ -9,7 +9,8 @@ import numba
 import numpy as np
 import pytest
 
-from refsnn.surrogate import fast_exp, sigmoid_slope, stable_sigmoid
+from refsnn.surrogate import (_compiled_code_fuses, _fused_multiply_add, _multiply_add, fast_exp, sigmoid_slope,
+                              stable_sigmoid)
 
 MAX_ULP = 1.0  # measured: 0.96 (float32), 0.97 (float64)
 
@@ -90,3 +91,22 @@ def test_sigmoid_through_fast_exp_keeps_the_dtype_and_the_tails(dtype):
     nan = np.full(1, np.nan, dtype)
     _sigmoid_loop(nan, s[:1], d[:1])
     assert np.isnan(s[0]) and np.isnan(d[0])
+
+
+def test_pure_python_mode_fuses_multiply_adds_as_the_cpu_does():
+    # NUMBA_DISABLE_JIT=1 evaluates exp_float32's multiply-adds with _fused_multiply_add (docs/python_mode.md):
+    # a·b + c rounded once, as the FMA instruction the compiled _multiply_add becomes
+    f = np.float32
+    a = f(1 + 2.0 ** -12)   # a·a = 1 + 2^-11 + 2^-24: halfway between two float32 numbers
+    assert _fused_multiply_add(a, a, f(2.0 ** -80)) == f(1 + 2.0 ** -11 + 2.0 ** -23)   # above halfway: up
+    assert _fused_multiply_add(a, a, f(-2.0 ** -80)) == f(1 + 2.0 ** -11)               # below: down
+    assert _fused_multiply_add(a, a, f(0.0)) == f(1 + 2.0 ** -11)                       # a tie: to even
+    if not _compiled_code_fuses():
+        pytest.skip("the compiled code does not fuse on this CPU (no FMA)")
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((3, 20_000)) * np.exp2(rng.integers(-30, 30, (3, 20_000)))).astype(f)
+    x[2, :5000] = -(x[0, :5000] * x[1, :5000])   # cancellation: the result is the product's rounding error
+    fused = np.array([_multiply_add(a, b, c) for a, b, c in x.T], f)   # (returned as a Python float: exact)
+    emulated = np.array([_fused_multiply_add(a, b, c) for a, b, c in x.T])
+    np.testing.assert_array_equal(emulated, fused, strict=True)
+    assert np.any(fused[:5000] != 0)   # the compiled one did fuse (an unfused a·b − a·b is 0)

@@ -77,9 +77,6 @@ def run(part, path, disable_jit):
         env["NUMBA_DISABLE_JIT"] = "1"
     done = subprocess.run([sys.executable, "-W", "ignore", "-c", SCRIPT, part, str(path)], env=env,
                           capture_output=True, text=True, timeout=1200)
-    if disable_jit and "<intrinsic _stack_block> is not usable in pure-python" in done.stderr:
-        pytest.xfail("the event-driven convolution (refsnn/layers/conv_events.py) has no pure-Python stand-in "
-                     "for its _stack_block intrinsic yet (docs/python_mode.md)")
     assert done.returncode == 0, done.stderr[-3000:]
     with np.load(path) as arrays:
         return dict(arrays)

@@ -28,6 +28,8 @@ the dense GEMM's, so the results equal the dense path's to rounding. The input g
 dense (Conv2d: dcols = G·Wr, then col2im). Plain NumPy references beside each kernel
 (``*_reference``, built on refsnn.layers.conv_patches' ``padded`` and ``tap_windows``) state the same maths and are what the tests compare the kernels with.
 """
+import ctypes
+
 import numba
 import numpy as np
 from numba import prange, types
@@ -49,6 +51,14 @@ def _stack_block(typingctx, dtype):
         size = context.get_constant(types.intp, BLOCK)
         return cgutils.alloca_once(builder, context.get_value_type(elem), size=size)
     return types.CPointer(elem)(dtype), codegen
+
+
+if numba.config.DISABLE_JIT:  # pure-Python mode (NUMBA_DISABLE_JIT=1): an intrinsic cannot run, so
+    # each dtype gets one buffer of BLOCK elements, safe because prange then runs serially
+    _BLOCK_BUFFERS = {np.dtype(t): np.empty(BLOCK, t) for t in (np.float32, np.float64)}
+
+    def _stack_block(dtype):
+        return _BLOCK_BUFFERS[np.dtype(dtype)].ctypes.data_as(ctypes.POINTER(np.ctypeslib.as_ctypes_type(dtype)))
 
 
 # ------------------------------------------------------------------------------------------

@@ -1,10 +1,13 @@
 """Neuron layers: tier-1 gradient checks (smooth mode, float64, finite differences),
 a first agreement check with SpikingJelly 2.0, and bad-input errors."""
+import contextlib
 import itertools
+
 import numpy as np
 import pytest
 
 import refsnn
+from refsnn.neurons import generic_kernels
 from refsnn.surrogate import SURROGATES
 from verify.gradcheck import check_directional, gradcheck
 
@@ -303,18 +306,18 @@ def test_single_step_requires_one_step():
     lambda: refsnn.IF(surrogate="fast_sigmoid"), lambda: refsnn.CLIF(), lambda: refsnn.CLIF(surrogate="s2nn"),
 ], ids=["lif", "lif-soft-atan", "lif-detach-strict", "plif", "if", "clif", "clif-s2nn"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_specialized_kernels_match_the_generic_ones(make_neuron, dtype, monkeypatch):
+def test_specialized_kernels_match_the_generic_ones(make_neuron, dtype):
     """The gradient checks run in smooth mode, which uses the generic compilation; ordinary runs
     use one specialized per configuration. Same source, so results must be bit-identical."""
     x = inputs((4, 3, 50)).astype(dtype)
     g, gv = (np.random.default_rng(s).standard_normal(x.shape).astype(dtype) for s in (1, 2))
     results = []
-    for specialize in (True, False):
-        neuron = make_neuron().to(dtype)
-        monkeypatch.setattr(type(neuron), "specialize", property(lambda self, s=specialize: s))
-        s = neuron.forward(x)
-        gx = neuron.backward(g, grad_v=gv)
-        results.append((s, neuron.h_seq, gx, neuron.grads.get("w")))
+    for kernels in (contextlib.nullcontext, generic_kernels):
+        with kernels():
+            neuron = make_neuron().to(dtype)
+            s = neuron.forward(x)
+            gx = neuron.backward(g, grad_v=gv)
+            results.append((s, neuron.h_seq, gx, neuron.grads.get("w")))
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
 

@@ -195,7 +195,7 @@ def test_nonfinite_input_and_upstream_gradient_are_named():
         refsnn.LIF().forward(x)
     neuron = refsnn.CLIF()
     neuron.forward(np.ones((3, 2, 4)))
-    with pytest.raises(NonFiniteError, match="CLIF.backward: grad_spikes contains NaN/Inf"):
+    with pytest.raises(NonFiniteError, match="CLIF.backward: grad_out contains NaN/Inf"):
         neuron.backward(x)
 
 

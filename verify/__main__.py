@@ -20,49 +20,17 @@ import sys
 
 import numpy as np
 
-import refsnn
-from refsnn.neurons import BaseNeuron
+from refsnn.neurons import EXAMPLES, NEURONS, generic_kernels
 
 from .compare import format_table
 from .frameworks import FRAMEWORKS, NoEquivalent, available
 from .neurons_check import check_neuron, describe, worst
 
-# Each component's configurations cover its options; the strict/detached/no-input-decay ones are
-# the exact snnTorch equivalents (see verify/frameworks.py), the others SpikingJelly's.
-CONFIGS = {
-    "lif": [
-        lambda: refsnn.LIF(),
-        lambda: refsnn.LIF(tau=2.5, v_reset=None, detach_reset=True, decay_input=False, surrogate="atan"),
-        lambda: refsnn.LIF(tau=1.5, v_reset=-0.3, v_threshold=0.75, surrogate="rect", alpha=0.5),
-        lambda: refsnn.LIF(tau=3.0, v_reset=None, surrogate="s2nn", alpha=3.0, beta=0.5),
-        lambda: refsnn.LIF(surrogate="fast_sigmoid", alpha=1.0),
-        lambda: refsnn.LIF(tau=2.5, v_reset=0.0, detach_reset=True, decay_input=False, strict=True,
-                           surrogate="sigmoid"),
-        lambda: refsnn.LIF(surrogate="boxcar"),
-    ],
-    "plif": [
-        lambda: refsnn.PLIF(),
-        lambda: refsnn.PLIF(init_tau=3.0, v_reset=None, detach_reset=True, decay_input=False, surrogate="atan"),
-        lambda: refsnn.PLIF(init_tau=1.5, v_reset=-0.3, surrogate="rect"),
-        lambda: refsnn.PLIF(init_tau=3.0, decay_input=False, detach_reset=True, strict=True,
-                            surrogate="fast_sigmoid", alpha=2.0),
-    ],
-    "if": [
-        lambda: refsnn.IF(),
-        lambda: refsnn.IF(v_reset=None, detach_reset=True, surrogate="atan", alpha=3.0),
-        lambda: refsnn.IF(v_reset=None, detach_reset=True, strict=True, v_threshold=0.75, surrogate="atan"),
-        lambda: refsnn.IF(v_reset=0.0, detach_reset=True, strict=True, surrogate="fast_sigmoid"),
-    ],
-    "clif": [
-        lambda: refsnn.CLIF(),
-        lambda: refsnn.CLIF(tau=1.5, surrogate="atan"),
-        lambda: refsnn.CLIF(tau=3.0, v_threshold=0.5, surrogate="sigmoid"),
-    ],
-    "s2nn": [
-        lambda: refsnn.SingleStep(),
-        lambda: refsnn.SingleStep(v_threshold=0.5, alpha=2.0, beta=0.5),
-    ],
-}
+# Each component's configurations are its neuron file's EXAMPLES (refsnn/neurons/*.py), which cover
+# its options; the strict/detached/no-input-decay ones are the exact snnTorch equivalents (see
+# verify/frameworks.py), the others SpikingJelly's.
+CONFIGS = {name: [lambda cls=cls, options=options: cls(**options) for options in EXAMPLES[name]]
+           for name, cls in NEURONS.items()}
 DTYPES = {"float32": np.float32, "float64": np.float64}
 SCALES = (1.5, 0.3, 4.0)  # input standard deviations, cycled over the examples: firing, silent, saturated
 
@@ -70,7 +38,7 @@ SCALES = (1.5, 0.3, 4.0)  # input standard deviations, cycled over the examples:
 def example_input(neuron, index, seed, dtype):
     """Example ``index``: [T, 4, 2, 8], mean half the threshold, spread from ``SCALES``."""
     rng = np.random.default_rng([seed, index])
-    T = 1 if isinstance(neuron, refsnn.SingleStep) else 6
+    T = neuron.max_steps or 6
     x = rng.standard_normal((T, 4, 2, 8)) * SCALES[index % len(SCALES)] + 0.5 * neuron.v_threshold
     return x.astype(dtype)
 
@@ -81,12 +49,8 @@ def kernels(kind):
     if kind == "specialized":
         yield
         return
-    saved = BaseNeuron.__dict__["specialize"]
-    BaseNeuron.specialize = property(lambda self: False)
-    try:
+    with generic_kernels():
         yield
-    finally:
-        BaseNeuron.specialize = saved
 
 
 def run_matrix(components, frameworks, dtypes, examples=3, seed=0):

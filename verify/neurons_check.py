@@ -34,7 +34,8 @@ import dataclasses
 
 import numpy as np
 
-from refsnn.neurons import IF_CHARGE, NEURONS, PLIF, _LIFFamily
+from refsnn.neurons import NEURONS, PLIF
+from refsnn.neurons.lif import IF_CHARGE, LIFFamily
 
 from .compare import TOLERANCE, Row, compare, tie_mask
 from .frameworks import mirror
@@ -49,10 +50,10 @@ def describe(neuron):
     decay_input=False, ``>`` = strict threshold, then the surrogate with α (and β)."""
     name = next(k for k, cls in NEURONS.items() if type(neuron) is cls)
     parts = [name]
-    if isinstance(neuron, _LIFFamily) and name != "s2nn":
+    if isinstance(neuron, LIFFamily) and name != "s2nn":
         parts.append("soft" if neuron.v_reset is None else "hard" if neuron.v_reset == 0 else f"hard{neuron.v_reset:g}")
         parts += ["det"] if neuron.detach_reset else []
-        if neuron.mode != IF_CHARGE:
+        if neuron.charge != IF_CHARGE:
             parts += [] if neuron.decay_input else ["nodi"]
     parts += [">"] if neuron.strict else []
     s = neuron.surrogate

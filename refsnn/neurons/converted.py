@@ -1,6 +1,28 @@
 """The converted network's neuron (Datta & Beerel, DATE 2022): IF/LIF with soft reset, a learnable
-threshold and leak λ (`lam`), spikes of a learnable amplitude. Moved here from refsnn/convert.py."""
+threshold V_th and leak λ (``lam``), spikes of a learnable amplitude A. docs/bptt.md derives it.
+
+Forward, for t = 0 .. T−1, from V[−1] = 0:
+
+    H[t] = λ·V[t−1] + X[t]                      (λ = 1 is IF)
+    S[t] = Θ(u),  u = H[t]/V_th − 1             (boxcar; other surrogates: u = H[t] − V_th)
+    V[t] = H[t] − Ŝ[t]·V_th                     (soft reset; Ŝ = S.detach() if detach_reset)
+    O[t] = A·S[t]                               (spike amplitude A = b·μ)
+
+Backward (BPTT), reverse time, carrying gV = dL/dV[t] (zero after the last step):
+
+    gS  = A·gO[t] − (gV·V_th unless detach_reset)
+    gH  = gV + gS·g'(u)·du/dH                   du/dH = 1/V_th (boxcar), 1
+    dL/dX[t] = gH ;  dL/dV[t−1] = λ·gH
+    dL/dV_th += gS·g'(u)·du/dV_th − gV·S        du/dV_th = −H/V_th² (boxcar), −1
+    dL/dλ    += gH·V[t−1] ;  dL/dA += gO[t]·S
+
+The reset's V_th always passes its gradient (the authors' reset is V_th·(spike as a constant));
+detach_reset only stops the one through S. The forward saves only H; the backward recomputes S and
+V[t−1] from it with the forward's own operations. At T = 2 a per-step NumPy version would make ~10
+full-array passes per step; the fused kernel makes one and keeps the membrane in a local array.
+"""
 import math
+from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -8,65 +30,96 @@ from numba import prange
 
 from ..module import check_flag, check_real
 from ..surrogate import BOXCAR, derivative, fire, typed
-from . import BLOCK, KERNEL_OPTIONS, BaseNeuron, _kernel_factory
+from .base import BaseNeuron, derivative_reference, fire_reference
+from .compile import BLOCK, KERNEL_OPTIONS, specializable
+
+
+class ConvertedOptions(NamedTuple):
+    surrogate: int       # the surrogate's code (refsnn.surrogate)
+    smooth: bool         # fire with the surrogate's φ (gradient checks)
+    strict: bool         # fire on H > V_th
+    detach_reset: bool
+
 
 # ------------------------------------------------------------------------------------------
-# The fine-tuning neuron
-#
-#   H[t] = λ·V[t−1] + X[t]                      (V[−1] = 0; λ = 1 is IF)
-#   S[t] = Θ(u),  u = H[t]/V_th − 1             (boxcar; other surrogates: u = H[t] − V_th)
-#   V[t] = H[t] − Ŝ[t]·V_th                     (soft reset; Ŝ = S.detach() if detach_reset)
-#   O[t] = A·S[t]                               (spike amplitude A = b·μ)
-#
-# Backward, reverse time, carrying gV = dL/dV[t] (zero after the last step):
-#   gS  = A·gO[t] − (gV·V_th unless detach_reset)
-#   gH  = gV + gS·g'(u)·du/dH                   du/dH = 1/V_th (boxcar), 1
-#   gX[t] = gH ;  gV[t−1] = λ·gH
-#   dL/dV_th += gS·g'(u)·du/dV_th − gV·S        du/dV_th = −H/V_th² (boxcar), −1
-#   dL/dλ    += gH·V[t−1] ;  dL/dA += gO[t]·S
-# The reset's V_th always passes its gradient (the authors' reset is V_th·(spike as a
-# constant)); detach_reset only stops the one through S.
-#
-# Kernels: one Numba call per layer and pass with the time loop inside, parallel over blocks of
-# neurons (as neurons.py). At T = 2 a per-step NumPy version would make ~10 full-array passes per
-# step; the fused loop makes one and keeps the membrane in a local array. The forward saves only
-# H; the backward recomputes S and V[t−1] from it with the forward's own operations. Each kernel
-# is compiled for its options (surrogate code, smooth, strict, detach_reset: ``flags``) as
-# compile-time constants, or generically for smooth mode (neurons._kernel_factory).
+# Reference: plain NumPy, one time step of all n neurons at a time
 # ------------------------------------------------------------------------------------------
-def _make_converted_forward(spec, wide=False):
+def converted_forward_reference(x, v_threshold, scale, lam, amplitude, alpha, beta, o):
+    """x: [T, n] -> out (A·S), h_seq [T, n], v_final [n]."""
+    v = np.zeros(x.shape[1], x.dtype)
+    out, h_seq = np.empty_like(x), np.empty_like(x)
+    for t in range(x.shape[0]):
+        h = lam * v + x[t]
+        s = fire_reference(h, v_threshold, scale, alpha, beta, o)
+        v = h - s * v_threshold
+        out[t], h_seq[t] = amplitude * s, h
+    return out, h_seq, v
+
+
+def converted_backward_reference(grad_out, h_seq, v_threshold, scale, lam, amplitude, alpha, beta, o):
+    """-> grad_x [T, n], dL/dV_th, dL/dλ, dL/dA (float64 sums)."""
+    n = h_seq.shape[1]
+    gv = np.zeros(n)
+    grad_x, g_th, g_lam, g_amp = np.empty_like(h_seq), np.zeros(n), np.zeros(n), np.zeros(n)
+    for t in range(h_seq.shape[0] - 1, -1, -1):
+        h = h_seq[t]
+        s = fire_reference(h, v_threshold, scale, alpha, beta, o)
+        v_prev = h_seq[t - 1] - fire_reference(h_seq[t - 1], v_threshold, scale, alpha, beta, o) * v_threshold \
+            if t > 0 else np.zeros(n)
+        g_amp += grad_out[t] * s
+        gs = grad_out[t] * amplitude if o.detach_reset else grad_out[t] * amplitude - gv * v_threshold
+        gu = gs * derivative_reference((h - v_threshold) * scale, alpha, beta, o)
+        gh = gv + gu * scale
+        du_dth = -h * scale * scale if o.surrogate == BOXCAR else -1.0
+        g_th += gu * du_dth - gv * s
+        g_lam += gh * v_prev
+        grad_x[t] = gh
+        gv = gh * lam
+    return grad_x, g_th.sum(), g_lam.sum(), g_amp.sum()
+
+
+# ------------------------------------------------------------------------------------------
+# Fast: Numba, blocks of neurons in parallel, the block's membrane in locals across the time loop
+# ------------------------------------------------------------------------------------------
+@specializable
+def converted_forward(frozen, wide):
     @numba.njit(**KERNEL_OPTIONS)
-    def converted_forward(x, v_threshold, scale, lam, amplitude, alpha, beta, out, h_seq, v_final, flags):
-        """H = λ·V + X ;  S = Θ(u) ;  V = H − S·V_th ;  O = A·S   (x, out, h_seq [T, M])."""
-        code, smooth, strict = flags if spec is None else spec
-        T, M = x.shape
-        for blk in prange((M + BLOCK - 1) // BLOCK):
+    def converted_forward(x, v_threshold, scale, lam, amplitude, alpha, beta, out, h_seq, v_final, options):
+        """Writes out (A·S), h_seq [T, n] and v_final [n]."""
+        o = options if frozen is None else frozen  # compile.py
+        # the options as scalars (a parallel loop takes no NamedTuple from outside it)
+        surrogate, smooth, strict = o.surrogate, o.smooth, o.strict
+        T, n_all = x.shape
+        for blk in prange((n_all + BLOCK - 1) // BLOCK):
             lo = blk * BLOCK
-            n = min(BLOCK, M - lo)
+            n = min(BLOCK, n_all - lo)
             v = np.zeros(n, x.dtype)
             for t in range(T):
                 xt, ht, ot = x[t, lo:lo + n], h_seq[t, lo:lo + n], out[t, lo:lo + n]
                 for j in range(n):
                     ht[j] = lam * v[j] + xt[j]
                     h = ht[j]  # as stored, which is what the backward sees
-                    s = fire(h, v_threshold, scale, code, alpha, beta, smooth, strict)
+                    s = fire(h, v_threshold, scale, surrogate, alpha, beta, smooth, strict)
                     v[j] = h - s * v_threshold
                     ot[j] = amplitude * s
             v_final[lo:lo + n] = v
     return converted_forward
 
 
-def _make_converted_backward(spec, wide=False):
+@specializable
+def converted_backward(frozen, wide):
     @numba.njit(**KERNEL_OPTIONS)
     def converted_backward(grad_out, h_seq, v_threshold, scale, lam, amplitude, alpha, beta, grad_x, partials,
-                           flags):
-        """grad_x[t] = dL/dX[t]; partials[block] = (dL/dV_th, dL/dλ, dL/dA) of that block (equations above)."""
-        code, smooth, strict, detach_reset = flags if spec is None else spec
-        T, M = h_seq.shape
-        boxcar = code == BOXCAR
-        for blk in prange((M + BLOCK - 1) // BLOCK):
+                           options):
+        """Writes grad_x [T, n] and partials[block] = (dL/dV_th, dL/dλ, dL/dA) of that block."""
+        o = options if frozen is None else frozen  # compile.py
+        # the options as scalars (a parallel loop takes no NamedTuple from outside it)
+        surrogate, smooth, strict, detach_reset = o.surrogate, o.smooth, o.strict, o.detach_reset
+        T, n_all = h_seq.shape
+        boxcar = surrogate == BOXCAR
+        for blk in prange((n_all + BLOCK - 1) // BLOCK):
             lo = blk * BLOCK
-            n = min(BLOCK, M - lo)
+            n = min(BLOCK, n_all - lo)
             gv = np.zeros(n, h_seq.dtype)
             v_prev = np.empty(n, h_seq.dtype)
             # float64 partial sums per neuron (one scalar accumulator is a serial reduction: no vectorizing)
@@ -76,19 +129,19 @@ def _make_converted_backward(spec, wide=False):
                 if t > 0:  # V[t−1] = H[t−1] − S[t−1]·V_th, recomputed as the forward computed it
                     hp = h_seq[t - 1, lo:lo + n]
                     for j in range(n):
-                        v_prev[j] = hp[j] - fire(hp[j], v_threshold, scale, code, alpha, beta, smooth,
+                        v_prev[j] = hp[j] - fire(hp[j], v_threshold, scale, surrogate, alpha, beta, smooth,
                                                  strict) * v_threshold
                 else:
                     v_prev[:] = 0.0
                 for j in range(n):
                     h = ht[j]
                     g = gv[j]
-                    s = fire(h, v_threshold, scale, code, alpha, beta, smooth, strict)
+                    s = fire(h, v_threshold, scale, surrogate, alpha, beta, smooth, strict)
                     g_amp[j] += got[j] * s
                     gs = got[j] * amplitude
                     if not detach_reset:
                         gs -= g * v_threshold
-                    gu = gs * derivative(code, (h - v_threshold) * scale, alpha, beta)
+                    gu = gs * derivative(surrogate, (h - v_threshold) * scale, alpha, beta)
                     gh = g + gu * scale
                     du_dth = -h * scale * scale if boxcar else -typed(1.0, h)  # float32 stays float32
                     g_th[j] += gu * du_dth - g * s
@@ -101,14 +154,15 @@ def _make_converted_backward(spec, wide=False):
     return converted_backward
 
 
-converted_forward_kernel = _kernel_factory(_make_converted_forward)
-converted_backward_kernel = _kernel_factory(_make_converted_backward)
 
 
+# ------------------------------------------------------------------------------------------
+# The layer
+# ------------------------------------------------------------------------------------------
 class ConvertedNeuron(BaseNeuron):
     """The converted network's neuron: IF/LIF with soft reset, learnable threshold ``threshold``
     (V_th = a·μ) and leak ``lam`` (λ, init 1), spikes of amplitude ``amplitude`` (b·μ; a buffer,
-    or a parameter with ``train_amplitude=True``). See the comment above for the equations.
+    or a parameter with ``train_amplitude=True``). The module docstring gives the equations.
 
     Surrogate ``boxcar`` (Datta & Beerel) on u = H/V_th − 1 by default; any refsnn surrogate
     works. ``detach_reset=True`` (the authors' code) stops the gradient through the reset's
@@ -151,50 +205,51 @@ class ConvertedNeuron(BaseNeuron):
     def amplitude(self):
         return float(self.params["amplitude"] if "amplitude" in self.params else self.buffers["amplitude"])
 
-    def forward(self, x):
-        x2 = self._as_time_major(x)
+    def _options(self):
+        return ConvertedOptions(self.surrogate.code, self.smooth, self.strict, self.detach_reset)
+
+    def forward(self, x, state=None):
+        """Spikes of amplitude A, [T, N, ...]; each forward starts from V = 0 (no ``state``)."""
+        if state is not None:
+            raise ValueError("ConvertedNeuron starts every forward from V = 0; it takes no state")
+        return super().forward(x)
+
+    def backward(self, grad_out, grad_v=None, grad_state=None):
+        """dL/dx from dL/d(out); the spikes' amplitude, threshold and lam gradients accumulate in grads."""
+        if grad_v is not None or grad_state is not None:
+            raise ValueError("ConvertedNeuron.backward takes grad_out only (its membrane and state are not outputs)")
+        return super().backward(grad_out)
+
+    def _forward_kernel(self, x, init, spikes, h_seq, seqs, finals):
         th = self.v_threshold
         if not (math.isfinite(th) and th > 0):
             raise ValueError(f"ConvertedNeuron: threshold must be finite and > 0, got {th}")
         if not math.isfinite(self.lam):
             raise ValueError(f"ConvertedNeuron: lam must be finite, got {self.lam}")
-        T, M = x2.shape
-        dt = x2.dtype
-        out, h_seq = self._empty("spikes", x2.shape, dt), self._empty("h_seq", x2.shape, dt)
-        v_final = self._empty("v_final", (M,), dt)
-        c = dt.type
-        th, scale, code, alpha, beta = self._surrogate_args()
-        flags = (code, self.smooth, self.strict)
-        converted_forward_kernel(flags, self.specialize)(x2, th, scale, c(self.lam), c(self.amplitude), alpha,
-                                                         beta, out, h_seq, v_final, flags)
-        self._raise_if_nonfinite(v_final, x2, h_seq, {})
-        self._saved = (h_seq,)
-        self.h_seq = h_seq.reshape(self._shape)
-        return out.reshape(self._shape)
+        o = self._options()
+        th, scale, alpha, beta = self._surrogate_args()
+        converted_forward(o)(x, th, scale, self._constant(self.lam, x.dtype), self._constant(self.amplitude, x.dtype),
+                             alpha, beta, spikes, h_seq, finals["v"], o)
 
-    def backward(self, grad_out):
-        g = self._check_grad(grad_out, "grad_out")
-        (h_seq,) = self._saved
-        self._saved = None
-        T, M = h_seq.shape
-        c = self._dtype.type
+    def _backward_kernel(self, dt, grad_out, grad_v, grad_finals, h_seq, init, x):
+        n = h_seq.shape[1]
+        o = self._options()
+        th, scale, alpha, beta = self._surrogate_args(dt)
+        grad_x = self._empty("grad_x", h_seq.shape, dt)
+        partials = np.zeros(((n + BLOCK - 1) // BLOCK, 3), np.float64)
+        converted_backward(o)(grad_out.astype(dt, copy=False), h_seq.astype(dt, copy=False), th, scale,
+                              self._constant(self.lam, dt), self._constant(self.amplitude, dt), alpha, beta,
+                              grad_x, partials, o)
+        g_th, g_lam, g_amp = partials.sum(axis=0)
+        return grad_x, {}, {"threshold": g_th, "lam": g_lam, "amplitude": g_amp}
 
-        def run(dt):
-            th, scale, code, alpha, beta = self._surrogate_args(dt)
-            grad_x = self._empty("grad_x", h_seq.shape, dt)
-            partials = np.zeros(((M + BLOCK - 1) // BLOCK, 3), np.float64)
-            flags = (code, self.smooth, self.strict, self.detach_reset)
-            converted_backward_kernel(flags, self.specialize)(
-                g.astype(dt, copy=False), h_seq.astype(dt, copy=False), th, scale, dt.type(c(self.lam)),
-                dt.type(c(self.amplitude)), alpha, beta, grad_x, partials, flags)
-            return grad_x, *partials.sum(axis=0)
-
-        grad_x, g_th, g_lam, g_amp = self._backward(run, h_seq, grad_out=g)
-        self.grads["threshold"] += g_th
-        self.grads["lam"] += g_lam
-        if "amplitude" in self.params:
-            self.grads["amplitude"] += g_amp
-        return grad_x.reshape(self._shape)
+    def _reference(self, x, init, grad_out, grad_v, grad_finals):
+        o = self._options()
+        th, scale, alpha, beta = self._surrogate_args()
+        args = (th, scale, self._constant(self.lam, x.dtype), self._constant(self.amplitude, x.dtype), alpha, beta, o)
+        out, h_seq, v_final = converted_forward_reference(x, *args)
+        grad_x, g_th, g_lam, g_amp = converted_backward_reference(grad_out, h_seq, *args)
+        return out, h_seq, {}, {"v": v_final}, grad_x, {}, {"threshold": g_th, "lam": g_lam, "amplitude": g_amp}
 
     def extra_repr(self):
         return (f"threshold={self.v_threshold:.4g}, lam={self.lam:.4g}, amplitude={self.amplitude:.4g}, "
@@ -208,3 +263,15 @@ def clamp_lam(model, max_lam=1.0):
     for _, m in model.modules():
         if isinstance(m, ConvertedNeuron):
             np.minimum(m.params["lam"], max_lam, out=m.params["lam"])
+
+
+# ------------------------------------------------------------------------------------------
+# Examples: the configurations the tests run
+# ------------------------------------------------------------------------------------------
+EXAMPLES = {
+    "converted": [
+        dict(threshold=0.8, lam=0.9),
+        dict(threshold=1.2, lam=0.7, train_amplitude=True, amplitude=1.5, detach_reset=False),
+        dict(threshold=0.8, lam=1.0, surrogate="sigmoid", strict=True),
+    ],
+}

@@ -3,26 +3,34 @@ handed out again only when nothing but the layer refers to it. These tests hold 
 may hold (outputs, views, the attributes h_seq/v_seq/state/grad_state, a torch tensor sharing the
 memory) across further calls and check that none of it changes, and that a backward after a second
 forward is the second forward's own."""
+import inspect
+
 import numpy as np
 import pytest
 
 import refsnn
-from refsnn.neurons import ConvertedNeuron
+from refsnn.neurons import ALL_NEURONS, EXAMPLES
 
 SHAPE = (3, 4, 5, 6)
 
-LAYERS = {
-    "lif": lambda: refsnn.LIF(store_v_seq=True),
-    "if": lambda: refsnn.IF(),
-    "plif": lambda: refsnn.PLIF(v_reset=None),
-    "clif": lambda: refsnn.CLIF(store_v_seq=True),
-    "converted": lambda: ConvertedNeuron(threshold=0.8, lam=0.9),
-}
+
+def first_example(name):
+    """The neuron's first example (the registry), holding its membrane sequences too where it can."""
+    def make():
+        cls, options = ALL_NEURONS[name], dict(EXAMPLES[name][0])
+        if "store_v_seq" in inspect.signature(cls).parameters:
+            options["store_v_seq"] = True
+        return cls(**options)
+    return make
 
 
-def inputs(seed, dtype=np.float32):
+LAYERS = {name: first_example(name) for name in ALL_NEURONS}
+
+
+def inputs(seed, dtype=np.float32, steps=SHAPE[0]):
+    shape = (steps, *SHAPE[1:])
     rng = np.random.default_rng(seed)
-    return ((rng.standard_normal(SHAPE) + 0.6).astype(dtype), rng.standard_normal(SHAPE).astype(dtype))
+    return ((rng.standard_normal(shape) + 0.6).astype(dtype), rng.standard_normal(shape).astype(dtype))
 
 
 def fresh_run(make, x, g):
@@ -36,7 +44,8 @@ def fresh_run(make, x, g):
 @pytest.mark.parametrize("name", sorted(LAYERS))
 def test_held_outputs_survive_later_calls(name):
     make = LAYERS[name]
-    (x1, g1), (x2, g2), (x3, g3) = inputs(1), inputs(2), inputs(3)
+    steps = make().max_steps or SHAPE[0]
+    (x1, g1), (x2, g2), (x3, g3) = inputs(1, steps=steps), inputs(2, steps=steps), inputs(3, steps=steps)
     want1, want2 = fresh_run(make, x1, g1), fresh_run(make, x2, g2)
     layer = make()
     s1 = layer.forward(x1)
@@ -81,7 +90,8 @@ def test_arrays_are_reused_when_nobody_holds_them(name):
     """The reuse itself (else the speed-up is gone silently): with the outputs dropped, the next
     call writes into the same memory, and the results are still right."""
     make = LAYERS[name]
-    (x1, g1), (x2, g2) = inputs(4), inputs(5)
+    steps = make().max_steps or SHAPE[0]
+    (x1, g1), (x2, g2) = inputs(4, steps=steps), inputs(5, steps=steps)
     want2 = fresh_run(make, x2, g2)
     layer = make()
     address = layer.forward(x1).__array_interface__["data"][0]

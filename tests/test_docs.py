@@ -67,6 +67,13 @@ def test_the_docs_links_resolve():
                 assert anchor in anchors(path), f"{page.name}: no heading {target}#{anchor}"
 
 
+def test_the_files_the_docs_name_exist():
+    """A page that says `refsnn/neurons/lif.py` or `tests/test_neuron_reference.py` names a real file."""
+    for page in PAGES:
+        for path in re.findall(r"`((?:refsnn|verify|tests|bench|experiments)/[\w/.]+)`", page.read_text(encoding="utf-8")):
+            assert (ROOT / path).exists(), f"{page.name} names {path}, which does not exist"
+
+
 def test_every_docs_section_the_code_cites_exists():
     """A comment's ``docs/methods.md §4`` needs docs/methods.md with a heading ``## 4. ...``, and
     ``docs/python_mode.md, "What differs"`` a heading that starts with those words."""

@@ -1,9 +1,9 @@
-"""Benchmarks of refsnn against the PyTorch references (performance.md, "How to measure").
+"""Benchmarks of refsnn against the PyTorch references (docs/performance.md, "How to measure").
 
 Run ``python -m bench`` (all benchmarks) or ``python -m bench --only neurons``. Each benchmark
 prints a table (refsnn time, reference times, ratios, a bound and the fraction of it reached);
 with ``--write`` it also records the table in ``BENCHMARKS.md`` under its own heading. One module per row of
-performance.md's targets: ``neurons`` (neuron layers), ``conv`` (Conv2d), ``step`` (a training
+docs/performance.md's targets: ``neurons`` (neuron layers), ``conv`` (Conv2d), ``step`` (a training
 step, and the epoch estimate), ``memory`` (peak RSS of a step), ``startup`` (time to the first
 step), ``scaling`` (time and memory against T and batch).
 

@@ -1,7 +1,7 @@
 """Conv2d, float32 forward + backward: refsnn vs ``torch.nn.Conv2d`` vs ``torch.compile``.
 
 3x3 kernels, padding 1, bias, on a batch of T·N = 128 images (refsnn sees ``[T=4, N=32, C, H, W]``,
-torch ``[128, C, H, W]``): performance.md's ``[128, 64, 16, 16]`` 64→64, VGG-11's layers at
+torch ``[128, C, H, W]``): docs/performance.md's ``[128, 64, 16, 16]`` 64→64, VGG-11's layers at
 32x32, 16x16 and 8x8, and two stride-2 layers. One timed call is ``forward(x)`` then
 ``backward(g)``, which gives the input gradient, the weight gradient and the bias gradient:
 

@@ -2,7 +2,7 @@
 
 Thread pools read some settings once, when their library loads (OpenMP's wait policy, OpenBLAS's
 thread timeout), and Numba's OpenMP threading layer shares the OpenMP runtime torch loaded, if torch
-came first. refsnn's speed must not depend on it (performance.md: the step time with torch, or NumPy,
+came first. refsnn's speed must not depend on it (docs/performance.md: the step time with torch, or NumPy,
 imported first ≤ 1.1x the time with refsnn first).
 
 Each measurement is a fresh process (``python -c SCRIPT``) that imports ``first`` (nothing more for

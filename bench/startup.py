@@ -15,7 +15,7 @@ spawn, so the interpreter's own start is included):
   such as the neuron kernel factories) checked to have no compiled signature: importing must
   compile nothing.
 
-Targets (performance.md): warm ≤ 3 s to the first step, cold compile ≤ 60 s.
+Targets (docs/performance.md): warm ≤ 3 s to the first step, cold compile ≤ 60 s.
 """
 import datetime
 import os

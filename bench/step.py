@@ -6,7 +6,7 @@ Adam update (lr 1e-3), float32, on a fixed batch of N(0, 1) images with direct e
 * the spiking VGG-11 (``build_network("vgg11", (3, 32, 32), 10, neuron=...)``) on 32x32 inputs,
   T = 4, batch 32, with LIF and with CLIF neurons;
 * the small CNN (conv 32, 64, BatchNorm, CLIF) on 28x28 MNIST-shaped inputs, T = 4, batch 64:
-  performance.md's epoch row. Its epoch estimate is the step time × the steps of an epoch of the
+  docs/performance.md's epoch row. Its epoch estimate is the step time × the steps of an epoch of the
   8,000-image MNIST split (⌈8000 / 64⌉ = 125); ``--epoch`` also times one real epoch on that
   split on both sides (the trainer's ``Run.train_epoch`` against the same loop in SpikingJelly).
 

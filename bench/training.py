@@ -32,7 +32,7 @@ from refsnn.models import build_network, skip_input_gradient
 from refsnn.neurons import BaseNeuron
 from refsnn.optim import Adam
 
-# The workloads of performance.md: the spiking VGG-11 on 32x32 inputs, T = 4, batch 32, and the
+# The workloads of docs/performance.md: the spiking VGG-11 on 32x32 inputs, T = 4, batch 32, and the
 # small CNN (conv 32, 64) on 28x28 MNIST-shaped inputs, T = 4, batch 64.
 PROBLEMS = {"vgg11": dict(in_shape=(3, 32, 32), classes=10, T=4, batch=32),
             "cnn": dict(in_shape=(1, 28, 28), classes=10, T=4, batch=64)}

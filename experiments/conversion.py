@@ -1,10 +1,10 @@
-"""Ultra-low-latency ANN-to-SNN conversion (Datta & Beerel, DATE 2022; methods.md §4) in miniature.
+"""Ultra-low-latency ANN-to-SNN conversion (Datta & Beerel, DATE 2022; docs/methods.md §4) in miniature.
 
 For each seed a clipped-ReLU DNN (the small CNN, trained by the ordinary trainer at T = 1) is
 converted at every T: once naively (V_th = μ, amplitude μ: a = b = 1, the usual threshold
 balancing), once with the calibrated per-layer (a, b), and the calibrated SNN is then fine-tuned
 with the boxcar surrogate, trainable threshold and leak (Adam/AMSGrad, lr 1e-4). The test set is
-measured after each stage; firing rate and energy (methods.md §6) after fine-tuning.
+measured after each stage; firing rate and energy (docs/methods.md §6) after fine-tuning.
 
     nice -n 10 python -m experiments.conversion                       # MNIST split + digits, 3 seeds
     nice -n 10 python -m experiments.conversion --datasets digits --seeds 1 --quick   # smoke test

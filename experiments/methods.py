@@ -1,5 +1,5 @@
 """Twin network augmentation against the plain SNN, knowledge distillation and deep mutual
-learning, each with full-precision and ternary weights (methods.md §1-3), plus a λ sweep for TNA.
+learning, each with full-precision and ternary weights (docs/methods.md §1-3), plus a λ sweep for TNA.
 
     nice -n 10 python -m experiments.methods [--dataset digits] [--seeds 3] [--epochs 5]
 

@@ -1,4 +1,4 @@
-"""S²NN (methods.md §5): single-step spiking networks against other single-step neurons, a
+"""S²NN (docs/methods.md §5): single-step spiking networks against other single-step neurons, a
 multi-step LIF network and the full-precision ReLU network, all the same small CNN.
 
     nice -n 10 python -m experiments.s2nn [--dataset digits] [--seeds 3] [--epochs 20]

@@ -3,7 +3,7 @@
 Every loss takes the network output ``out`` of shape [T, N, K] (logits per time step) and
 integer labels ``y`` of shape [N], and returns ``(loss, grad...)``: the loss as a Python float
 and the gradient with respect to each network's output, same shape and dtype as that output.
-Batch reductions are means over N, as in ``torch.nn.functional`` (methods.md, sections 1, 3, 7).
+Batch reductions are means over N, as in ``torch.nn.functional`` (docs/methods.md §1, §3, §7).
 
 Most losses act on the time-averaged logits
 
@@ -154,7 +154,7 @@ def mse_logits(out_a, out_b):
 
 
 def twin_loss(out_base, out_twin, y, lam=0.005):
-    """Twin network augmentation (Deckers et al. 2024), methods.md section 1.
+    """Twin network augmentation (Deckers et al. 2024), docs/methods.md §1.
 
         L = CE(z_b, y) + CE(z_t, y) + λ·(1/N) Σ_n Σ_k (z_b - z_t)²
         dL/dz_b = (p_b - onehot)/N + 2λ·(z_b - z_t)/N,   dL/dz_t symmetric

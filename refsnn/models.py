@@ -6,7 +6,7 @@ names of the PyTorch model they follow (``"0"``, ``"1"``... for ``torch.nn.Seque
 ``conv1``, ``layer1``, ``shortcut``... for the CIFAR networks), so parameter names are that
 model's state-dict names and weights cross over with no mapping table.
 
-The CIFAR-sized networks (methods.md §8) and where their structure comes from:
+The CIFAR-sized networks (docs/methods.md §8) and where their structure comes from:
 
 * ``vgg11``: CLIF's ``spiking_vgg11_bn`` (HuuYuLong/Complementary-LIF, models/spiking_vgg_bn.py).
 * ``resnet18``: CLIF's pre-activation ``spiking_resnet18`` (same repository, models/spiking_resnet.py).
@@ -54,7 +54,7 @@ def small_cnn(in_shape, num_classes, neuron="clif", neuron_options=None, channel
     """[conv3x3 → BatchNorm → neuron → maxpool2] × 2 → flatten → linear.
 
     Channels default to (16, 32) for inputs of 8x8 or smaller and (32, 64) otherwise,
-    the small CNN of performance.md.
+    the small CNN of docs/performance.md.
     """
     rng = np.random.default_rng(0) if rng is None else rng
     c_in, h, w = in_shape

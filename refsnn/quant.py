@@ -1,4 +1,4 @@
-"""Ternary weights (TWN, Li et al. 2016) trained with a straight-through estimator (methods.md §2).
+"""Ternary weights (TWN, Li et al. 2016) trained with a straight-through estimator (docs/methods.md §2).
 
 A ternary layer keeps its full-precision *latent* weight W as the parameter ``weight`` (the
 optimizer updates it, the state dict stores it under the usual name) and uses in forward

@@ -2,7 +2,7 @@
 
 The forward of a spiking neuron fires Θ(u) = 1{u >= 0}; the backward uses g'(u) in place
 of dΘ/du. In *smooth mode* the forward uses φ(u) instead, so that finite differences of the
-forward check the hand-written backward exactly (verification.md, tier 1).
+forward check the hand-written backward exactly (docs/verification.md, tier 1).
 
 | name           | φ(u)                                        | g'(u)                                 |
 | atan           | atan(π/2·α·u)/π + 1/2                       | (α/2) / (1 + (π/2·α·u)²)              |

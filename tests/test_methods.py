@@ -1,4 +1,4 @@
-"""Ternary weights, twin network augmentation, KD and DML in the trainer (methods.md §1-3).
+"""Ternary weights, twin network augmentation, KD and DML in the trainer (docs/methods.md §1-3).
 
 Tier 1 here: the straight-through ternary path against finite differences of the network as a
 function of Wq, and the TNA/DML/KD losses through whole networks against finite differences.
@@ -23,11 +23,11 @@ from refsnn.train import Run, TrainConfig, load_for_eval, load_run, read_checkpo
 from verify.gradcheck import check_directional, set_smooth
 
 ROOT = Path(__file__).resolve().parents[1]
-TOLERANCE = 1e-6   # tier 1, float64 (verification.md)
+TOLERANCE = 1e-6   # tier 1, float64 (docs/verification.md)
 
 
 def twn_reference(w, per_channel):
-    """TWN written out per tensor (or per output channel), straight from methods.md §2:
+    """TWN written out per tensor (or per output channel), straight from docs/methods.md §2:
     Δ = 0.7·mean|W|, α = mean(|W_i| : |W_i| > Δ), Wq = α·sign(W)·1{|W| > Δ}."""
     w = np.asarray(w, dtype=np.float64)
     groups = [w[o] for o in range(w.shape[0])] if per_channel else [w]

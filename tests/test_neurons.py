@@ -11,7 +11,7 @@ from refsnn.neurons import generic_kernels
 from refsnn.surrogate import SURROGATES
 from verify.gradcheck import check_directional, gradcheck
 
-TOL = 1e-6  # verification.md: relative error <= 1e-6 in float64
+TOL = 1e-6  # docs/verification.md: relative error <= 1e-6 in float64
 RESETS = [0.0, None, -0.3]
 
 
@@ -41,7 +41,7 @@ PRIMITIVES = {
 
 
 def reference_lif_family(x, kind, k, decay_input, v_th, v_reset, surrogate, alpha, frozen=None):
-    """Smooth-mode IF/LIF/PLIF forward written directly from neurons.md. Returns (S, Ŝ used)."""
+    """Smooth-mode IF/LIF/PLIF forward written directly from docs/neurons.md. Returns (S, Ŝ used)."""
     vr = 0.0 if v_reset is None else v_reset
     v = np.full(x.shape[1:], vr)
     spikes, used = [], []

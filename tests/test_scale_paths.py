@@ -27,10 +27,10 @@ from refsnn.surrogate import SURROGATES
 from refsnn.train import read_checkpoint
 from verify.gradcheck import check_directional, gradcheck
 
-TOL = 1e-6  # verification.md: relative error <= 1e-6 in float64
+TOL = 1e-6  # docs/verification.md: relative error <= 1e-6 in float64
 
 
-# ---- an independent smooth-mode forward of every neuron (neurons.md, convert.py's equations) ----
+# ---- an independent smooth-mode forward of every neuron (docs/neurons.md, convert.py's equations) ----
 def sigmoid(z):
     return 0.5 * (1.0 + np.tanh(0.5 * z))
 

@@ -4,7 +4,7 @@ Every network of refsnn.models at tiny width, with LIF, PLIF, IF and CLIF neuron
 different options), in float64: every layer's spikes, the logits, the cross-entropy loss, the
 input gradient, every parameter gradient, the BatchNorm running statistics, and the losses
 after 10 Adam steps, to 1e-10 relative. One float32 configuration (1e-5 relative), threshold
-ties handled as verification.md says (shown with a planted flip), and checks that the
+ties handled as docs/verification.md says (shown with a planted flip), and checks that the
 comparison fails when refsnn's optimizer or a layer's backward is off by a tiny amount.
 """
 import numpy as np

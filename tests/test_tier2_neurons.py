@@ -1,4 +1,4 @@
-"""Tier 2 for neurons: refsnn against SpikingJelly 2.0 and snnTorch (verification.md).
+"""Tier 2 for neurons: refsnn against SpikingJelly 2.0 and snnTorch (docs/verification.md).
 
 Property-based: hypothesis draws the neuron, its options, the shapes, the dtype and the input
 scale (silent to saturated); every row of ``verify.neurons_check.check_neuron`` must pass:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# verification.md: float64 agreement to 1e-10 relative; float32 to 1e-5 on gradients.
+# docs/verification.md: float64 agreement to 1e-10 relative; float32 to 1e-5 on gradients.
 TOLERANCE = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 1e-5}
 
 

@@ -7,7 +7,7 @@ None where the framework does not expose one); ``Mirror.parameters`` maps refsnn
 to the framework's tensors, and ``Mirror.parameter_grad(name)`` reads their gradient in refsnn's
 parametrization after ``backward``.
 
-SpikingJelly (neurons.md): ``LIFNode``, ``ParametricLIFNode``, ``IFNode`` and
+SpikingJelly (docs/neurons.md): ``LIFNode``, ``ParametricLIFNode``, ``IFNode`` and
 ``ComplementaryLIFNode`` are refsnn's LIF, PLIF, IF/SingleStep and CLIF operation for operation,
 firing on ``>=`` (so ``strict=True`` has no equivalent there). Surrogates: atan -> ``ATan``,
 sigmoid -> ``Sigmoid``, rect -> ``Rect``, s2nn -> ``S2NN``, same α (and β); fast_sigmoid only at

@@ -3,7 +3,7 @@
 A spike Θ(u) has zero derivative almost everywhere, so the network is checked in
 *smooth mode*: every neuron's forward uses its surrogate's primitive φ, whose true
 derivative is the surrogate gradient g' the backward uses. The backward, unchanged,
-must then equal finite differences of the smooth forward (verification.md, tier 1).
+must then equal finite differences of the smooth forward (docs/verification.md, tier 1).
 
 The check follows HIPS autograd / JAX ``check_grads``: float64, a scalar loss
 ``L = <forward(x), R>`` with a fixed random ``R``, and for random unit directions d,

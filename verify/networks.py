@@ -1,4 +1,4 @@
-"""Whole refsnn networks against their SpikingJelly twins (tier 2, verification.md).
+"""Whole refsnn networks against their SpikingJelly twins (tier 2, docs/verification.md).
 
 ``torch_twin(net)`` builds, layer by layer, the torch model that computes what ``net``
 computes, from SpikingJelly 2.0 multi-step layers (``layer.Conv2d(step_mode="m")``,

@@ -108,9 +108,8 @@ def clif_forward(frozen, wide):
     def clif_forward(x, v_init, m_init, tau, v_threshold, scale, alpha, beta,
                      spikes, h_seq, v_seq, m_seq, v_final, m_final, options):
         """Writes spikes, h_seq, v_seq and m_seq (store_v) [T, n], v_final and m_final [n]."""
-        o = options if frozen is None else frozen  # compile.py
-        # the options as scalars (a parallel loop takes no NamedTuple from outside it)
-        surrogate, smooth, strict, store_v, exact_inverse = o.surrogate, o.smooth, o.strict, o.store_v, o.exact_inverse
+        # the options by name, in the NamedTuple's order (frozen: a plain tuple of compile-time constants)
+        surrogate, smooth, strict, store_v, has_grad_v, exact_inverse = options if frozen is None else frozen
         inv_tau = typed(1.0, tau) / tau  # used only when exact (see _over_tau)
         T, n_all = x.shape
         for b in prange((n_all + BLOCK - 1) // BLOCK):
@@ -143,10 +142,8 @@ def clif_backward(frozen, wide):
     def clif_backward(grad_out, grad_v, grad_v_final, grad_m_final, h_seq, m_init, tau, v_threshold,
                       scale, alpha, beta, grad_x, grad_v_init, grad_m_init, options):
         """Writes grad_x [T, n], grad_v_init and grad_m_init [n]."""
-        o = options if frozen is None else frozen  # compile.py
-        # the options as scalars (a parallel loop takes no NamedTuple from outside it)
-        surrogate, smooth, strict, has_grad_v, exact_inverse = (o.surrogate, o.smooth, o.strict, o.has_grad_v,
-                                                                 o.exact_inverse)
+        # the options by name, in the NamedTuple's order (frozen: a plain tuple of compile-time constants)
+        surrogate, smooth, strict, store_v, has_grad_v, exact_inverse = options if frozen is None else frozen
         T, n_all = h_seq.shape
         one = h_seq.dtype.type(1)  # constants in the data's dtype: float32 stays float32
         dv_dv = one - one / tau    # dH[t]/dV[t−1]
@@ -208,9 +205,13 @@ class CLIF(BaseNeuron):
         super().__init__(v_threshold, surrogate, alpha, beta, smooth, strict, store_v_seq)
         self.tau = check_time_constant(tau, "tau")
 
-    def _options(self, has_grad_v=False):
-        return CLIFOptions(self.surrogate.code, self.smooth, self.strict, self.store_v_seq, has_grad_v,
-                           _exact_inverse(self._dtype.type(self.tau)))
+    def _options(self, has_grad_v=None):
+        """The forward kernel's options (``has_grad_v`` None) or the backward's. Each holds only what its
+        kernel reads, the rest fixed, so that one specialized build serves the configurations that
+        differ only in what that kernel does not read."""
+        forward = has_grad_v is None
+        return CLIFOptions(self.surrogate.code, self.smooth, self.strict, self.store_v_seq and forward,
+                           bool(has_grad_v), _exact_inverse(self._dtype.type(self.tau)))
 
     def _forward_kernel(self, x, init, spikes, h_seq, seqs, finals):
         o = self._options()

@@ -86,9 +86,8 @@ def converted_forward(frozen, wide):
     @numba.njit(**KERNEL_OPTIONS)
     def converted_forward(x, v_threshold, scale, lam, amplitude, alpha, beta, out, h_seq, v_final, options):
         """Writes out (A·S), h_seq [T, n] and v_final [n]."""
-        o = options if frozen is None else frozen  # compile.py
-        # the options as scalars (a parallel loop takes no NamedTuple from outside it)
-        surrogate, smooth, strict = o.surrogate, o.smooth, o.strict
+        # the options by name, in the NamedTuple's order (frozen: a plain tuple of compile-time constants)
+        surrogate, smooth, strict, detach_reset = options if frozen is None else frozen  # compile.py
         T, n_all = x.shape
         for blk in prange((n_all + BLOCK - 1) // BLOCK):
             lo = blk * BLOCK
@@ -112,9 +111,8 @@ def converted_backward(frozen, wide):
     def converted_backward(grad_out, h_seq, v_threshold, scale, lam, amplitude, alpha, beta, grad_x, partials,
                            options):
         """Writes grad_x [T, n] and partials[block] = (dL/dV_th, dL/dλ, dL/dA) of that block."""
-        o = options if frozen is None else frozen  # compile.py
-        # the options as scalars (a parallel loop takes no NamedTuple from outside it)
-        surrogate, smooth, strict, detach_reset = o.surrogate, o.smooth, o.strict, o.detach_reset
+        # the options by name, in the NamedTuple's order (frozen: a plain tuple of compile-time constants)
+        surrogate, smooth, strict, detach_reset = options if frozen is None else frozen  # compile.py
         T, n_all = h_seq.shape
         boxcar = surrogate == BOXCAR
         for blk in prange((n_all + BLOCK - 1) // BLOCK):

@@ -132,10 +132,9 @@ def lif_forward(frozen, wide):
     def lif_forward(x, v_init, tau, k, v_threshold, v_reset, scale, alpha, beta,
                     spikes, h_seq, v_seq, v_final, options):
         """Writes spikes, h_seq, v_seq (store_v) [T, n] and v_final [n]."""
-        o = options if frozen is None else frozen  # compile.py
-        # the options as scalars (a parallel loop takes no NamedTuple from outside it)
-        charge, decay_input, hard_reset, surrogate = o.charge, o.decay_input, o.hard_reset, o.surrogate
-        smooth, strict, store_v = o.smooth, o.strict, o.store_v
+        # the options by name, in the NamedTuple's order (frozen: a plain tuple of compile-time constants)
+        charge, decay_input, hard_reset, detach_reset, surrogate, smooth, strict, store_v, has_grad_v = (
+            options if frozen is None else frozen)  # compile.py
         T, n_all = x.shape
         for b in prange((n_all + BLOCK - 1) // BLOCK):
             lo = b * BLOCK
@@ -161,10 +160,9 @@ def lif_backward(frozen, wide):
     def lif_backward(grad_out, grad_v, grad_v_final, h_seq, x, v_init, tau, k, v_threshold, v_reset,
                      scale, alpha, beta, grad_x, grad_v_init, grad_k, options):
         """Writes grad_x [T, n], grad_v_init [n] and grad_k[block] (PLIF's dL/dk of each block)."""
-        o = options if frozen is None else frozen  # compile.py
-        # the options as scalars (a parallel loop takes no NamedTuple from outside it)
-        charge, decay_input, hard_reset, detach_reset = o.charge, o.decay_input, o.hard_reset, o.detach_reset
-        surrogate, smooth, strict, has_grad_v = o.surrogate, o.smooth, o.strict, o.has_grad_v
+        # the options by name, in the NamedTuple's order (frozen: a plain tuple of compile-time constants)
+        charge, decay_input, hard_reset, detach_reset, surrogate, smooth, strict, store_v, has_grad_v = (
+            options if frozen is None else frozen)  # compile.py
         T, n_all = h_seq.shape
         one = h_seq.dtype.type(1)  # constants in the data's dtype: float32 stays float32
         if charge == IF_CHARGE:
@@ -252,9 +250,13 @@ class LIFFamily(BaseNeuron):
     def rest_value(self, name):
         return 0.0 if self.v_reset is None else self.v_reset
 
-    def _options(self, has_grad_v=False):
-        return LIFOptions(self.charge, self.decay_input, self.v_reset is not None, self.detach_reset,
-                          self.surrogate.code, self.smooth, self.strict, self.store_v_seq, has_grad_v)
+    def _options(self, has_grad_v=None):
+        """The forward kernel's options (``has_grad_v`` None) or the backward's. Each holds only what its
+        kernel reads, the rest fixed, so that one specialized build serves the configurations that
+        differ only in what that kernel does not read."""
+        forward = has_grad_v is None
+        return LIFOptions(self.charge, self.decay_input, self.v_reset is not None, self.detach_reset and not forward,
+                          self.surrogate.code, self.smooth, self.strict, self.store_v_seq and forward, bool(has_grad_v))
 
     def _tau_k(self):
         """(tau, k) as the charge reads them (1.0 where unused)."""

@@ -13,6 +13,7 @@ import pytest
 from refsnn.cli import main
 from refsnn.data import get_dataset
 from refsnn.models import NETWORKS
+from refsnn.neurons import NEURONS
 from test_data import cifar_batch, cifar_record_bytes, dump_cifar_pickle, write_idx_set
 
 QUICK = ["--epochs", "1", "--no-progress"]
@@ -111,9 +112,9 @@ def test_every_encoding_trains_and_evaluates(capsys, tmp_path, encoding):
     assert reported_accuracy(out) > 0.5  # digits, one epoch: a network that learned something
 
 
-@pytest.mark.parametrize("neuron", ["lif", "plif", "if", "clif", "s2nn", "relu", "clipped_relu"])
+@pytest.mark.parametrize("neuron", [*NEURONS, "relu", "clipped_relu"])
 def test_every_neuron_trains_and_evaluates(capsys, tmp_path, neuron):
-    options = ["--T", "1"] if neuron in ("s2nn", "relu", "clipped_relu") else []
+    options = ["--T", "1"] if neuron in ("relu", "clipped_relu") or NEURONS[neuron].max_steps == 1 else []
     train_and_eval(capsys, tmp_path / "run", "--network", "cnn", "--neuron", neuron, *options)
 
 

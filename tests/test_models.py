@@ -4,10 +4,11 @@ import pytest
 
 from refsnn.energy import E_AC, E_MAC, ActivityMeter
 from refsnn.models import build_network
+from refsnn.neurons import NEURONS
 from verify.gradcheck import gradcheck
 
 
-@pytest.mark.parametrize("neuron", ["lif", "plif", "if", "clif"])
+@pytest.mark.parametrize("neuron", [name for name, cls in NEURONS.items() if cls.max_steps is None])  # T > 1
 @pytest.mark.parametrize("network, in_shape", [("mlp", (1, 4, 4)), ("cnn", (1, 8, 8))])
 def test_network_gradcheck(network, in_shape, neuron):
     opts = {"hidden": (12,)} if network == "mlp" else {"channels": (3, 4)}

@@ -12,9 +12,9 @@ forward check the hand-written backward exactly (docs/verification.md, tier 1).
 | s2nn           | σ(αu) for u < 0; β·ln(u + 1) + 1/2 for u ≥ 0 | α·σ(αu)(1 − σ(αu)) ; β / (u + 1)      |
 | boxcar         | clip(u, −1, 1) + 1/2                        | 1{|u| < 1}, with u = H/V_th − 1       |
 
-boxcar: the spec's primitive clip(u,−1,1)/2 + 1/2 has derivative ½·1{|u|<1}, half the
+boxcar: a primitive clip(u,−1,1)/2 + 1/2 would have derivative ½·1{|u|<1}, half the
 surrogate the ultra-low-latency authors use; refsnn keeps their g' and takes the primitive
-that integrates it. Its argument is u = (H − V_th)/V_th, so kernels scale by 1/V_th
+that integrates it (docs/bptt.md §5, docs/neurons.md "Surrogate functions"). Its argument is u = (H − V_th)/V_th, so kernels scale by 1/V_th
 (``argument_scale``); every other surrogate takes u = H − V_th.
 
 All functions are Numba-jitted and take the surrogate as an integer code so that one kernel

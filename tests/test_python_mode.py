@@ -4,11 +4,9 @@ code's numbers, bit for bit (docs/python_mode.md).
 One script runs in two fresh processes, compiled and with NUMBA_DISABLE_JIT=1: a forward and backward of
 every neuron in the registry (``refsnn.neurons.NEURONS``, and LIF with every surrogate), in float32 and
 float64, and two Adam steps of a Conv2d → BatchNorm2d → neuron → MaxPool2d → Linear network (the small CNN,
-with CLIF and with LIF). Every array must be equal bit for bit, but one kind:
-
-* a neuron's parameter gradient (PLIF's w) is a sum the compiled kernel takes with ``.sum()`` of float64
-  partials: Numba adds them left to right, NumPy (pure-Python mode) pairwise; equal to a few float64
-  ulps (docs/python_mode.md, "What differs").
+with CLIF and with LIF). Every array must be equal bit for bit, the neurons' parameter gradients
+included: their float64 partial sums are added left to right in both modes (``neurons.compile.sum_in_order``;
+with ``.sum()``, NumPy's pairwise order in pure-Python mode, PLIF's w differed by a few ulps).
 """
 import os
 import subprocess
@@ -91,8 +89,6 @@ def test_pure_python_mode_gives_the_compiled_numbers(part, tmp_path):
     for key, expected in compiled.items():
         got = python[key]
         assert got.dtype == expected.dtype and got.shape == expected.shape, key
-        if ".param_grad." in key:   # a sum of float64 partials in another order (module docstring)
-            np.testing.assert_allclose(got, expected, rtol=1e-13, atol=0, err_msg=key)
-        elif not np.array_equal(got, expected, equal_nan=True):
+        if not np.array_equal(got, expected, equal_nan=True):
             differ.append(key)
     assert not differ, f"pure-Python mode differs from the compiled code in {differ}"

@@ -29,6 +29,8 @@ NamedTuples of scalars, never a compiled function, or every process compiles aga
 import contextlib
 import functools
 
+import numba
+
 from ..surrogate import ATAN
 
 # Neurons per parallel work item. Each (block, time step) pays a fixed cost (slices, LLVM's alias
@@ -45,6 +47,17 @@ BLOCK = 1024
 KERNEL_OPTIONS = dict(cache=True, parallel=True, error_model="numpy")
 
 _generic = [0]  # > 0 inside ``generic_kernels()``
+
+
+@numba.njit(cache=True, inline="always")
+def sum_in_order(a):
+    """a[0] + a[1] + ... + a[n-1], left to right, for a 1-D float64 array. This is the order of Numba's
+    compiled ``a.sum()``; written out, pure-Python mode (NUMBA_DISABLE_JIT=1, where ``a.sum()`` is NumPy's
+    pairwise sum) adds in the same order and gives the same bits (docs/python_mode.md)."""
+    total = 0.0
+    for i in range(a.size):
+        total += a[i]
+    return total
 
 
 @contextlib.contextmanager

@@ -146,9 +146,9 @@ def converted_backward(frozen, wide):
                     g_lam[j] += gh * v_prev[j]
                     gxt[j] = gh
                     gv[j] = gh * lam
-            partials[blk, 0] = g_th.sum()
-            partials[blk, 1] = g_lam.sum()
-            partials[blk, 2] = g_amp.sum()
+            partials[blk, 0] = sum_in_order(g_th)
+            partials[blk, 1] = sum_in_order(g_lam)
+            partials[blk, 2] = sum_in_order(g_amp)
     return converted_backward
 
 

@@ -224,7 +224,7 @@ def lif_backward(frozen, wide):
                     for j in range(n):
                         g_k[j] += dl_dk[j]
             grad_v_init[lo:lo + n] = gv
-            grad_k[b] = g_k.sum()
+            grad_k[b] = sum_in_order(g_k)
     return lif_backward
 
 

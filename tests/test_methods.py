@@ -10,7 +10,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -251,21 +250,13 @@ def test_tna_checkpoint_holds_the_twin_while_training(tmp_path):
         Run(run.cfg).restore(meta, without_twin)
 
 
-def test_tna_sigkill_then_resume_is_bit_identical(tmp_path):
+def test_tna_sigkill_then_resume_is_bit_identical(tmp_path, kill_mid_epoch):
     epochs = "6"
     args = ["--network", "mlp", "--neuron", "lif", "--T", "4", "--method", "tna", "--tna-lambda", "0.05",
             "--ternary", "--ternary-last", "--save-twin", "--no-progress", "--epochs", epochs]
     whole = cli(*args, "--out-dir", str(tmp_path / "whole"))
     killed = cli(*args, "--out-dir", str(tmp_path / "killed"))
-    meta_file = tmp_path / "killed" / "checkpoint.json"
-    deadline = time.time() + 300
-    while time.time() < deadline:  # wait for epoch 2's checkpoint, then kill inside epoch 3
-        if meta_file.exists() and json.loads(meta_file.read_text())["epoch"] >= 2:
-            break
-        time.sleep(0.005)
-    time.sleep(json.loads(meta_file.read_text())["history"][-1]["seconds"] * 0.4)
-    killed.send_signal(signal.SIGKILL)
-    killed.wait()
+    meta_file = kill_mid_epoch(killed, tmp_path / "killed")  # inside epoch 3
     assert killed.returncode == -signal.SIGKILL
     interrupted_at = json.loads(meta_file.read_text())["epoch"]
     assert interrupted_at < int(epochs)

@@ -4,7 +4,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,21 +26,12 @@ def final_arrays(out_dir):
     return meta, arrays
 
 
-def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path):
+def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path, kill_mid_epoch):
     epochs = "6"
     slow = ["--network", "cnn", "--neuron", "clif", "--no-progress"]  # ~0.5 s epochs: room to kill mid-epoch
     whole = cli(*slow, "--epochs", epochs, "--out-dir", str(tmp_path / "whole"))
     killed = cli(*slow, "--epochs", epochs, "--out-dir", str(tmp_path / "killed"))
-    meta_file = tmp_path / "killed" / "checkpoint.json"
-    deadline = time.time() + 300
-    while time.time() < deadline:  # wait for epoch 2's checkpoint, then kill inside epoch 3
-        if meta_file.exists() and json.loads(meta_file.read_text())["epoch"] >= 2:
-            break
-        time.sleep(0.005)
-    first = json.loads(meta_file.read_text())["history"]
-    time.sleep(first[-1]["seconds"] * 0.4)
-    killed.send_signal(signal.SIGKILL)
-    killed.wait()
+    meta_file = kill_mid_epoch(killed, tmp_path / "killed")  # inside epoch 3
     assert killed.returncode == -signal.SIGKILL
     assert json.loads(meta_file.read_text())["epoch"] < int(epochs)  # really interrupted
     resumed = cli(*slow, "--epochs", epochs, "--out-dir", str(tmp_path / "killed"), "--resume")

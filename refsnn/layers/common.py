@@ -8,7 +8,6 @@ checks ``grad_out`` against it, hands back ``_saved`` and releases it, so that a
 ``backward`` for one ``forward`` raises (refsnn.module's rule).
 """
 import numba
-import numpy as np
 
 from ..module import OptionError, check_float_array, check_int
 

@@ -31,7 +31,7 @@ from numba import prange
 from ..module import check_flag, check_real
 from ..surrogate import BOXCAR, derivative, fire, typed
 from .base import BaseNeuron, derivative_reference, fire_reference
-from .compile import BLOCK, KERNEL_OPTIONS, specializable
+from .compile import BLOCK, KERNEL_OPTIONS, specializable, sum_in_order
 
 
 class ConvertedOptions(NamedTuple):

@@ -40,7 +40,7 @@ from numba import prange
 from ..module import check_flag, check_real
 from ..surrogate import fire, fire_grad, fire_grad_float64, stable_sigmoid, typed
 from .base import BaseNeuron, check_time_constant, fire_grad_reference, fire_reference
-from .compile import BLOCK, KERNEL_OPTIONS, specializable, wide_grad
+from .compile import BLOCK, KERNEL_OPTIONS, specializable, sum_in_order, wide_grad
 
 IF_CHARGE, LIF_CHARGE, PLIF_CHARGE = 0, 1, 2
 

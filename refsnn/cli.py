@@ -354,8 +354,11 @@ def cmd_plot(args):
     run.model.eval()
     what = (f"layer {layer} of {args.run_dir} ({run.cfg.network}, {run.cfg.neuron} neurons), test sample "
             f"{args.sample} (label {run.test_y[args.sample]}), T = {run.cfg.T}")
-    plot.neuron_layer(run.model, x, layer, args.out, title=what)
-    print(f"wrote {args.out}: {what}")
+    out = Path(args.out)
+    if not out.suffix:  # matplotlib then writes PNG and adds the suffix itself: say the name it writes
+        out = out.with_name(out.name + ".png")
+    plot.neuron_layer(run.model, x, layer, out, title=what)
+    print(f"wrote {out}: {what}")
     return 0
 
 

@@ -109,6 +109,8 @@ def neuron_layer(model, x, layer_name, path=None, sample=0, neurons=None, title=
     ``path`` if given (the format from its extension: .png, .pdf, .svg) and returns it (a
     ``matplotlib.figure.Figure``, made without pyplot, so no window opens)."""
     layers = neuron_layers(model)
+    if not layers:
+        raise ValueError(f"this network ({type(model).__name__}) has no spiking-neuron layers to draw")
     layer = dict(model.modules()).get(layer_name)
     if layer_name not in layers:
         names = ", ".join(repr(n) for n in layers) or "none"
@@ -116,6 +118,10 @@ def neuron_layer(model, x, layer_name, path=None, sample=0, neurons=None, title=
             raise ValueError(f"no layer {layer_name!r} in this network; its neuron layers are: {names}")
         raise ValueError(f"layer {layer_name!r} is a {type(layer).__name__}, not a spiking-neuron layer; "
                          f"the neuron layers are: {names}")
+    if np.ndim(x) < 2:
+        raise ValueError(f"x must be the model's input [T, N, ...], got shape {np.shape(x)}")
+    if isinstance(sample, bool) or not isinstance(sample, (int, np.integer)):
+        raise ValueError(f"sample must be an integer index into the batch, got {sample!r}")
     if not 0 <= sample < np.shape(x)[1]:
         raise ValueError(f"sample {sample} out of range: the input holds {np.shape(x)[1]} samples")
     require_matplotlib()

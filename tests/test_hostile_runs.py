@@ -3,6 +3,7 @@ round of fixes: each input gives one ``error:`` line and exit code 2, and nothin
 import hashlib
 import io
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -107,3 +108,47 @@ def test_a_relative_data_dir_is_saved_absolute(tmp_path, monkeypatch, capsys):
 def test_conversion_refuses_empty_paths(capsys, option):
     assert main(["convert", option, "", "--no-progress"]) == 2
     assert "must not be empty" in one_error(capsys)
+
+
+@pytest.mark.parametrize("kind", [["train"], {"train": 1}])
+def test_a_kind_that_is_not_a_string_is_one_error(tmp_path, capsys, kind):
+    """A list or dict as checkpoint.json's kind was looked up in a dict: a TypeError traceback."""
+    run = trained(tmp_path / "run")
+    rewrite_meta(run, kind=kind)
+    for command in (["eval", str(run)], ["train", "--resume", "--out-dir", str(run), "--no-progress"]):
+        assert main(command) == 2
+        assert "unknown kind" in one_error(capsys)
+
+
+@pytest.fixture(scope="module")
+def converted_run(tmp_path_factory):
+    from refsnn.convert import ConvertConfig, run_conversion
+    run = tmp_path_factory.mktemp("conv") / "run"
+    run_conversion(ConvertConfig(dataset="digits", network="mlp", T=2, dnn_epochs=1, finetune_epochs=1,
+                                 calibration_samples=100, out_dir=str(run)), log=lambda *_: None)
+    return run
+
+
+@pytest.mark.parametrize("field, forged", [
+    ("results", {"dnn_acc": 0.5}), ("results", {"dataset": "digits", "dnn_config": [1]}),
+    ("scales", [[1, 2]]), ("scales", [{"a": 1.0, "b": 1.0, "mu": "x"}])])
+def test_forged_conversion_fields_are_one_error(converted_run, tmp_path, capsys, field, forged):
+    """A converted run's results without its data set or DNN config, or scales that are not
+    {a, b, mu} numbers, ended in a KeyError or TypeError traceback."""
+    run = tmp_path / "run"
+    shutil.copytree(converted_run, run)
+    rewrite_meta(run, **{field: forged})
+    assert main(["eval", str(run)]) == 2
+    assert f"field {field!r}" in one_error(capsys)
+
+
+def test_a_conversion_run_from_before_the_lam_rename_still_evaluates(converted_run, tmp_path, capsys):
+    """Runs written before issue 12 named the converted neuron's λ 'leak': eval (and resume) read it as lam."""
+    assert main(["eval", str(converted_run)]) == 0
+    expected = capsys.readouterr().out.split(":", 1)[1]
+    run = tmp_path / "run"
+    shutil.copytree(converted_run, run)
+    rewrite_weights(run, lambda arrays: arrays.update(
+        {k.replace(".lam", ".leak"): arrays.pop(k) for k in [k for k in arrays if ".lam" in k]}))
+    assert main(["eval", str(run)]) == 0
+    assert capsys.readouterr().out.split(":", 1)[1] == expected

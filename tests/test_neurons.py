@@ -334,3 +334,22 @@ def test_bad_state_and_failed_forward():
         n.forward(np.full((2, 3), np.inf))
     with pytest.raises(ValueError, match="before forward"):  # the failed forward left nothing behind
         n.backward(np.ones((2, 3)))
+
+
+@pytest.mark.parametrize("name", sorted(refsnn.neurons.NEURONS))
+@pytest.mark.parametrize("grad_state", [{"bogus": 0.0}, {"V": 0.0}, np.zeros((2, 3))], ids=["bogus", "V", "array"])
+def test_grad_state_must_name_the_neurons_state(name, grad_state):
+    """A grad_state with keys outside state_names (or not a dict) was silently ignored."""
+    neuron = refsnn.neurons.make_neuron(name)
+    x = np.full((1, 2, 3), 0.7, np.float32)
+    neuron.forward(x)
+    with pytest.raises(ValueError, match="grad_state must be a dict with keys among"):
+        neuron.backward(np.ones_like(x), grad_state=grad_state)
+
+
+def test_the_converted_neuron_refuses_to_record_a_membrane_it_does_not_write():
+    """store_v_seq on a ConvertedNeuron handed out v_seq memory its kernel never wrote."""
+    neuron = refsnn.neurons.ConvertedNeuron()
+    neuron.store_v_seq = True
+    with pytest.raises(ValueError, match="does not record its membrane"):
+        neuron.forward(np.full((2, 1, 3), 0.4, np.float32))

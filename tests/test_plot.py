@@ -90,3 +90,15 @@ def test_refsnn_plot_draws_a_layer_of_a_trained_run(tmp_path, capsys):
         assert main(["plot", str(run), *argv, "--out", str(out)]) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1, err
+
+
+def test_bad_networks_and_samples_are_one_clear_error():
+    model, x = mlp_and_input()
+    (name, _), = plot.neuron_layers(model).items()
+    with pytest.raises(ValueError, match="has no spiking-neuron layers"):
+        plot.neuron_layer(spiking_mlp((16,), 3, neuron="relu", hidden=(12,), rng=np.random.default_rng(0)), x, "0")
+    for sample in (0.5, "0", True):
+        with pytest.raises(ValueError, match="sample must be an integer"):
+            plot.neuron_layer(model, x, name, sample=sample)
+    with pytest.raises(ValueError, match=r"input \[T, N, \.\.\.\]"):
+        plot.neuron_layer(model, x[0, 0], name)

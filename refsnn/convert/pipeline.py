@@ -4,6 +4,7 @@ calibrate, convert, fine-tune, measure; checkpoints of kind ``"convert"`` in the
 """
 import dataclasses
 import os
+import re
 import time
 from pathlib import Path
 
@@ -150,10 +151,18 @@ def _build_snn(cfg, dnn_config_dict, scales, info):
                    rng=np.random.default_rng([cfg.seed, 4]))
 
 
+def _read_converted(path):
+    """read_checkpoint of a ``refsnn convert`` run. Runs written before the converted neuron's λ was
+    named ``lam`` (refsnn 0.1.0 before issue 12) saved it as ``leak``: their arrays are read under the new
+    name (the values are the same parameter)."""
+    meta, arrays = read_checkpoint(path, kind="convert")
+    return meta, {re.sub(r"\.leak(?=\.|$)", ".lam", name): a for name, a in arrays.items()}
+
+
 def _load_converted(path, data_dir=None):
     """``(cfg, snn, meta, data)`` of a ``refsnn convert`` run, ``data`` its data set
     (``get_dataset``'s tuple) read from ``data_dir`` if given, else from the saved config's."""
-    meta, arrays = read_checkpoint(path, kind="convert")
+    meta, arrays = _read_converted(path)
     cfg = ConvertConfig.from_dict(meta["config"])
     data = get_dataset(meta["results"]["dataset"], cfg.data_dir if data_dir is None else data_dir)
     snn = _build_snn(cfg, meta["results"]["dnn_config"], meta["scales"], data[4])
@@ -191,7 +200,7 @@ def run_conversion(cfg, progress=False, log=print, resume=False, overwrite=False
     out_dir = Path(cfg.out_dir)
     loaded = None
     if resume and os.path.lexists(out_dir / META):
-        loaded, arrays = read_checkpoint(out_dir, kind="convert")
+        loaded, arrays = _read_converted(out_dir)
         saved = ConvertConfig.from_dict(loaded["config"])
         # the data and the DNN may have moved; fine-tuning may be extended (Adam at a constant lr)
         if "finetune_epochs" in changed_options(saved, cfg, ("finetune_epochs", "data_dir", "dnn_dir", "out_dir")):

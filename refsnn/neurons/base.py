@@ -241,7 +241,10 @@ class BaseNeuron(Module):
         return out
 
     def _grad_finals(self, grad_state, n):
-        """The upstream gradients on the final state [n] (zeros when not given)."""
+        """The upstream gradients on the final state [n]: a dict with some of ``state_names`` as keys
+        (the ones not given are zeros)."""
+        if grad_state is not None and (not isinstance(grad_state, dict) or not set(grad_state) <= set(self.state_names)):
+            raise ValueError(f"grad_state must be a dict with keys among {self.state_names}, got {grad_state!r:.80}")
         finals = {}
         for name in self.state_names:
             if grad_state is not None and name in grad_state:

@@ -210,6 +210,8 @@ class ConvertedNeuron(BaseNeuron):
         """Spikes of amplitude A, [T, N, ...]; each forward starts from V = 0 (no ``state``)."""
         if state is not None:
             raise ValueError("ConvertedNeuron starts every forward from V = 0; it takes no state")
+        if self.store_v_seq:
+            raise ValueError("ConvertedNeuron does not record its membrane sequence (store_v_seq)")
         return super().forward(x)
 
     def backward(self, grad_out, grad_v=None, grad_state=None):

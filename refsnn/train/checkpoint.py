@@ -232,6 +232,8 @@ def read_meta(meta_path):
             raise ValueError("JSON nested too deeply") from None
         if not isinstance(meta, dict):
             raise ValueError("not a JSON object")
+        if not isinstance(meta.get("kind"), (str, type(None))):
+            raise ValueError(f"unknown kind {meta.get('kind')!r:.80}")
         kind = _LEGACY_KINDS.get(meta.get("kind"), meta.get("kind"))
         if kind not in WEIGHTS_PREFIX:
             raise ValueError(f"unknown kind {meta.get('kind')!r}")
@@ -244,10 +246,23 @@ def read_meta(meta_path):
             raise ValueError(f"field 'epoch' is negative ({meta['epoch']})")
         if not all(isinstance(row, dict) for row in meta["history"]):
             raise ValueError("field 'history' is not a list of per-epoch rows")
+        if kind == "convert":
+            _check_conversion_fields(meta)
     except ValueError as e:
         raise ValueError(f"corrupt checkpoint metadata {meta_path}: {e}") from None
     _weights_name(meta.get("weights"), kind, meta_path)
     return meta
+
+
+def _check_conversion_fields(meta):
+    """What a converted-SNN run's loader reads from its metadata: the data set's name, the DNN's
+    config and one (a, b, μ) per converted layer (refsnn.convert)."""
+    results = meta["results"]
+    if not isinstance(results.get("dataset"), str) or not isinstance(results.get("dnn_config"), dict):
+        raise ValueError("field 'results' lacks 'dataset' (a string) or 'dnn_config' (an object)")
+    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)  # noqa: E731
+    if not all(isinstance(s, dict) and all(number(s.get(k)) for k in ("a", "b", "mu")) for s in meta["scales"]):
+        raise ValueError("field 'scales' is not a list of {a, b, mu} finite numbers")
 
 
 def read_checkpoint(path, kind=None):

@@ -353,3 +353,11 @@ def test_setup_declares_tomli_for_the_pythons_without_tomllib():
     setup = (ROOT / "setup.py").read_text()
     assert 'python_requires=">=3.10"' in setup
     assert """'tomli; python_version < "3.11"'""" in setup
+
+
+def test_verify_without_the_frameworks_is_an_error_not_a_pass():
+    """With torch missing every cell was skipped and the verifier printed "0 passed", exit code 0."""
+    code = ("import sys; sys.modules['torch'] = None; from verify.__main__ import main; "
+            "sys.exit(main(['--component', 'lif', '--examples', '1']))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 2 and "error: nothing was compared" in done.stderr, done.stderr[-2000:]

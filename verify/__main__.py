@@ -124,6 +124,10 @@ def main(argv=None):
           "> = strict threshold; surrogate with α(,β)")
     if skipped:
         print(format_skipped(skipped, args.dtype))
+    if not rows:  # e.g. no framework installed: "0 passed" would read as a pass
+        print("error: nothing was compared (every cell was skipped; the frameworks come with "
+              'pip install "refsnn[verify]")', file=sys.stderr)
+        return 2
     return 0 if all(r.passed for r in rows) else 1
 
 

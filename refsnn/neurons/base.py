@@ -196,8 +196,7 @@ class BaseNeuron(Module):
         x = self._as_time_major(x)
         init = self._initial_state(state, x)
         flat = lambda a: None if a is None else np.asarray(a, x.dtype).reshape(x.shape)  # noqa: E731
-        grad_finals = {name: np.zeros(x.shape[1], x.dtype) if grad_state is None else
-                       np.asarray(grad_state[name], x.dtype).reshape(-1) for name in self.state_names}
+        grad_finals = self._grad_finals(grad_state, x.shape[1])
         spikes, h_seq, seqs, finals, grad_x, grad_init, grad_params = self._reference(
             x, init, flat(grad_out), flat(grad_v), grad_finals)
         out = dict(spikes=spikes, h_seq=h_seq, grad_x=grad_x, state=finals, grad_state=grad_init,

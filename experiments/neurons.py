@@ -13,7 +13,8 @@ import numpy as np
 from scipy import stats
 
 from refsnn.analysis import temporal_gradient_norms
-from refsnn.data import direct, get_dataset
+from refsnn.data import get_dataset
+from refsnn.encoding import direct
 from refsnn.models import build_network
 
 from .common import RESULTS_DIR, experiment_parser, log, mean_std, train_and_measure, write_results

@@ -1,7 +1,7 @@
-"""Data: the shipped sets, IDX and CIFAR readers, splits, batches and spike encoders.
+"""Data: the shipped sets, IDX and CIFAR readers, splits and batches.
 
 Every loader returns images as float32 ``[N, C, H, W]`` in ``[0, 1]`` and labels as int64 ``[N]``.
-Encoders turn a batch ``[N, ...]`` into the time-major input ``[T, N, ...]`` the networks take.
+The input encodings (``[N, ...]`` -> ``[T, N, ...]``) live in ``refsnn.encoding``.
 
 Shipped (offline, md5-checked, provenance in ``data/README.md``):
   * ``digits``      1,797 UCI digits, 8x8, values 0..16 scaled by 1/16;
@@ -792,35 +792,6 @@ class Batches:
             if self.augment is not None:
                 x = self.augment(x, np.random.default_rng([self.seed, self.epoch, _AUGMENT_STREAM, b]))
             yield x, y
-
-
-# --------------------------------------------------------------------------------------------
-# Encoders: [N, ...] -> [T, N, ...]
-# --------------------------------------------------------------------------------------------
-def direct(x, T):
-    """Direct (analog) encoding: the same frame at each of the ``T`` steps, as a contiguous array.
-    A NaN or Inf in ``x`` is refused, naming the sample."""
-    x = _check_finite_samples(check_float_array(x, "x"), "x")
-    T = check_int(T, "T", low=0)
-    if T == 0:
-        raise ValueError("T must be positive")
-    return np.ascontiguousarray(np.broadcast_to(x, (T,) + x.shape))
-
-
-def poisson(x, T, rng=None):
-    """Rate (Bernoulli) encoding: ``s[t] = 1`` with probability ``clip(x, 0, 1)``, independently per
-    step and element, from ``rng`` (``None`` -> ``default_rng(0)``). Same dtype as ``x``. A NaN or
-    Inf in ``x`` is refused, naming the sample.
-    """
-    x = _check_finite_samples(check_float_array(x, "x"), "x")
-    T = check_int(T, "T", low=0)
-    if T == 0:
-        raise ValueError("T must be positive")
-    rng = np.random.default_rng(0) if rng is None else rng
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
-    rate = np.clip(x, 0, 1)
-    return (rng.random((T,) + x.shape, dtype=x.dtype) < rate).astype(x.dtype)
 
 
 # --------------------------------------------------------------------------------------------

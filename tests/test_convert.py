@@ -11,7 +11,8 @@ from refsnn.cli import main as cli_main
 from refsnn.convert import (DEFAULT_GRID, ConvertConfig, calibrate, collect_preactivations, convert, evaluate_snn,
                             finetune_epoch, fold_batchnorm, grid_errors, if_response, load_converted,
                             make_finetune_optimizer, search_scales)
-from refsnn.data import Batches, digits_split, direct
+from refsnn.data import Batches, digits_split
+from refsnn.encoding import direct
 from refsnn.energy import SpikeMeter
 from refsnn.layers import BatchNorm1d, BatchNorm2d, ClippedReLU, Conv2d, Linear, MaxPool2d, ReLU
 from refsnn.losses import cross_entropy

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from refsnn import data
+from refsnn import data, encoding
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -524,7 +524,7 @@ def test_batches_crop_flip_augmentation():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_direct_encoder(dtype):
     x = np.random.default_rng(11).random((3, 1, 4, 4)).astype(dtype)
-    s = data.direct(x, 5)
+    s = encoding.direct(x, 5)
     assert s.shape == (5, 3, 1, 4, 4) and s.dtype == dtype and s.flags.c_contiguous and s.flags.writeable
     for t in range(5):
         np.testing.assert_array_equal(s[t], x)
@@ -536,19 +536,19 @@ def test_direct_encoder(dtype):
 def test_poisson_encoder_rate_and_seed(dtype):
     x = np.array([[-0.5, 0.0, 0.1, 0.5, 0.9, 1.0, 1.7]], dtype=dtype)
     T = 20000
-    s = data.poisson(x, T, np.random.default_rng(12))
+    s = encoding.poisson(x, T, np.random.default_rng(12))
     assert s.shape == (T, 1, 7) and s.dtype == dtype
     assert set(np.unique(s).tolist()) <= {0.0, 1.0}
     p = np.clip(x, 0, 1)[0]
     rate = s.mean(axis=0)[0]
     np.testing.assert_array_less(np.abs(rate - p), 5 * np.sqrt(p * (1 - p) / T) + 1e-12)
     assert rate[0] == 0 and rate[1] == 0 and rate[5] == 1 and rate[6] == 1
-    np.testing.assert_array_equal(data.poisson(x, 50, np.random.default_rng(5)), data.poisson(x, 50, np.random.default_rng(5)))
-    assert not np.array_equal(data.poisson(x, 50, np.random.default_rng(5)), data.poisson(x, 50, np.random.default_rng(6)))
+    np.testing.assert_array_equal(encoding.poisson(x, 50, np.random.default_rng(5)), encoding.poisson(x, 50, np.random.default_rng(5)))
+    assert not np.array_equal(encoding.poisson(x, 50, np.random.default_rng(5)), encoding.poisson(x, 50, np.random.default_rng(6)))
     with pytest.raises(ValueError, match="NaN"):
-        data.poisson(np.array([np.nan], dtype=dtype), 2)
+        encoding.poisson(np.array([np.nan], dtype=dtype), 2)
     with pytest.raises(TypeError, match="dtype"):
-        data.poisson(np.array([1, 0]), 2)
+        encoding.poisson(np.array([1, 0]), 2)
 
 
 def test_normalize_per_channel():
@@ -813,8 +813,8 @@ def test_non_finite_input_refused_naming_the_sample(tmp_path):
     y = np.zeros(20, np.int64)
     x[12, 0, 1, 2] = np.nan
     refused(ValueError, "sample 12 of images contains NaN", lambda: data.Batches(x, y, 4))
-    refused(ValueError, "sample 12 of x contains NaN", lambda: data.direct(x, 2))
-    refused(ValueError, "sample 12 of x contains NaN", lambda: data.poisson(x, 2))
+    refused(ValueError, "sample 12 of x contains NaN", lambda: encoding.direct(x, 2))
+    refused(ValueError, "sample 12 of x contains NaN", lambda: encoding.poisson(x, 2))
     refused(ValueError, "sample 12 of images contains NaN", lambda: data.normalize(x, (0.5,), (0.2,)))
     x[12, 0, 1, 2] = 0.5
     x[3, 0, 0, 0] = -np.inf

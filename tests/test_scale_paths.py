@@ -17,7 +17,8 @@ import pytest
 import refsnn
 from refsnn.cli import main
 from refsnn.convert import convert, evaluate_snn, finetune_epoch, load_converted, make_finetune_optimizer
-from refsnn.data import digits_split, direct, get_dataset
+from refsnn.data import digits_split, get_dataset
+from refsnn.encoding import direct
 from refsnn.energy import ActivityMeter, SpikeMeter
 from refsnn.layers import BatchNorm1d, ClippedReLU, Conv2d, Dropout, Flatten, Linear
 from refsnn.models import NETWORKS, build_network, make_activation

@@ -24,7 +24,7 @@ import math
 
 import numpy as np
 
-from ..data import direct
+from ..encoding import direct
 from ..layers import ClippedReLU
 from ..module import check_int, check_real
 from .rewrite import check_convertible, clipped_relus, forward_layers

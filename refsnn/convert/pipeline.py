@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import Batches, direct, get_dataset
+from ..data import Batches, get_dataset
+from ..encoding import direct
 from ..energy import SpikeMeter, activity_summary, energy_table
 from ..losses import cross_entropy
 from ..models import NETWORKS

@@ -3,7 +3,8 @@ and the trained network a saved run or ternary export holds (a KD teacher, ``ref
 """
 import numpy as np
 
-from ..data import direct, get_dataset, poisson
+from ..data import get_dataset
+from ..encoding import direct, poisson
 from ..losses import cross_entropy, tet_loss
 from ..models import build_network, skip_input_gradient
 from ..optim import SGD, Adam, AdamW, CosineAnnealingLR, StepLR

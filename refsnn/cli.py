@@ -92,7 +92,10 @@ def _train_parser(sub):
         "dataset": f"{_one_of(DATASETS)} (digits and mnist-t10k are shipped; the others need --data-dir)",
         "data_dir": "directory holding the data set files (the shipped digits and mnist-t10k are read from the package unless given)",
         "T": "time steps per sample",
-        "encoding": "direct (the analog image at every step) | poisson (spikes with probability = pixel value)",
+        "encoding": "direct (the analog image at every step) | poisson (spikes with probability = pixel value); "
+                    "event data (nmnist, shd, ...) feeds its frames as they are",
+        "event_bins": "event data: time (T frames of equal duration) | count (T frames of equal event count)",
+        "event_downsample": "event data: pool f x f pixels (f audio units) into one",
         "epochs": "epochs to train; with --resume a new value extends (or shortens) the run, and a cosine "
                   "schedule then anneals over the new number from where the run is",
         "batch_size": "mini-batch size, for training and for evaluation",
@@ -232,6 +235,9 @@ def cmd_train(args):
         run = Run(cfg, overwrite=args.overwrite)  # loads the data and refuses what it cannot take
         check_writable(cfg.out_dir)  # before the first epoch, not after it
     c = run.cfg
+    if run.info.get("synthetic"):
+        print(f"refsnn train: {c.dataset} here is a SYNTHETIC stand-in in the real file format, not the recorded "
+              f"data set ({run.info['synthetic']})")
     print(f"refsnn train: {c.network} with {c.neuron} neurons on {c.dataset} "
           f"({len(run.train_y)} train / {len(run.test_y)} test), T = {c.T}, {c.epochs} epochs, "
           f"{c.optimizer} lr {c.lr}, {c.schedule} schedule, method {c.method}"

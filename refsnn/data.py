@@ -800,7 +800,7 @@ class Batches:
 _IDX_SETS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "kmnist": "KMNIST"}
 
 
-def get_dataset(name, data_dir=None):
+def get_dataset(name, data_dir=None, T=None, binning="time", downsample=1):
     """``(train_x, train_y, test_x, test_y, info)`` for a dataset name.
 
     * ``"digits"``, ``"mnist-t10k"``: shipped (``digits_split()``, ``mnist_t10k_split()``). With
@@ -810,11 +810,20 @@ def get_dataset(name, data_dir=None):
     * ``"mnist"``, ``"fashion-mnist"``, ``"kmnist"``: IDX files in ``data_dir`` (or in
       torchvision's ``data_dir/MNIST/raw``, ``FashionMNIST/raw``, ``KMNIST/raw``).
     * ``"cifar10"``, ``"cifar100"`` (fine labels): see ``load_cifar``.
+    * event data (``refsnn.events.EVENT_DATASETS``: ``"nmnist"``, ``"shd"``, ``"ssc"``,
+      ``"dvs-gesture"``, ``"cifar10-dvs"``): their files in ``data_dir``, binned into ``T`` uint16
+      count frames per sample (``binning``, ``downsample``: see ``refsnn.events.load_event_dataset``).
 
     ``info``: ``name``, ``num_classes``, ``input_shape`` (C, H, W), ``n_train``, ``n_test``.
     """
+    from .events import EVENT_DATASETS, load_event_dataset
     key = str(name).lower().replace("_", "-")
-    known = ["digits", "mnist-t10k", *_IDX_SETS, *_CIFAR]
+    if key in EVENT_DATASETS:
+        if data_dir is None or T is None:
+            raise ValueError(f"dataset {key!r} is event data: pass data_dir=<folder holding its files> and T=<number "
+                             "of frames per sample> (docs/events.md)")
+        return load_event_dataset(key, data_dir, T, binning, downsample)
+    known = ["digits", "mnist-t10k", *_IDX_SETS, *_CIFAR, *EVENT_DATASETS]
     if key not in known:
         raise ValueError(f"unknown dataset {name!r}; known: {known}")
     num_classes = 100 if key == "cifar100" else 10

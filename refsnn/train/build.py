@@ -5,6 +5,7 @@ import numpy as np
 
 from ..data import get_dataset
 from ..encoding import direct, poisson
+from ..events import EVENT_DATASETS
 from ..losses import cross_entropy, tet_loss
 from ..models import build_network, skip_input_gradient
 from ..optim import SGD, Adam, AdamW, CosineAnnealingLR, StepLR
@@ -35,11 +36,19 @@ def make_optimizer(cfg, model):
 POISSON_STREAM, EVAL_POISSON_STREAM = 2, 3  # after Batches' streams 0 (shuffle) and 1 (augment)
 
 
+def load_data(cfg):
+    """``get_dataset``'s tuple for the config's data set (event data binned into ``cfg.T`` frames)."""
+    return get_dataset(cfg.dataset, cfg.data_dir, cfg.T, cfg.event_bins, cfg.event_downsample)
+
+
 def encode(cfg, x, epoch, step):
     """[N, ...] images → [T, N, ...] inputs. Poisson draws come from ``default_rng([seed, epoch,
     2, step])`` in training and ``default_rng([seed, 0, 3, step])`` in evaluation (``epoch=None``),
-    so a test pass gives the same spikes whenever it runs (Batches uses streams 0 and 1)."""
+    so a test pass gives the same spikes whenever it runs (Batches uses streams 0 and 1).
+    Event data: its frames [N, T, ...] are the input, time-major [T, N, ...], as they are."""
     x = x.astype(cfg.dtype, copy=False)
+    if dataset_key(cfg.dataset) in EVENT_DATASETS:
+        return np.ascontiguousarray(x.swapaxes(0, 1))
     if cfg.encoding == "direct":
         return direct(x, cfg.T)
     key = [cfg.seed, 0, EVAL_POISSON_STREAM, step] if epoch is None else [cfg.seed, epoch, POISSON_STREAM, step]
@@ -83,7 +92,7 @@ def load_network(path, info=None):
     arrays = section(arrays, "model/")
     cfg = TrainConfig.from_dict(meta["config"])
     if info is None:
-        info = get_dataset(cfg.dataset, cfg.data_dir)[4]
+        info = load_data(cfg)[4]
     elif dataset_key(cfg.dataset) != info["name"]:
         raise ValueError(f"{path} holds a network trained on {cfg.dataset!r} ({cfg.network}); this run uses "
                          f"{info['name']!r}: the teacher must share the data set and its {info['num_classes']} classes")

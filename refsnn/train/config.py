@@ -12,11 +12,12 @@ import math
 import numpy as np
 
 from ..data import _AUGMENTATIONS, _CIFAR, _IDX_SETS
+from ..events import BINNINGS, EVENT_DATASETS
 from ..models import ANALOG_ACTIVATIONS, NETWORKS
 from ..module import OptionError, check_real
 from ..neurons import NEURONS
 
-DATASETS = ("digits", "mnist-t10k", *_IDX_SETS, *_CIFAR)  # the names get_dataset knows
+DATASETS = ("digits", "mnist-t10k", *_IDX_SETS, *_CIFAR, *EVENT_DATASETS)  # the names get_dataset knows
 
 
 class ConfigError(ValueError):
@@ -108,7 +109,9 @@ class TrainConfig:
     dataset: str = "digits"
     data_dir: str = None
     T: int = 4
-    encoding: str = "direct"          # direct | poisson
+    encoding: str = "direct"          # direct | poisson (event data: its frames, as they are)
+    event_bins: str = "time"          # event data: T frames of equal duration (time) or event count (count)
+    event_downsample: int = 1         # event data: pixels (units) pooled f x f (f) into one
     epochs: int = 20
     batch_size: int = 64
     optimizer: str = "adam"           # sgd | adam | adamw
@@ -138,7 +141,7 @@ class TrainConfig:
     ternary_last: bool = False        # also ternarize the last weight layer (the classifier)
 
     CHOICES = {"network": tuple(NETWORKS), "neuron": (*NEURONS, *ANALOG_ACTIVATIONS),
-               "encoding": ("direct", "poisson"), "optimizer": ("sgd", "adam", "adamw"),
+               "encoding": ("direct", "poisson"), "event_bins": BINNINGS, "optimizer": ("sgd", "adam", "adamw"),
                "schedule": ("cosine", "step", "none"), "loss": ("ce", "tet"), "augment": (None, *_AUGMENTATIONS),
                "dtype": ("float32", "float64"), "method": ("plain", "tna", "kd", "dml"),
                "twin_precision": ("same", "full")}
@@ -151,7 +154,8 @@ class TrainConfig:
                                         f"got {getattr(self, name)!r}")
         if dataset_key(self.dataset) not in DATASETS:  # get_dataset's spelling: any case, _ or -
             raise ConfigError("dataset", f"dataset must be one of {', '.join(DATASETS)}; got {self.dataset!r}")
-        check_counts(self, ("T", "epochs", "batch_size", "step_size"), ("seed", "late_matching"))
+        check_counts(self, ("T", "epochs", "batch_size", "step_size", "event_downsample"), ("seed", "late_matching"))
+        self._check_event_options()
         for name, low, high, low_open in (("lr", 0.0, math.inf, True), ("momentum", 0.0, math.inf, False),
                                           ("weight_decay", 0.0, math.inf, False), ("gamma", 0.0, math.inf, True),
                                           ("tna_lambda", 0.0, math.inf, False), ("kd_alpha", 0.0, 1.0, False),
@@ -167,6 +171,20 @@ class TrainConfig:
             if getattr(self, name) == "":
                 raise ConfigError(name, f"{name} must not be empty")
         self._check_methods()
+
+    def _check_event_options(self):
+        """Event data feeds its frames as they are; the image-only options do not apply to it."""
+        events = dataset_key(self.dataset) in EVENT_DATASETS
+        if events and self.encoding != "direct":
+            raise ConfigError("encoding", f"{self.dataset} is event data: its frames are the input (encoding "
+                                          f"'direct'), not {self.encoding!r}")
+        if events and self.augment is not None:
+            raise ConfigError("augment", f"augment {self.augment!r} is for images, not the event frames of "
+                                         f"{self.dataset}")
+        for name, default in (("event_bins", "time"), ("event_downsample", 1)):
+            if not events and getattr(self, name) != default:
+                raise ConfigError(name, f"{name} applies to event data ({', '.join(EVENT_DATASETS)}), not "
+                                        f"{self.dataset!r}")
 
     def _check_methods(self):
         if self.method == "kd" and not self.teacher:

@@ -31,14 +31,14 @@ import math
 import time
 from pathlib import Path
 
-from ..data import Batches, augmentation, get_dataset
+from ..data import Batches, augmentation
 from ..energy import energy_table
 from ..losses import dml_loss, kd_loss, twin_loss
 from ..module import NonFiniteError
 from ..optim import CosineAnnealingLR
 from ..quant import export_bytes, export_ternary, float32_bytes
 from . import loop
-from .build import Teacher, build_model, encode, load_network, make_optimizer, training_loss, twin_seed
+from .build import Teacher, build_model, encode, load_data, load_network, make_optimizer, training_loss, twin_seed
 from .checkpoint import (EXPORT_KIND, check_writable, claim_run_dir, generators, identify, prefixed, read_checkpoint,
                          read_export, run_paths, section, write_checkpoint, write_export)
 from .config import RESUMABLE, ConfigError, TrainConfig, changed_options
@@ -57,7 +57,7 @@ class Run:
         self.cfg = cfg
         self.overwrite = overwrite
         self._committed = None  # the metadata of the checkpoint on disk this run was restored from or saved
-        self.train_x, self.train_y, self.test_x, self.test_y, self.info = get_dataset(cfg.dataset, cfg.data_dir)
+        self.train_x, self.train_y, self.test_x, self.test_y, self.info = load_data(cfg)
         augmentation(cfg.augment, self.info["input_shape"])  # refused here, before the run writes anything
         self.model = build_model(cfg, self.info)
         self.opt = self.sched = self.twin = self.twin_opt = self.twin_sched = self.teacher = None

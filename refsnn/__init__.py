@@ -7,3 +7,12 @@ from . import threads
 from .module import Module, Sequential
 from .neurons import LIF, PLIF, IF, CLIF, SingleStep, make_neuron
 from .surrogate import Surrogate
+
+
+def __getattr__(name):
+    """``refsnn.from_nir`` and ``refsnn.to_nir`` (refsnn/nir.py, docs/nir.md), loaded on first use so
+    that importing refsnn imports neither the optional ``nir`` package nor h5py."""
+    if name in ("from_nir", "to_nir"):
+        from . import nir
+        return getattr(nir, name)
+    raise AttributeError(f"module 'refsnn' has no attribute {name!r}")

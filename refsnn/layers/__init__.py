@@ -1,12 +1,13 @@
-"""Stateless and batch-statistics layers: Linear, Conv2d, pooling, BatchNorm, Dropout, Flatten, ReLU.
+"""Stateless and batch-statistics layers: Linear, Conv2d, pooling, BatchNorm, Dropout, Flatten, ReLU, Scale,
+Threshold.
 
     linear.py        Linear
     conv.py          Conv2d: its three paths (im2col + GEMM NCHW or channels-last, event-driven), the choice
     conv_patches.py  im2col and col2im, NCHW and channels-last; the geometry of the taps
     conv_events.py   the event-driven forward and weight gradient for sparse (spike) inputs
-    pool.py          AvgPool2d, AdaptiveAvgPool2d, MaxPool2d
+    pool.py          AvgPool2d, SumPool2d, AdaptiveAvgPool2d, MaxPool2d
     norm.py          BatchNorm1d, BatchNorm2d
-    elementwise.py   Dropout, Flatten, ReLU, ClippedReLU
+    elementwise.py   Dropout, Flatten, ReLU, ClippedReLU, Scale, Threshold (NIR's)
     common.py        input checks, what is saved for the backward, kernel launch
 
 Every layer takes time-major input ``[T, N, ...]``. Layers without memory across time fold T into
@@ -28,10 +29,10 @@ references to their inputs rather than copies (Linear, BatchNorm): do not modify
 place between forward and backward.
 """
 from .conv import Conv2d
-from .elementwise import ClippedReLU, Dropout, Flatten, ReLU
+from .elementwise import ClippedReLU, Dropout, Flatten, ReLU, Scale, Threshold
 from .linear import Linear
 from .norm import BatchNorm1d, BatchNorm2d
-from .pool import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
+from .pool import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d, SumPool2d
 
 __all__ = ["AdaptiveAvgPool2d", "AvgPool2d", "BatchNorm1d", "BatchNorm2d", "ClippedReLU", "Conv2d", "Dropout",
-           "Flatten", "Linear", "MaxPool2d", "ReLU"]
+           "Flatten", "Linear", "MaxPool2d", "ReLU", "Scale", "SumPool2d", "Threshold"]

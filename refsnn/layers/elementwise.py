@@ -1,11 +1,13 @@
-"""Dropout, Flatten, ReLU and ClippedReLU: elementwise layers of [T, N, ...], forward and backward.
+"""Dropout, Flatten, ReLU, ClippedReLU, Scale and Threshold: elementwise layers of [T, N, ...],
+forward and backward.
 
 Each forward saves only what its backward reads: Dropout its mask, ReLU and ClippedReLU boolean
-masks of where the gradient passes, Flatten the input shape.
+masks of where the gradient passes, Flatten the input shape, Scale its input, Threshold x − θ.
 """
 import numpy as np
 
-from ..module import Module, check_real, float_dtype
+from ..module import Module, NonFiniteError, check_flag, check_real, float_dtype
+from ..surrogate import Surrogate
 from .common import check_input, save_for_backward, saved_for_backward
 
 
@@ -103,3 +105,76 @@ class ClippedReLU(Module):
 
     def extra_repr(self):
         return f"threshold={float(self.params['threshold'])}"
+
+
+def _feature_array(value, name, dtype):
+    """A finite array (per feature, NIR's convention) in ``dtype``."""
+    value = np.asarray(value, dtype=np.float64)
+    if not np.all(np.isfinite(value)):
+        raise NonFiniteError(f"{name} contains NaN or Inf")
+    return value.astype(float_dtype(dtype))
+
+
+def _check_broadcast(layer, array, x):
+    """``array`` must broadcast to the feature shape ``[...]`` of ``x`` [T, N, ...]."""
+    if np.broadcast_shapes(array.shape, x.shape[2:]) != x.shape[2:]:
+        raise ValueError(f"{type(layer).__name__}: its array of shape {array.shape} does not broadcast to the "
+                         f"input's feature shape {x.shape[2:]}")
+
+
+class Scale(Module):
+    """NIR's ``Scale``: y = x ⊙ s, with a learnable array ``scale`` broadcast over the feature shape
+    ``[...]`` of ``[T, N, ...]``; dL/dx = g ⊙ s, dL/ds = Σ g ⊙ x over the axes s is broadcast along."""
+
+    def __init__(self, scale, dtype=np.float32):
+        super().__init__()
+        self.add_param("scale", _feature_array(scale, "Scale: scale", dtype))
+        self._saved = None
+
+    def forward(self, x):
+        x = check_input(self, x, None, min_ndim=2)
+        _check_broadcast(self, self.params["scale"], x)
+        save_for_backward(self, x.shape, x.dtype, x)
+        return x * self.params["scale"]
+
+    def backward(self, grad_out):
+        (x,), g = saved_for_backward(self, grad_out)
+        scale = self.params["scale"]
+        gs = g * x                                                # [T, N, ...]
+        lead = gs.ndim - scale.ndim                               # T, N and any leading feature axes
+        gs = gs.sum(axis=tuple(range(lead)), dtype=np.float64)
+        gs = gs.sum(axis=tuple(i for i, n in enumerate(scale.shape) if n == 1), keepdims=True)
+        self.grads["scale"] += gs.reshape(scale.shape)
+        return g * scale
+
+    def extra_repr(self):
+        return f"shape={self.params['scale'].shape}"
+
+
+class Threshold(Module):
+    """NIR's ``Threshold``: z = Θ(x − θ), 1{x > θ} (``strict``, NIR's) or 1{x >= θ}, with an array
+    ``threshold`` (a buffer) broadcast over the feature shape. Backward: dz/dx = g'(u)·c, the
+    surrogate's derivative at u = c·(x − θ) (c = 1, or 1/θ for boxcar; refsnn.surrogate)."""
+
+    def __init__(self, threshold, surrogate="sigmoid", alpha=None, beta=1.0, strict=True, dtype=np.float32):
+        super().__init__()
+        self.buffers["threshold"] = _feature_array(threshold, "Threshold: threshold", dtype)
+        self.surrogate = Surrogate(surrogate, alpha, beta)
+        self.strict = check_flag(strict, "strict")
+        self._saved = None
+
+    def forward(self, x):
+        x = check_input(self, x, None, min_ndim=2)
+        threshold = self.buffers["threshold"]
+        _check_broadcast(self, threshold, x)
+        scale = self.surrogate.argument_scale(threshold.astype(np.float64))
+        u = (x - threshold) * scale                               # [T, N, ...]
+        save_for_backward(self, x.shape, x.dtype, u, scale)
+        return (u > 0 if self.strict else u >= 0).astype(x.dtype)
+
+    def backward(self, grad_out):
+        (u, scale), g = saved_for_backward(self, grad_out)
+        return (g * (self.surrogate.derivative(u) * scale)).astype(g.dtype)
+
+    def extra_repr(self):
+        return f"shape={self.buffers['threshold'].shape}, surrogate={self.surrogate!r}, strict={self.strict}"

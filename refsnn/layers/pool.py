@@ -1,4 +1,4 @@
-"""Pooling: AvgPool2d, AdaptiveAvgPool2d and MaxPool2d of [T, N, C, H, W], forward and backward.
+"""Pooling: AvgPool2d, SumPool2d, AdaptiveAvgPool2d and MaxPool2d of [T, N, C, H, W], forward and backward.
 
 Time folds into the batch (x [B, C, H, W], B = T·N). Each output (ho, wo) reads the window rows
 [h_start[ho], h_end[ho]) and columns [w_start[wo], w_end[wo]), already clipped to the input:
@@ -303,6 +303,12 @@ class _AveragePool(_Pool2d):
         """(kh, kw) when the windows tile the input without overlap or padding, else None."""
         return None
 
+    @staticmethod
+    def _one_pixel(windows):
+        """Is every window one pixel (an upsampling adaptive pool, a 1x1 kernel)?"""
+        h_start, h_end, w_start, w_end = windows
+        return bool(np.all(h_end - h_start == 1) and np.all(w_end - w_start == 1))
+
     def forward(self, x):
         x4, windows = self._fold(x)
         divisor = self._divisor(windows)
@@ -312,7 +318,7 @@ class _AveragePool(_Pool2d):
         if tiles:
             out = np.empty((B, C) + out_hw, dtype=x4.dtype)
             launch(_avg_pool_tiles_forward, x4.size, x4, *tiles, out)
-        elif np.all(divisor == 1):  # every window one pixel (an upsampling adaptive pool): a gather
+        elif self._one_pixel(windows):  # every window one pixel (an upsampling adaptive pool): a gather
             h_start, _, w_start, _ = windows
             out = x4[:, :, h_start[:, None], w_start]
         else:
@@ -330,7 +336,7 @@ class _AveragePool(_Pool2d):
         if tiles:
             dx = np.empty((T * N, C, H, W), dtype=g.dtype)
             launch(_avg_pool_tiles_backward, dx.size, g4, *tiles, dx)
-        elif np.all(divisor == 1):  # one-pixel windows: each output's gradient goes to its pixel
+        elif self._one_pixel(windows):  # one-pixel windows: each output's gradient goes to its pixel
             dx = np.zeros((T * N, C, H, W), dtype=g.dtype)
             h_start, _, w_start, _ = windows
             launch(_pixel_scatter_add, g4.size, g4, h_start, w_start, dx)
@@ -350,6 +356,14 @@ class AvgPool2d(_FixedWindowPool, _AveragePool):
 
     def _tiles(self):
         return self.kernel_size if self.stride == self.kernel_size and self.padding == (0, 0) else None
+
+
+class SumPool2d(_FixedWindowPool, _AveragePool):
+    """Sum pooling, NIR's ``SumPool2d``: every window summed (in float64, as the averages), padded
+    zeros adding nothing; the gradient of each output goes to every pixel of its window."""
+
+    def _divisor(self, windows):
+        return np.ones((windows[0].size, windows[2].size))
 
 
 class AdaptiveAvgPool2d(_AveragePool):

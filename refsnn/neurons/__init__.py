@@ -7,11 +7,12 @@ base.py is the forward/backward template every neuron runs; compile.py builds th
 
 This is the registry, the one list of neurons. Adding a neuron is its file and one line here.
 """
-from . import clif, converted, lif, single_step
+from . import clif, converted, euler, lif, single_step
 from .base import BaseNeuron
 from .clif import CLIF
 from .compile import BLOCK, generic_kernels
 from .converted import ConvertedNeuron, clamp_lam
+from .euler import EulerNeuron
 from .lif import IF, LIF, PLIF
 from .single_step import SingleStep
 
@@ -19,8 +20,8 @@ from .single_step import SingleStep
 NEURONS = {"lif": LIF, "plif": PLIF, "if": IF, "clif": CLIF, "s2nn": SingleStep}
 
 # Every neuron layer, with the configurations (constructor options) its file gives as examples.
-ALL_NEURONS = {**NEURONS, "converted": ConvertedNeuron}
-EXAMPLES = {**lif.EXAMPLES, **clif.EXAMPLES, **single_step.EXAMPLES, **converted.EXAMPLES}
+ALL_NEURONS = {**NEURONS, "converted": ConvertedNeuron, **dict.fromkeys(euler.EXAMPLES, EulerNeuron)}
+EXAMPLES = {**lif.EXAMPLES, **clif.EXAMPLES, **single_step.EXAMPLES, **converted.EXAMPLES, **euler.EXAMPLES}
 
 
 def make_neuron(name, **options):
@@ -37,5 +38,5 @@ def examples(names=None):
             for name in (names or ALL_NEURONS) for i, options in enumerate(EXAMPLES[name])]
 
 
-__all__ = ["ALL_NEURONS", "BLOCK", "BaseNeuron", "CLIF", "ConvertedNeuron", "EXAMPLES", "IF", "LIF", "NEURONS",
+__all__ = ["ALL_NEURONS", "BLOCK", "BaseNeuron", "CLIF", "ConvertedNeuron", "EXAMPLES", "EulerNeuron", "IF", "LIF", "NEURONS",
            "PLIF", "SingleStep", "clamp_lam", "examples", "generic_kernels", "make_neuron"]

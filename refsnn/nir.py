@@ -1,0 +1,479 @@
+"""NIR exchange: ``from_nir`` runs a NIR graph as a refsnn network, ``to_nir`` writes a refsnn network as
+a NIR graph (the Neuromorphic Intermediate Representation, PyPI ``nir`` 1.0.8; docs/nir.md).
+
+from_nir: a chain Input → nodes → Output becomes a ``Sequential`` whose children carry the node names:
+Affine/Linear → Linear, Conv2d → Conv2d, SumPool2d/AvgPool2d → pooling, Flatten, Scale, Threshold, and
+the neurons LIF, IF, LI, CubaLIF, CubaLI → ``EulerNeuron`` (NIR's ODEs by forward Euler at ``dt``,
+docs/nir.md §3). A branching graph, a recurrent edge, a subgraph, Delay and other nodes or options
+refsnn cannot run are refused naming the node and the reason.
+
+to_nir: a ``Sequential`` (nested ones included) of Linear, Conv2d, BatchNorm (folded into the layer
+before it with its running statistics), AvgPool2d, SumPool2d, Flatten, Dropout (the identity in eval
+mode), Scale, Threshold and the neurons IF/LIF/PLIF with hard reset and EulerNeuron. The conventions
+(dt, firing on > or >=, hard reset, refsnn's version) go into the graph's metadata, and each refsnn
+neuron's exact options into its node's metadata, so that from_nir rebuilds the very same neuron
+(docs/nir.md §5).
+
+``nir`` is an optional dependency (``pip install "refsnn[nir]"``), imported only inside these functions.
+"""
+import os
+
+import numpy as np
+
+from .layers import AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, Scale, SumPool2d, Threshold
+from .layers.pool import AdaptiveAvgPool2d
+from .module import Module, OptionError, Sequential, check_real, float_dtype
+from .neurons import IF, LIF, PLIF, EulerNeuron
+from .neurons.lif import LIFFamily
+
+DEFAULT_DT = 1e-4  # seconds: SpikingJelly's and snnTorch's NIR exchange use it too (norse: 1e-3)
+NEURON_NODES = ("LIF", "IF", "LI", "CubaLIF", "CubaLI")
+REFSNN_NEURONS = {"LIF": LIF, "IF": IF, "PLIF": PLIF}
+
+
+class NIRUnavailable(ImportError, ValueError):
+    """The optional ``nir`` package is not installed (a ValueError too: the CLI reports it in one line)."""
+
+
+def _nir():
+    try:
+        import nir
+    except ImportError:
+        raise NIRUnavailable('NIR exchange needs the nir package: pip install "refsnn[nir]"') from None
+    return nir
+
+
+# ------------------------------------------------------------------------------------------
+# from_nir
+# ------------------------------------------------------------------------------------------
+def read_graph(graph_or_path):
+    """A ``nir.NIRGraph`` from itself or from a NIR (HDF5) file; one ValueError for anything else."""
+    nir = _nir()
+    if isinstance(graph_or_path, (str, os.PathLike)):
+        path = os.fspath(graph_or_path)
+        if not os.path.isfile(path):
+            raise ValueError(f"{path}: no such NIR file")
+        try:
+            graph = nir.read(path)
+        except Exception as e:  # h5py's OSError, nir's KeyError/AssertionError/ValueError on a foreign file
+            raise ValueError(f"{path}: not a NIR graph that nir {nir.__version__} reads "
+                             f"({type(e).__name__}: {e})") from None
+    else:
+        graph = graph_or_path
+    if not isinstance(graph, nir.NIRGraph):
+        raise TypeError(f"from_nir expects a nir.NIRGraph or the path of a NIR file, got {type(graph).__name__}")
+    return graph
+
+
+def _chain(graph):
+    """The node names from the Input node to the Output node, in order; refuses cycles, branches,
+    subgraphs and nodes off the chain."""
+    nir = _nir()
+    nodes, edges = graph.nodes, [tuple(str(n) for n in e) for e in graph.edges]
+    for src, dst in edges:
+        for end in (src, dst):
+            if end not in nodes:
+                raise ValueError(f"NIR graph: the edge ({src!r} -> {dst!r}) names a node {end!r} the graph does not have")
+    successors = {name: [] for name in nodes}
+    predecessors = {name: [] for name in nodes}
+    for src, dst in edges:
+        successors[src].append(dst)
+        predecessors[dst].append(src)
+    state = {}  # depth-first search for a cycle: 1 on the stack, 2 done
+
+    def visit(name):
+        state[name] = 1
+        for nxt in successors[name]:
+            if state.get(nxt) == 1:
+                raise ValueError(f"NIR graph: recurrent edge ({name!r} -> {nxt!r}): refsnn.from_nir runs "
+                                 "feed-forward chains only")
+            if nxt not in state:
+                visit(nxt)
+        state[name] = 2
+    for name in nodes:
+        if name not in state:
+            visit(name)
+    for name, node in nodes.items():
+        if isinstance(node, nir.NIRGraph):
+            raise ValueError(f"NIR graph: node {name!r} is a subgraph (NIRGraph): refsnn.from_nir runs a flat chain "
+                             "(exporters write recurrent layers as subgraphs)")
+        if len(predecessors[name]) > 1 or len(successors[name]) > 1:
+            raise ValueError(f"NIR graph: node {name!r} has {len(predecessors[name])} inputs and "
+                             f"{len(successors[name])} outputs: a branching graph; refsnn.from_nir runs chains only")
+    inputs = [n for n, node in nodes.items() if isinstance(node, nir.Input)]
+    outputs = [n for n, node in nodes.items() if isinstance(node, nir.Output)]
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ValueError(f"NIR graph: needs one Input and one Output node, has inputs {inputs} and outputs {outputs}")
+    order = [inputs[0]]
+    while successors[order[-1]]:
+        order.append(successors[order[-1]][0])
+    if order[-1] != outputs[0] or len(order) != len(nodes):
+        off = sorted(set(nodes) - set(order))
+        raise ValueError(f"NIR graph: the chain from {inputs[0]!r} ends at {order[-1]!r}"
+                         + (f" and leaves out {off}" if off else "") + f", not at the Output node {outputs[0]!r}")
+    return order
+
+
+def _array(node_name, node, field):
+    """A node's field as a finite float64 array."""
+    value = getattr(node, field)
+    try:
+        value = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"NIR node {node_name!r}: {field} is not numeric ({type(value).__name__})") from None
+    if not np.all(np.isfinite(value)):
+        raise ValueError(f"NIR node {node_name!r} ({type(node).__name__}): {field} contains NaN or Inf")
+    return value
+
+
+def _declared(node, key):
+    """The node's declared input or output shape (a tuple), or None."""
+    types = getattr(node, key, None) or {}
+    value = next(iter(types.values()), None) if isinstance(types, dict) else None
+    return None if value is None else tuple(int(v) for v in np.atleast_1d(value))
+
+
+def _pair_of(name, node, field):
+    value = np.atleast_1d(np.asarray(getattr(node, field)))
+    if value.size == 1:
+        value = np.repeat(value, 2)
+    if value.size != 2 or value.dtype.kind not in "iuf" or np.any(value != np.round(value)):
+        raise ValueError(f"NIR node {name!r}: {field} must be an integer or a pair of integers, got {value.tolist()}")
+    return int(value[0]), int(value[1])
+
+
+def _import_layer(name, node, shape, options):
+    """(refsnn layer or None for Input/Output, output shape) for one NIR node, given the input shape."""
+    nir = _nir()
+    kind = type(node).__name__
+    dtype = options["dtype"]
+    if isinstance(node, (nir.Affine, nir.Linear)):
+        weight = _array(name, node, "weight")
+        if weight.ndim != 2:
+            raise ValueError(f"NIR node {name!r} ({kind}): weight must be 2-D [out, in], got shape {weight.shape}")
+        if shape[-1:] != (weight.shape[1],):
+            raise ValueError(f"NIR node {name!r} ({kind}): takes {weight.shape[1]} features, gets shape {shape}")
+        layer = Linear(weight.shape[1], weight.shape[0], bias=isinstance(node, nir.Affine), dtype=dtype)
+        layer.params["weight"][...] = weight
+        if isinstance(node, nir.Affine):
+            layer.params["bias"][...] = np.broadcast_to(_array(name, node, "bias"), (weight.shape[0],))
+        return layer, shape[:-1] + (weight.shape[0],)
+    if isinstance(node, nir.Conv2d):
+        weight = _array(name, node, "weight")
+        groups = int(node.groups)
+        if len(shape) != 3 or weight.ndim != 4 or shape[0] != weight.shape[1] * groups:
+            raise ValueError(f"NIR node {name!r} (Conv2d): weight {weight.shape} with groups {groups} does not fit "
+                             f"the input shape {shape} [C, H, W]")
+        if _pair_of(name, node, "dilation") != (1, 1):
+            raise ValueError(f"NIR node {name!r} (Conv2d): dilation {_pair_of(name, node, 'dilation')} is not "
+                             "supported (refsnn's Conv2d has no dilation)")
+        kernel = weight.shape[2:]
+        stride = _pair_of(name, node, "stride")
+        if isinstance(node.padding, str):
+            if node.padding == "valid":
+                padding = (0, 0)
+            elif node.padding == "same" and stride == (1, 1) and all(k % 2 for k in kernel):
+                padding = (kernel[0] // 2, kernel[1] // 2)
+            else:
+                raise ValueError(f"NIR node {name!r} (Conv2d): padding {node.padding!r} with kernel {kernel} and "
+                                 f"stride {stride} is not supported (an odd kernel and stride 1 only)")
+        else:
+            padding = _pair_of(name, node, "padding")
+        layer = Conv2d(shape[0], weight.shape[0], kernel, stride, padding, bias=True, groups=groups, dtype=dtype)
+        layer.params["weight"][...] = weight
+        layer.params["bias"][...] = np.broadcast_to(_array(name, node, "bias"), (weight.shape[0],))
+        return layer, (weight.shape[0], *layer.output_size(*shape[1:]))
+    if isinstance(node, (nir.SumPool2d, nir.AvgPool2d)):
+        if len(shape) != 3:
+            raise ValueError(f"NIR node {name!r} ({kind}): needs an input [C, H, W], gets shape {shape}")
+        cls = SumPool2d if isinstance(node, nir.SumPool2d) else AvgPool2d
+        layer = cls(*(_pair_of(name, node, f) for f in ("kernel_size", "stride", "padding")))
+        windows = layer._windows(*shape[1:])
+        return layer, (shape[0], windows[0].size, windows[2].size)
+    if isinstance(node, nir.Flatten):
+        start, end = int(node.start_dim), int(node.end_dim)
+        start, end = start % len(shape) if start < 0 else start, end % len(shape) if end < 0 else end
+        if start == end:
+            return None, shape   # flattens one axis: nothing to do
+        if (start, end) != (0, len(shape) - 1):
+            raise ValueError(f"NIR node {name!r} (Flatten): flattens axes {start}..{end} of {shape}; refsnn's "
+                             "Flatten flattens every feature axis (NIR's start_dim 0, end_dim -1)")
+        return Flatten(), (int(np.prod(shape)),)
+    if isinstance(node, nir.Scale):
+        return Scale(_broadcast(name, node, "scale", shape), dtype=dtype), shape
+    if isinstance(node, nir.Threshold):
+        return Threshold(_broadcast(name, node, "threshold", shape), surrogate=options["surrogate"],
+                         alpha=options["alpha"], strict=_strict(node, options), dtype=dtype), shape
+    if kind in NEURON_NODES and isinstance(node, getattr(nir, kind)):
+        return _import_neuron(name, node, shape, options), shape
+    if isinstance(node, (nir.Input, nir.Output)):
+        return None, shape
+    reason = {"Delay": "a delay line has no refsnn layer", "Conv1d": "refsnn has no Conv1d layer",
+              "I": "the integrator without threshold has no refsnn layer"}.get(kind, "not a node refsnn runs")
+    raise ValueError(f"NIR node {name!r}: type {kind} is not supported ({reason})")
+
+
+def _broadcast(name, node, field, shape):
+    value = _array(name, node, field)
+    try:
+        np.broadcast_shapes(value.shape, shape)
+    except ValueError:
+        raise ValueError(f"NIR node {name!r} ({type(node).__name__}): {field} of shape {value.shape} does not fit "
+                         f"the input shape {shape}") from None
+    if np.broadcast_shapes(value.shape, shape) != shape:
+        raise ValueError(f"NIR node {name!r} ({type(node).__name__}): {field} of shape {value.shape} does not fit "
+                         f"the input shape {shape}")
+    return value
+
+
+def _strict(node, options):
+    """NIR fires on >; a node refsnn exported from a neuron firing on >= says so in its metadata."""
+    if options["from_refsnn"]:
+        return (node.metadata or {}).get("firing", options["firing"]) != ">="
+    return True
+
+
+def _import_neuron(name, node, shape, options):
+    kind = type(node).__name__
+    fields = {f: _broadcast(name, node, f, shape) for f in _euler_fields(kind)}
+    exact = _refsnn_neuron(node, fields, shape, options)
+    if exact is not None:
+        return exact
+    return EulerNeuron(kind, dt=options["dt"], surrogate=options["surrogate"], alpha=options["alpha"],
+                       strict=_strict(node, options), dtype=options["dtype"], **fields)
+
+
+def _euler_fields(kind):
+    from .neurons.euler import KINDS
+    return KINDS[kind][3]
+
+
+def _refsnn_neuron(node, fields, shape, options):
+    """The refsnn neuron a node's metadata describes, if this graph came from refsnn's to_nir at this dt
+    and the node's fields are exactly what to_nir writes for it (else None: NIR's equations run)."""
+    described = (node.metadata or {}).get("refsnn") if options["from_refsnn"] else None
+    if not isinstance(described, dict) or described.get("class") not in REFSNN_NEURONS:
+        return None
+    described = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in described.items()}
+    cls = REFSNN_NEURONS[described.pop("class")]
+    w = described.pop("w", None)
+    try:
+        neuron = cls(**described)
+        if w is not None:
+            neuron.params["w"][...] = w
+        kind, written = _neuron_fields(neuron, options["dt"], shape)
+    except (TypeError, ValueError):
+        return None
+    if type(node).__name__ != kind or set(written) != set(fields) or \
+            not all(np.array_equal(np.broadcast_to(fields[k], shape), written[k]) for k in fields):
+        return None
+    return neuron.to(options["dtype"])
+
+
+def from_nir(graph_or_path, dt=None, dtype=np.float32, surrogate="sigmoid", alpha=None):
+    """A refsnn ``Sequential`` that runs a NIR graph (a ``nir.NIRGraph`` or the path of a NIR file).
+
+    ``dt`` (seconds): the Euler step (docs/nir.md §3); None takes the dt a refsnn export recorded in the
+    graph's metadata, else 1e-4 (SpikingJelly's and snnTorch's). ``dtype``: float32 or float64, the
+    layers' parameters and buffers (the input must match, refsnn.module's rule). ``surrogate`` and
+    ``alpha``: the surrogate gradient of the neurons and Threshold nodes (NIR does not state one).
+    The children are named after the nodes; ``model.input_shape`` is the Input node's shape (one
+    sample, one step), so the model takes ``[T, N, *input_shape]``. Neurons start at rest (v = v_leak;
+    IF: v_reset; I = 0). Raises ValueError (TypeError for a non-graph) naming the node and the reason
+    for anything refsnn cannot run exactly (docs/nir.md §4); NIRUnavailable without the nir package.
+    """
+    graph = read_graph(graph_or_path)
+    metadata = graph.metadata if isinstance(graph.metadata, dict) else {}
+    from_refsnn = metadata.get("source") == "refsnn"
+    if dt is None:
+        dt = float(metadata["dt"]) if from_refsnn and "dt" in metadata else DEFAULT_DT
+    options = dict(dt=check_real(dt, "dt", low=0, low_open=True), dtype=float_dtype(dtype), surrogate=surrogate,
+                   alpha=alpha, from_refsnn=from_refsnn, firing=metadata.get("firing", ">"))
+    order = _chain(graph)
+    shape = _declared(graph.nodes[order[0]], "input_type")
+    if shape is None:
+        raise ValueError(f"NIR graph: the Input node {order[0]!r} has no shape")
+    input_shape = shape
+    model = Sequential()
+    for name in order:
+        node = graph.nodes[name]
+        declared = _declared(node, "input_type")
+        if declared is not None and declared != shape:
+            raise ValueError(f"NIR graph: node {name!r} ({type(node).__name__}) declares input shape {declared}, "
+                             f"but the node before it gives {shape}")
+        layer, shape = _import_layer(name, node, shape, options)
+        if layer is not None:
+            model.add_child(name, layer)
+    model.input_shape = input_shape
+    return model
+
+
+# ------------------------------------------------------------------------------------------
+# to_nir
+# ------------------------------------------------------------------------------------------
+def _leaves(module, prefix=""):
+    """``(qualified name, layer)`` of a Sequential and the Sequentials in it, in forward order."""
+    if isinstance(module, Sequential):
+        for name, child in module.children.items():
+            yield from _leaves(child, f"{prefix}.{name}" if prefix else name)
+    elif module.children:
+        raise ValueError(f"to_nir: {type(module).__name__} {prefix!r} is not a chain of layers (residual blocks "
+                         "and other branching containers are not supported)")
+    else:
+        yield prefix, module
+
+
+def _neuron_fields(neuron, dt, shape):
+    """(NIR node type, {field: float64 array of ``shape``}) of a refsnn IF/LIF/PLIF at step dt
+    (docs/nir.md §5's table)."""
+    full = lambda value: np.full(shape, float(value))  # noqa: E731
+    vr, vth = neuron.v_reset, neuron.v_threshold
+    if isinstance(neuron, IF):
+        return "IF", dict(r=full(1.0 / dt), v_threshold=full(vth), v_reset=full(vr))
+    steps = neuron.tau if isinstance(neuron, LIF) else 1.0 / neuron.k   # the time constant in steps
+    return "LIF", dict(tau=full(steps * dt), r=full(1.0 if neuron.decay_input else steps), v_leak=full(vr),
+                       v_threshold=full(vth), v_reset=full(vr))
+
+
+def _export_neuron(name, neuron, dt, shape):
+    nir = _nir()
+    if isinstance(neuron, EulerNeuron):
+        fields = {k: np.broadcast_to(v.astype(np.float64), shape).copy() for k, v in neuron.buffers.items()}
+        if neuron.dt != dt:
+            raise ValueError(f"to_nir: {name!r} is a NIR neuron run at dt = {neuron.dt:g}, exported at dt = {dt:g}: "
+                             "export at its own dt")
+        return getattr(nir, neuron.kind)(**fields, metadata={"firing": ">" if neuron.strict else ">="})
+    if not isinstance(neuron, LIFFamily) or type(neuron) not in REFSNN_NEURONS.values():
+        reason = {"CLIF": "its complementary potential m has no NIR node",
+                  "SingleStep": "the single-step neuron (s2nn) has no NIR node",
+                  "ConvertedNeuron": "the converted neuron's leak and amplitude have no NIR node"}
+        raise ValueError(f"to_nir: {name!r} ({type(neuron).__name__}) cannot be expressed in NIR: "
+                         f"{reason.get(type(neuron).__name__, 'no NIR node states its equations')}")
+    if neuron.v_reset is None:
+        raise ValueError(f"to_nir: {name!r} ({type(neuron).__name__}) has soft reset (v_reset None): NIR's neurons "
+                         "reset to v_reset (hard reset) only")
+    if neuron.smooth:
+        raise ValueError(f"to_nir: {name!r} runs in smooth mode (a gradient-check device), which NIR cannot state")
+    kind, fields = _neuron_fields(neuron, dt, shape)
+    s = neuron.surrogate
+    described = {"class": type(neuron).__name__, "v_threshold": neuron.v_threshold, "v_reset": neuron.v_reset,
+                 "surrogate": s.name, "alpha": s.alpha, "beta": s.beta, "detach_reset": neuron.detach_reset,
+                 "strict": neuron.strict}
+    if not isinstance(neuron, IF):
+        described["decay_input"] = neuron.decay_input
+    if isinstance(neuron, LIF):
+        described["tau"] = neuron.tau
+    if isinstance(neuron, PLIF):
+        described["w"] = float(neuron.params["w"])
+    return getattr(nir, kind)(**fields, metadata={"firing": ">" if neuron.strict else ">=", "refsnn": described})
+
+
+def _fold(layer, norm):
+    """(weight, bias) of a Linear/Conv2d followed by a BatchNorm in eval mode, in float64:
+    W' = W·γ/√(var + ε), b' = (b − mean)·γ/√(var + ε) + β (per output channel)."""
+    gamma, beta = norm._affine()
+    scale = gamma / np.sqrt(norm.buffers["running_var"].astype(np.float64) + norm.eps)
+    weight = layer.params["weight"].astype(np.float64)
+    bias = layer.params["bias"].astype(np.float64) if "bias" in layer.params else np.zeros(weight.shape[0])
+    weight = weight * scale.reshape((-1,) + (1,) * (weight.ndim - 1))
+    return weight, (bias - norm.buffers["running_mean"].astype(np.float64)) * scale + beta
+
+
+def _export_layer(name, layer, shape, norm, dt):
+    """(NIR node, output shape) of one refsnn layer (``norm``: the BatchNorm folded into it, or None)."""
+    nir = _nir()
+    if isinstance(layer, Linear):
+        weight, bias = _fold(layer, norm) if norm else (layer.params["weight"], layer.params.get("bias"))
+        if shape[-1:] != (layer.in_features,):
+            raise ValueError(f"to_nir: {name!r} (Linear) takes {layer.in_features} features, gets shape {shape}")
+        node = nir.Affine(weight=weight.copy(), bias=bias.copy()) if bias is not None else nir.Linear(weight=weight.copy())
+        return node, shape[:-1] + (layer.out_features,)
+    if isinstance(layer, Conv2d):
+        weight, bias = _fold(layer, norm) if norm else (layer.params["weight"], layer.params.get("bias"))
+        if len(shape) != 3 or shape[0] != layer.in_channels:
+            raise ValueError(f"to_nir: {name!r} (Conv2d) takes {layer.in_channels} channels, gets shape {shape}")
+        bias = np.zeros(layer.out_channels, weight.dtype) if bias is None else bias
+        node = nir.Conv2d(input_shape=tuple(shape[1:]), weight=weight.copy(), stride=layer.stride,
+                          padding=layer.padding, dilation=(1, 1), groups=layer.groups, bias=bias.copy())
+        return node, (layer.out_channels, *layer.output_size(*shape[1:]))
+    if isinstance(layer, (AvgPool2d, SumPool2d, AdaptiveAvgPool2d)):
+        if len(shape) != 3:
+            raise ValueError(f"to_nir: {name!r} ({type(layer).__name__}) needs [C, H, W], gets shape {shape}")
+        if isinstance(layer, AdaptiveAvgPool2d):
+            out = tuple(s if o is None else o for s, o in zip(shape[1:], layer.output_size))
+            if any(s % o for s, o in zip(shape[1:], out)):
+                raise ValueError(f"to_nir: {name!r} (AdaptiveAvgPool2d) from {shape[1:]} to {out} has windows of "
+                                 "different sizes, which NIR's AvgPool2d cannot state")
+            kernel = tuple(s // o for s, o in zip(shape[1:], out))
+            layer = AvgPool2d(kernel)
+        cls = nir.SumPool2d if isinstance(layer, SumPool2d) else nir.AvgPool2d
+        node = cls(kernel_size=np.array(layer.kernel_size), stride=np.array(layer.stride),
+                   padding=np.array(layer.padding))
+        windows = layer._windows(*shape[1:])
+        return node, (shape[0], windows[0].size, windows[2].size)
+    if isinstance(layer, Flatten):
+        return nir.Flatten(input_type={"input": np.array(shape)}, start_dim=0, end_dim=-1), (int(np.prod(shape)),)
+    if isinstance(layer, Scale):
+        return nir.Scale(scale=np.broadcast_to(layer.params["scale"], shape).astype(np.float64)), shape
+    if isinstance(layer, Threshold):
+        node = nir.Threshold(threshold=np.broadcast_to(layer.buffers["threshold"], shape).astype(np.float64),
+                             metadata={"firing": ">" if layer.strict else ">="})
+        return node, shape
+    if isinstance(layer, (LIFFamily, EulerNeuron)) or hasattr(layer, "state_names"):
+        return _export_neuron(name, layer, dt, shape), shape
+    if type(layer).__name__ == "MaxPool2d":
+        raise ValueError(f"to_nir: {name!r} (MaxPool2d): NIR has no max-pooling node")
+    raise ValueError(f"to_nir: {name!r} ({type(layer).__name__}) has no NIR node")
+
+
+def to_nir(model, dt=DEFAULT_DT, input_shape=None):
+    """A ``nir.NIRGraph`` of a refsnn network, as in eval mode (BatchNorm folded with its running
+    statistics, Dropout the identity).
+
+    ``model``: a Sequential (nested Sequentials included) of the layers the module docstring lists.
+    ``dt`` (seconds): the step the graph's time constants are stated at (docs/nir.md §5: LIF's tau =
+    tau_steps·dt; IF's r = 1/dt). ``input_shape``: one sample's shape (``[C, H, W]`` or ``[F]``),
+    needed unless the first layer is a Linear. Node names are the layers' qualified names (the
+    state-dict prefixes). Raises ValueError naming the layer and the reason for anything NIR cannot
+    state exactly (soft reset, CLIF, max-pooling... docs/nir.md §4); NIRUnavailable without nir.
+    """
+    nir = _nir()
+    dt = check_real(dt, "dt", low=0, low_open=True)
+    if not isinstance(model, Module):
+        raise TypeError(f"to_nir expects a refsnn Module, got {type(model).__name__}")
+    layers = [(name, layer) for name, layer in _leaves(model) if not isinstance(layer, Dropout)]
+    if not layers:
+        raise ValueError("to_nir: the model has no layers")
+    if input_shape is None:
+        if not isinstance(layers[0][1], Linear):
+            raise OptionError("to_nir: input_shape (one sample's shape, e.g. (1, 28, 28)) is needed when the first "
+                              "layer is not a Linear")
+        input_shape = (layers[0][1].in_features,)
+    shape = tuple(int(s) for s in np.atleast_1d(input_shape))
+    nodes, names = {"input": nir.Input(input_type={"input": np.array(shape)})}, ["input"]
+    firings = set()
+    i = 0
+    while i < len(layers):
+        name, layer = layers[i]
+        norm = None
+        if i + 1 < len(layers) and isinstance(layers[i + 1][1], (BatchNorm1d, BatchNorm2d)):
+            if not isinstance(layer, (Linear, Conv2d)):
+                raise ValueError(f"to_nir: {layers[i + 1][0]!r} (BatchNorm) follows {type(layer).__name__}, not a "
+                                 "Linear or Conv2d it could be folded into; NIR has no batch-norm node")
+            norm = layers[i + 1][1]
+            i += 1
+        elif isinstance(layer, (BatchNorm1d, BatchNorm2d)):
+            raise ValueError(f"to_nir: {name!r} (BatchNorm) does not follow a Linear or Conv2d it could be folded "
+                             "into; NIR has no batch-norm node")
+        node, shape = _export_layer(name, layer, shape, norm, dt)
+        if "firing" in node.metadata:
+            firings.add(node.metadata["firing"])
+        nodes[name] = node
+        names.append(name)
+        i += 1
+    nodes["output"] = nir.Output(output_type={"output": np.array(shape)})
+    names.append("output")
+    from . import __version__
+    metadata = {"source": "refsnn", "refsnn_version": __version__, "dt": dt, "reset": "hard",
+                "firing": firings.pop() if len(firings) == 1 else "per node" if firings else ">"}
+    return nir.NIRGraph(nodes=nodes, edges=list(zip(names[:-1], names[1:])), metadata=metadata)

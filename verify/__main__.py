@@ -96,7 +96,9 @@ def format_skipped(skipped, dtypes):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog=f"python -m {__package__}",  # verify, or refsnn.verify once installed
-                                description=" ".join(__doc__.split("\n\n")[0].split()))
+                                description=" ".join(__doc__.split("\n\n")[0].split()),
+                                epilog="--user MODULE:FACTORY checks your own PyTorch SNN instead "
+                                       "(--user x -h lists its options)")
     p.add_argument("--component", nargs="+", choices=list(CONFIGS), default=list(CONFIGS),
                    help="neuron components to check (default: all)")
     p.add_argument("--framework", nargs="+", choices=FRAMEWORKS, default=list(FRAMEWORKS),
@@ -115,6 +117,10 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if any(a == "--user" or a.startswith("--user=") for a in argv):  # your own torch module: verify/user.py
+        from .user import main as user_main
+        return user_main(argv)
     args = parse_args(argv)
     logging.getLogger("torch._library.triton").setLevel(logging.ERROR)  # "Triton not available", on CPU
     with kernels(args.kernels):

@@ -46,6 +46,16 @@ prints::
 The charge, the threshold and the surrogate are right, so only a reference run shows that
 the spikes already differ (and with them every gradient). With the reset fixed, both rows pass.
 
+A failing gradient row's note says where the two backwards first part: the layer whose backward
+first gives a different gradient (going backwards), the time step (the latest that differs: BPTT
+runs from t = T−1 down) and whether refsnn/torch is one constant ratio there (a surrogate's
+scale). A membrane your module returns is compared in a row named for it: ``V after reset`` (or
+``H before reset``, the charged potential, when that is what it returns).
+
+``verify_user(torch_module, network=... | run=... | nir_file=...)`` builds the refsnn side from a
+network or neuron name, a run directory or a NIR file, copies the weights by name and runs
+``check_against``; ``refsnn verify --user MODULE:FACTORY`` is its command line (``main``).
+
 Without ``torch_module`` the reference is the SpikingJelly twin of ``refsnn_module``
 (``verify.networks.torch_twin``); with ``weights`` (a ``.safetensors``/``.npz`` file or a state
 dict) the same weights are loaded into both sides first (otherwise the torch module's weights
@@ -57,7 +67,12 @@ element-wise checks and counted in the ``ties`` column (verify.compare). For a n
 count of such neurons inside it is given in the note, because a flip there changes everything
 downstream; compare ``verify.networks.compare_network`` for the layer-by-layer check.
 """
+import argparse
 import copy
+import importlib.util
+import os
+import re
+import sys
 
 import numpy as np
 
@@ -109,9 +124,12 @@ def check_against(refsnn_module, torch_module=None, weights=None, inputs=None, d
     else:
         theirs = copy.deepcopy(torch_module).to(torch_dtype(dtype))
         if state is not None:
-            theirs.load_state_dict({k: torch.as_tensor(_as_numpy(k, v)) for k, v in state.items()}, strict=True)
+            _load_torch(theirs, state)
         else:
-            load_into(mine, theirs.state_dict())
+            try:
+                load_into(mine, theirs.state_dict())
+            except ValueError as e:
+                raise ValueError(f"copying your torch module's weights into refsnn's {type(mine).__name__}: {e}") from None
         mine.train(theirs.training)
         framework = framework or "torch"
     check_deterministic(mine)
@@ -120,43 +138,48 @@ def check_against(refsnn_module, torch_module=None, weights=None, inputs=None, d
     single_neuron = isinstance(mine, BaseNeuron)
     if single_neuron:
         mine.store_v_seq = True
+    recorder = _GradRecorder(mine, theirs)
 
-    out = mine.forward(x)
-    grad_output = rng.standard_normal(out.shape) if grad_output is None else np.asarray(grad_output)
-    grad_output = np.ascontiguousarray(grad_output, dtype=dtype)
-    if grad_output.shape != out.shape:
-        raise ValueError(f"grad_output has shape {grad_output.shape}, the output has shape {out.shape}")
-    mine.zero_grad()
-    grad_x = mine.backward(grad_output)
+    try:
+        out = mine.forward(x)
+        grad_output = rng.standard_normal(out.shape) if grad_output is None else np.asarray(grad_output)
+        grad_output = np.ascontiguousarray(grad_output, dtype=dtype)
+        if grad_output.shape != out.shape:
+            raise ValueError(f"grad_output has shape {grad_output.shape}, the output has shape {out.shape}")
+        mine.zero_grad()
+        grad_x = mine.backward(grad_output)
 
-    _reset_state(theirs)
-    theirs.zero_grad()
-    x_t = torch.from_numpy(x.copy()).requires_grad_(True)
-    result = theirs(x_t)
-    out_t, membrane_t = (result[0], result[1]) if isinstance(result, (tuple, list)) else (result, None)
-    if tuple(out_t.shape) != out.shape:
-        raise ValueError(f"the torch module returned shape {tuple(out_t.shape)}, refsnn {out.shape}: "
-                         "both must be time-major [T, N, ...]")
-    (out_t * torch.from_numpy(grad_output)).sum().backward()
+        _reset_state(theirs)
+        theirs.zero_grad()
+        x_t = torch.from_numpy(x.copy()).requires_grad_(True)
+        result = theirs(x_t)
+        out_t, membrane_t = (result[0], result[1]) if isinstance(result, (tuple, list)) else (result, None)
+        if tuple(out_t.shape) != out.shape:
+            raise ValueError(f"the torch module returned shape {tuple(out_t.shape)}, refsnn {out.shape}: "
+                             "both must be time-major [T, N, ...]")
+        (out_t * torch.from_numpy(grad_output)).sum().backward()
+    finally:
+        recorder.remove()
 
     def row(tensor, a, b, ties=None, note=""):
         return compare(component, framework, tensor, a, b, ties=ties, note=note)
 
     rows = []
+    grad_x_t = _numpy(x_t.grad, x.shape)
     if single_neuron:
         ties, _ = tie_mask(mine.h_seq, mine.v_threshold, 4 if tie_ulps is None else tie_ulps)
         spikes_t = _numpy(out_t)
         rows.append(row("spikes", out, spikes_t, ties, "smooth" if mine.smooth else _spike_note(out, spikes_t, ties)))
         if membrane_t is not None:
-            rows.append(row("membrane", mine.v_seq, _numpy(membrane_t), ties))
-        rows.append(row("grad_x", grad_x, _numpy(x_t.grad, x.shape), ties))
+            rows.append(_membrane_row(mine, _numpy(membrane_t), ties, row))
+        rows.append(row("grad_x", grad_x, grad_x_t, ties))
     else:
         hidden = _hidden_ties(mine, network_tie_ulps(dtype) if tie_ulps is None else tie_ulps)
         note = f"{hidden} neuron(s) inside at threshold ties" if hidden else ""
         rows.append(row("output", out, _numpy(out_t), note=note))
-        rows.append(row("grad_x", grad_x, _numpy(x_t.grad, x.shape), note=note))
+        rows.append(row("grad_x", grad_x, grad_x_t, note=note))
     rows += _parameter_rows(mine, theirs, component, framework, dtype)
-    return rows
+    return _locate_gradient_failures(rows, recorder, grad_x, grad_x_t, TOLERANCE[dtype])
 
 
 def print_table(rows, file=None):
@@ -227,3 +250,348 @@ def _parameter_rows(mine, theirs, component, framework, dtype):
         else:
             rows.append(compare(component, framework, name, grads[name], grads_t[name]))
     return rows
+
+
+def _load_torch(torch_module, state):
+    """Copy ``state`` into the torch module by name; ValueError naming every missing, unexpected
+    or misshapen tensor (torch's own RuntimeError would be a traceback's worth of text)."""
+    import torch
+    own = torch_module.state_dict()
+    arrays = {name: _as_numpy(name, value) for name, value in state.items()}
+    problems = [f"missing from the weights: {name}" for name in own if name not in arrays]
+    problems += [f"not in your torch module: {name}" for name in arrays if name not in own]
+    problems += [f"shape mismatch: {name} is {arrays[name].shape} in the weights, {tuple(own[name].shape)} in "
+                 "your torch module" for name in own if name in arrays and arrays[name].shape != tuple(own[name].shape)]
+    if problems:
+        raise ValueError("weights do not fit your torch module: " + "; ".join(problems))
+    torch_module.load_state_dict({name: torch.as_tensor(array) for name, array in arrays.items()}, strict=True)
+
+
+def _membrane_row(mine, membrane_t, ties, row):
+    """The membrane your module returns, against refsnn's V[t] after the reset; if it is instead
+    the charged potential H[t] before the reset (and V does not match), the row compares H and
+    says so. The row's name says which: "V after reset" or "H before reset"."""
+    after = row("V after reset", mine.v_seq, membrane_t, ties)
+    if after.passed:
+        return after
+    before = row("H before reset", mine.h_seq, membrane_t, ties, "your module returns the membrane before the reset")
+    return before if before.passed else after
+
+
+class _GradRecorder:
+    """The gradient each named layer receives on its output, on both sides: the argument of each
+    refsnn layer's ``backward`` (in the order the backward visits them) and, for the torch layer
+    of the same name, ``output.grad`` (kept with ``retain_grad``)."""
+
+    def __init__(self, mine, theirs):
+        self.mine, self.theirs, self.order, self.handles = {}, {}, [], []
+        torch_layers = dict(theirs.named_modules())
+        for name, m in mine.modules():
+            if not name or m.children or name not in torch_layers:
+                continue
+            m.backward = self._wrap(name, m.backward)
+            self.handles.append(torch_layers[name].register_forward_hook(self._hook(name)))
+
+    def _wrap(self, name, backward):
+        def record(grad_out, *args, **kwargs):
+            self.mine[name] = np.array(grad_out)
+            self.order.append(name)
+            return backward(grad_out, *args, **kwargs)
+        return record
+
+    def _hook(self, name):
+        def keep(module, inputs, output):
+            output = output[0] if isinstance(output, (tuple, list)) else output
+            if getattr(output, "requires_grad", False):
+                output.retain_grad()
+                self.theirs[name] = output
+        return keep
+
+    def torch_grad(self, name, shape):
+        output = self.theirs.get(name)
+        if output is None or output.grad is None or output.grad.numel() != int(np.prod(shape)):
+            return None
+        return output.grad.detach().cpu().numpy().reshape(shape)
+
+    def remove(self):
+        for handle in self.handles:
+            handle.remove()
+
+
+def _parting(mine, theirs, tol):
+    """``(t, ratio note)`` of the latest time step (axis 0) where ``mine`` and ``theirs`` differ by
+    more than ``tol`` relative to max|theirs|, or None where they agree. The ratio mine/theirs is
+    taken over that step's elements where |theirs| is above the tolerance."""
+    scale = float(np.max(np.abs(theirs))) if theirs.size else 0.0
+    differ = np.abs(mine - theirs) > tol * max(scale, np.finfo(mine.dtype).tiny)
+    if not differ.any():
+        return None
+    t = int(np.nonzero(differ.reshape(len(differ), -1).any(axis=1))[0][-1])
+    a, b = mine[t].ravel(), theirs[t].ravel()
+    usable = np.abs(b) > tol * scale
+    if not usable.any():
+        return t, "the torch side is 0 there"
+    ratio = a[usable] / b[usable]
+    low, high = float(ratio.min()), float(ratio.max())
+    if high - low <= 1e3 * tol * max(abs(low), abs(high)):  # constant to rounding: a scaled gradient
+        return t, f"ratio refsnn/torch constant {low:.6g} there (a surrogate's scale?)"
+    return t, f"ratio refsnn/torch not constant ({low:.3g} .. {high:.3g})"
+
+
+def _locate_gradient_failures(rows, recorder, grad_x, grad_x_t, tol):
+    """Add to each failing gradient row where the two backwards first part: the layer whose
+    backward first gives a different gradient (going backwards, in the order refsnn's backward
+    visits the layers), the time step (the latest one that differs, since BPTT runs from t = T−1
+    down to 0) and whether refsnn/torch is one constant ratio there (which points at a
+    surrogate's scale). Nothing to say if the forward already differs: then so does everything."""
+    failing = [r for r in rows if not r.passed and r.tensor not in ("spikes", "output", "V after reset")]
+    if not failing or any(not r.passed for r in rows if r.tensor in ("spikes", "output")):
+        return rows
+    where, previous = None, None
+    for name in recorder.order:
+        theirs = recorder.torch_grad(name, recorder.mine[name].shape)
+        if theirs is not None:
+            parted = _parting(recorder.mine[name], theirs, tol)
+            if parted is not None:
+                where = (f" in the backward of layer {previous}" if previous else " in grad_output", *parted)
+                break
+        previous = name
+    if where is None and grad_x is not None:
+        parted = _parting(np.asarray(grad_x), grad_x_t, tol)
+        if parted is not None:
+            where = (f" in the backward of layer {previous}" if previous else "", *parted)
+    if where is None:
+        return rows
+    note = f"gradients first part{where[0]} at t = {where[1]} (going backwards); {where[2]}"
+    failing = {id(r) for r in failing}
+    return [Row(r.component, r.framework, r.dtype, r.tensor, r.max_abs, r.max_rel, r.ties, r.passed,
+                "; ".join(n for n in (r.note, note) if n)) if id(r) in failing else r for r in rows]
+
+
+# ------------------------------------------------------------------------------------------
+# refsnn verify --user MODULE:FACTORY: your module, the refsnn side by name, run or NIR file
+# ------------------------------------------------------------------------------------------
+_DOTTED = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+
+
+def load_factory(spec):
+    """The callable ``FACTORY`` of ``"MODULE:FACTORY"``.
+
+    MODULE is a dotted module name, imported with the current directory first on ``sys.path``
+    (``examples.my_lif``), or a path to a ``.py`` file (``examples/my_lif.py``); FACTORY is a
+    name in it (dotted for a nested attribute). Raises ValueError for a malformed spec, a
+    missing file or module, an error raised while importing it (named, on one line) or a
+    FACTORY the module lacks, TypeError if FACTORY is not callable."""
+    module_name, colon, factory = str(spec).rpartition(":")
+    if not colon or not module_name or not _DOTTED.match(factory):
+        raise ValueError(f"--user wants MODULE:FACTORY (a module or .py file, a colon, the name of a callable "
+                         f"returning your torch.nn.Module), got {spec!r}")
+    is_file = module_name.endswith(".py") or os.sep in module_name or "/" in module_name
+    if not is_file and not _DOTTED.match(module_name):
+        raise ValueError(f"{module_name!r} is neither a dotted module name nor a path to a .py file")
+    try:
+        if is_file:
+            if not os.path.isfile(module_name):
+                raise ValueError(f"{module_name}: no such file")
+            name = "refsnn_user_" + re.sub(r"\W", "_", os.path.splitext(os.path.basename(module_name))[0])
+            file_spec = importlib.util.spec_from_file_location(name, module_name)
+            module = importlib.util.module_from_spec(file_spec)
+            file_spec.loader.exec_module(module)
+        else:
+            sys.path.insert(0, os.getcwd())
+            try:
+                module = importlib.import_module(module_name)
+            finally:
+                sys.path.remove(os.getcwd())
+    except ValueError as e:
+        if str(e).startswith(module_name):
+            raise
+        raise ValueError(f"importing {module_name} raised ValueError: {e}") from None
+    except (Exception, SystemExit) as e:  # the user's code: anything it raises becomes one line naming it
+        where = f" (line {e.lineno})" if isinstance(e, SyntaxError) else ""
+        raise ValueError(f"cannot import {module_name}{where}: {type(e).__name__}: {e}") from None
+    target = module
+    for part in factory.split("."):
+        if not hasattr(target, part):
+            raise ValueError(f"{module_name} has no {factory!r}")
+        target = getattr(target, part)
+    if not callable(target):
+        raise TypeError(f"{module_name}:{factory} is {type(target).__name__} {target!r:.40}, not a callable "
+                        "returning a torch.nn.Module")
+    return target
+
+
+def build_user_module(factory, label="the factory"):
+    """``factory()``, which must return a ``torch.nn.Module``: TypeError otherwise, ValueError
+    (one line naming it) if calling it raises."""
+    import torch
+    try:
+        module = factory()
+    except Exception as e:  # the user's code
+        raise ValueError(f"{label}() raised {type(e).__name__}: {e}") from None
+    if not isinstance(module, torch.nn.Module):
+        raise TypeError(f"{label}() returned {type(module).__name__} {module!r:.40}, not a torch.nn.Module")
+    return module
+
+
+def reference_side(network=None, run=None, nir_file=None, neuron="clif", neuron_options=None, sample_shape=None,
+                   num_classes=None, seed=0, dt=1e-4, mode="eval"):
+    """``(refsnn module, weights or None, sample shape or None, T or None)``: the refsnn side of
+    ``verify_user``, from exactly one of
+
+    network     a ``refsnn.models`` network name ("mlp", "cnn", ...; built for ``sample_shape``
+                ``[N, ...]`` without N, i.e. ``[...]`` per sample, and ``num_classes``, with
+                ``neuron`` and ``neuron_options`` as ``refsnn train`` names them, initialized from
+                ``seed``), or a neuron name ("lif", "plif", ...: one neuron layer with
+                ``neuron_options``); weights None: your module's are copied into it.
+    run         a training run directory or its checkpoint.json; the weights are the run's,
+                loaded into both sides, the network in ``mode`` ("eval" or "train"), and the
+                sample shape and T are the run's.
+    nir_file    a NIR file (``refsnn.from_nir(nir_file, dt)``); its weights go into both sides.
+
+    Raises ValueError for none or several of them, an unknown name, bad neuron options, a run
+    or file that cannot be read."""
+    given = [what for what, value in (("--network", network), ("--run", run), ("--nir", nir_file)) if value]
+    if len(given) != 1:
+        raise ValueError("give exactly one of --network NAME, --run DIR, --nir FILE for the refsnn side"
+                         + (f" (got {', '.join(given)})" if given else ""))
+    if mode not in ("eval", "train"):
+        raise ValueError(f"mode must be 'eval' or 'train', got {mode!r}")
+    if run:
+        from refsnn.layers import Conv2d
+        from refsnn.train import load_network
+        from refsnn.data import get_dataset
+        cfg, model, _ = load_network(run)
+        for _, m in model.modules():  # the run skips dL/dx in its first conv; a check wants it
+            if isinstance(m, Conv2d):
+                m.needs_input_grad = True
+        model.train(mode == "train")
+        info = get_dataset(cfg.dataset, cfg.data_dir)[4]
+        return model, model.state_dict(), tuple(info["input_shape"]), cfg.T
+    if nir_file:
+        import refsnn
+        model = refsnn.from_nir(nir_file, dt=dt)
+        model.train(mode == "train")
+        return model, model.state_dict(), None, None
+    from refsnn.models import NETWORKS, build_network
+    from refsnn.neurons import NEURONS
+    from refsnn.train.config import check_neuron_options
+    options = dict(neuron_options or {})
+    if network in NEURONS:
+        check_neuron_options(network, options)
+        return NEURONS[network](**options), None, None, None
+    if network not in NETWORKS:
+        raise ValueError(f"unknown network {network!r}: a refsnn.models network ({', '.join(NETWORKS)}) or a "
+                         f"neuron ({', '.join(NEURONS)})")
+    check_neuron_options(neuron, options)
+    if sample_shape is None or num_classes is None:
+        raise ValueError(f"the network {network} is built for your input: give its shape [N, ...] of one time "
+                         "step (--input-shape)")
+    model = build_network(network, sample_shape, num_classes, neuron=neuron, neuron_options=options, seed=seed)
+    model.train(mode == "train")
+    return model, None, None, None
+
+
+def verify_user(torch_module, network=None, run=None, nir_file=None, neuron="clif", neuron_options=None,
+                input_shape=None, T=None, seed=0, dtype=np.float64, dt=1e-4, mode="eval", input_mean=0.0,
+                input_std=1.0):
+    """Check your torch module against the refsnn model it claims to compute; returns the rows
+    of ``check_against`` (print them with ``print_table``).
+
+    torch_module   your ``torch.nn.Module`` (time-major ``[T, N, ...]`` in and out, starting from a
+                   zero state at each call), a callable returning one, or ``"MODULE:FACTORY"``
+                   (``load_factory``).
+    network, run, nir_file, neuron, neuron_options, dt, mode
+                   the refsnn side (``reference_side``): weights are copied by state-dict name,
+                   from your module into a network built by name, from the run or the NIR file
+                   into both.
+    input_shape    ``[N, ...]`` of one time step (default for a run: 4 samples of its shape);
+    T              time steps (default: the run's, else 4). The input ``[T, *input_shape]`` is a
+                   normal draw from ``seed`` with ``input_mean`` and ``input_std``, in ``dtype``.
+
+    Raises ValueError (bad spec, import error, weights that do not fit — naming the tensor —,
+    shapes that differ), TypeError (a factory not returning an ``nn.Module``, a bad dtype)."""
+    if isinstance(torch_module, str):
+        torch_module = build_user_module(load_factory(torch_module), torch_module)
+    elif not _is_torch_module(torch_module):
+        torch_module = build_user_module(torch_module, getattr(torch_module, "__name__", "the factory"))
+    if T is not None and (not isinstance(T, (int, np.integer)) or T < 1):
+        raise ValueError(f"T must be a positive integer, got {T!r}")
+    if input_shape is not None:
+        input_shape = tuple(int(n) for n in input_shape)
+        if not input_shape or min(input_shape) < 1:
+            raise ValueError(f"input_shape must be [N, ...] with every size >= 1, got {input_shape}")
+    num_classes = None
+    if network and input_shape is not None:
+        num_classes = _output_size(torch_module, (T or 4, *input_shape), dtype)
+    model, weights, sample_shape, run_T = reference_side(
+        network, run, nir_file, neuron, neuron_options, input_shape[1:] if input_shape else None, num_classes,
+        seed, dt, mode)
+    if input_shape is None:
+        if sample_shape is None:
+            raise ValueError("give the input shape [N, ...] of one time step (--input-shape)")
+        input_shape = (4, *sample_shape)
+    torch_module.train(mode == "train")
+    x = np.random.default_rng([seed, 1]).normal(input_mean, input_std, (T or run_T or 4, *input_shape))
+    return check_against(model, torch_module, weights=weights, dtype=dtype, inputs=x, seed=seed)
+
+
+def _is_torch_module(obj):
+    import torch
+    return isinstance(obj, torch.nn.Module)
+
+
+def _output_size(torch_module, shape, dtype):
+    """The last dimension of your module's output on a zero input (a network's class count)."""
+    import torch
+    with torch.no_grad():
+        out = copy.deepcopy(torch_module).to(torch_dtype(dtype))(torch.zeros(shape, dtype=torch_dtype(dtype)))
+    out = out[0] if isinstance(out, (tuple, list)) else out
+    return int(out.shape[-1])
+
+
+def main(argv=None):
+    """``refsnn verify --user MODULE:FACTORY ...``: print the table; exit status 0 when every row
+    passes, 1 on a failing row, 2 on a usage error (one ``error:`` line)."""
+    from refsnn.cli import _json_object, _Parser  # refsnn's one-line errors, its --neuron-options parser
+    p = _Parser(prog="refsnn verify",
+                                description="Check your own PyTorch SNN against refsnn: same input, same weights, "
+                                            "every tensor compared (docs/verification.md).")
+    p.add_argument("--user", required=True, metavar="MODULE:FACTORY",
+                   help="your module: a dotted module name importable from the current directory, or a .py "
+                        "file, and the callable in it that returns your torch.nn.Module")
+    side = p.add_mutually_exclusive_group(required=True)
+    side.add_argument("--network", help="a refsnn.models network (mlp, cnn, ...) or a neuron (lif, plif, ...)")
+    side.add_argument("--run", help="a refsnn train run directory or its checkpoint.json (its weights go into both)")
+    side.add_argument("--nir", help="a NIR file, read by refsnn.from_nir (its weights go into both)")
+    p.add_argument("--neuron", default="clif", help="the network's neuron, as refsnn train names it (default clif)")
+    p.add_argument("--neuron-options", type=_json_object, default={}, metavar="JSON",
+                   help="options of the neuron, as refsnn train's --neuron-options")
+    p.add_argument("--input-shape", type=_shape, metavar="N,...",
+                   help="shape of one time step of the input, e.g. 4,16 or 2,1,8,8 (default for --run: 4 samples)")
+    p.add_argument("--input-mean", type=float, default=0.0, help="mean of the normal input (default 0)")
+    p.add_argument("--input-std", type=float, default=1.0, help="its standard deviation (default 1)")
+    p.add_argument("--T", type=int, help="time steps (default: the run's, else 4)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the input, grad_output and a built network")
+    p.add_argument("--dtype", choices=("float64", "float32"), default="float64", help="default float64")
+    p.add_argument("--dt", type=float, default=1e-4, help="time step of the NIR file's equations (default 1e-4)")
+    p.add_argument("--mode", choices=("eval", "train"), default="eval", help="both sides' mode (default eval)")
+    args = p.parse_args(argv)
+    try:
+        rows = verify_user(args.user, args.network, args.run, args.nir, args.neuron, args.neuron_options,
+                           args.input_shape, args.T, args.seed, np.dtype(args.dtype), args.dt, args.mode,
+                           args.input_mean, args.input_std)
+    except (ValueError, TypeError, ImportError, OSError, NotImplementedError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0 if print_table(rows) else 1
+
+
+def _shape(text):
+    try:
+        shape = tuple(int(n) for n in text.split(","))
+    except ValueError:
+        shape = ()
+    if not shape or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"expected sizes separated by commas, e.g. 4,16; got {text!r}")
+    return shape

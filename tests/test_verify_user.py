@@ -1,0 +1,174 @@
+"""`refsnn verify --user MODULE:FACTORY` and its Python API, refsnn.verify.user.verify_user.
+
+The README's command runs as written (extracted from README.md, so the two cannot drift) and
+prints the table the README shows; each usage error is one line and exit status 2; a failing
+gradient says where the two backwards first part (layer, time step) and whether the ratio is
+constant. The torch modules here are plain loops written from the equations (the reference
+side); the refsnn side is built by name, from a run directory, or is one neuron layer.
+"""
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+from refsnn.verify import user  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def readme_command():
+    """The README's `refsnn verify --user` command and the table printed after it."""
+    found = re.search(r"^```sh\n(refsnn verify --user [^\n]*)\n```\n\n```text\n(.*?)^```", README, re.S | re.M)
+    assert found, "README.md shows no `refsnn verify --user` command followed by its output"
+    return found.group(1), found.group(2)
+
+
+def test_the_readme_command_runs_as_written():
+    command, shown = readme_command()
+    assert "examples.my_lif:MyLIF" in command and (ROOT / "examples" / "my_lif.py").is_file()
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    env.pop("PYTHONPATH", None)  # the module is found from the current directory, as the README says
+    result = subprocess.run(["bash", "-c", command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == shown.strip()
+
+
+def test_a_path_to_the_file_works_too_and_a_planted_bug_exits_1(capsys):
+    path = str(ROOT / "examples" / "my_lif.py")
+    argv = ["--user", f"{path}:MyLIF", "--network", "lif", "--input-shape", "4,16", "--T", "8", "--input-mean", "0.8"]
+    assert user.main(argv) == 0
+    # the same file checked against a different tau: the spikes differ, exit status 1
+    assert user.main(argv + ["--neuron-options", '{"tau": 3.0}']) == 1
+    assert "FAIL" in capsys.readouterr().out
+
+
+def lif_file(tmp_path, name, replace=(), membrane=None):
+    """examples/my_lif.py with the (old, new) text replacements in ``replace``; ``membrane``: "h"
+    or "v" to return (spikes, that membrane)."""
+    text = (ROOT / "examples" / "my_lif.py").read_text()
+    for old, new in replace:
+        assert old in text
+        text = text.replace(old, new)
+    if membrane:
+        text = text.replace("v, spikes = torch.zeros_like(x[0]), []", "v, spikes, kept = torch.zeros_like(x[0]), [], []")
+        text = text.replace("spikes.append(s)", f"spikes.append(s)\n            kept.append({membrane})")
+        text = text.replace("return torch.stack(spikes)", "return torch.stack(spikes), torch.stack(kept)")
+    (tmp_path / name).write_text(text)
+    return str(tmp_path / name)
+
+
+def test_a_surrogate_off_by_a_constant_factor_is_located(tmp_path):
+    """The surrogate's α dropped from the backward: the forward agrees, grad_x fails, and the
+    note names the last time step (where BPTT starts) and the constant ratio 4."""
+    path = lif_file(tmp_path, "no_alpha.py", [("torch.sigmoid(alpha * u)", "torch.sigmoid(alpha * u) / alpha")])
+    rows = user.verify_user(f"{path}:MyLIF", network="lif", input_shape=(4, 16), T=8, input_mean=0.8)
+    assert [(r.tensor, r.passed) for r in rows] == [("spikes", True), ("grad_x", False)]
+    assert "first part at t = 7 (going backwards); ratio refsnn/torch constant 4 there" in rows[1].note
+    # α doubled instead: the surrogate's shape changes, so the ratio is not constant
+    path = lif_file(tmp_path, "alpha_8.py", [("alpha=4.0", "alpha=8.0")])
+    rows = user.verify_user(f"{path}:MyLIF", network="lif", input_shape=(4, 16), T=8, input_mean=0.8)
+    assert "at t = 7 (going backwards); ratio refsnn/torch not constant" in rows[1].note
+
+
+def test_the_membrane_row_says_which_membrane(tmp_path):
+    after = user.verify_user(f"{lif_file(tmp_path, 'v.py', membrane='v')}:MyLIF", network="lif",
+                             input_shape=(4, 16), T=8, input_mean=0.8)
+    before = user.verify_user(f"{lif_file(tmp_path, 'h.py', membrane='h')}:MyLIF", network="lif",
+                              input_shape=(4, 16), T=8, input_mean=0.8)
+    assert [r.tensor for r in after] == ["spikes", "V after reset", "grad_x"] and all(r.passed for r in after)
+    assert [r.tensor for r in before] == ["spikes", "H before reset", "grad_x"] and all(r.passed for r in before)
+    assert "before the reset" in before[1].note
+
+
+MLP = """
+import sys, torch
+sys.path.insert(0, {examples!r})
+from my_lif import MyLIF, spike
+
+class BadLIF(torch.nn.Module):             # fires on Θ(2(h − 1)) = Θ(h − 1): the surrogate's slope doubled
+    def forward(self, x):
+        v, spikes = torch.zeros_like(x[0]), []
+        for x_t in x:
+            h = v + (x_t - v) / 2.0
+            s = spike(2.0 * (h - 1.0))
+            v = (1 - s) * h
+            spikes.append(s)
+        return torch.stack(spikes)
+
+def mlp(neuron=MyLIF):                     # refsnn's spiking_mlp: Flatten, Linear, LIF, Linear
+    return torch.nn.Sequential(torch.nn.Flatten(2), torch.nn.Linear(64, {hidden}), neuron(),
+                               torch.nn.Linear({hidden}, 10))
+
+def bad_mlp():
+    return mlp(BadLIF)
+"""
+
+
+def mlp_file(tmp_path, hidden=256):
+    path = tmp_path / f"mlp{hidden}.py"
+    path.write_text(MLP.format(examples=str(ROOT / "examples"), hidden=hidden))
+    return str(path)
+
+
+def test_a_run_directory_and_a_network_by_name(tmp_path):
+    """--run: the run's weights go into both sides, its T and sample shape are the input's; a
+    slope error inside the network is located in the neuron layer "2"."""
+    from refsnn.train import Run, TrainConfig
+    Run(TrainConfig(dataset="digits", network="mlp", neuron="lif", T=3, epochs=1, out_dir=str(tmp_path / "run"))).save()
+    rows = user.verify_user(f"{mlp_file(tmp_path)}:mlp", run=str(tmp_path / "run"), input_std=3.0)
+    assert [r.tensor for r in rows] == ["output", "grad_x", "1.weight", "1.bias", "3.weight", "3.bias"]
+    assert all(r.passed for r in rows), user.print_table(rows)
+    rows = user.verify_user(f"{mlp_file(tmp_path)}:bad_mlp", run=str(tmp_path / "run"), input_std=3.0)
+    failed = {r.tensor: r.note for r in rows if not r.passed}
+    assert set(failed) == {"grad_x", "1.weight", "1.bias"}  # the layers below the neuron, and nothing else
+    assert "first part in the backward of layer 2 at t = 2 (going backwards); ratio refsnn/torch not constant" \
+        in failed["grad_x"]
+    # by name: the torch module's weights are copied into refsnn's mlp
+    rows = user.verify_user(f"{mlp_file(tmp_path)}:mlp", network="mlp", neuron="lif", input_shape=(3, 1, 8, 8),
+                            input_std=3.0)
+    assert all(r.passed for r in rows), user.print_table(rows)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--user", "nocolon", "--network", "lif"], "wants MODULE:FACTORY"),
+    (["--user", "{dir}/missing.py:f", "--network", "lif"], "missing.py: no such file"),
+    (["--user", "no_such_module_h4:f", "--network", "lif"], "cannot import no_such_module_h4: ModuleNotFoundError"),
+    (["--user", "{dir}/syntax.py:f", "--network", "lif"], "cannot import {dir}/syntax.py (line 1): SyntaxError"),
+    (["--user", "{dir}/raises.py:f", "--network", "lif"], "cannot import {dir}/raises.py: ZeroDivisionError"),
+    (["--user", "{dir}/ok.py:three", "--network", "lif", "--input-shape", "2,3"], "three() returned int 3, not a torch.nn.Module"),
+    (["--user", "{dir}/ok.py:absent", "--network", "lif"], "has no 'absent'"),
+    (["--user", "{dir}/mlp9.py:mlp", "--network", "mlp", "--neuron", "lif", "--input-shape", "2,1,8,8"],
+     "copying your torch module's weights into refsnn's Sequential: weights do not fit the module: "
+     "shape mismatch: 1.weight: (9, 64) in the weights, (256, 64) in the module"),
+    (["--user", "{dir}/mlp9.py:mlp", "--network", "mlp", "--neuron-options", '{"tau": "x"}', "--input-shape", "2,1,8,8"],
+     "neuron option tau of clif must be a number"),
+    (["--user", "{dir}/ok.py:three", "--network", "lif", "--input-shape", "2,x"], "expected sizes separated by commas"),
+    (["--user", "{dir}/ok.py:three"], "one of the arguments --network --run --nir is required"),
+    (["--user", "{dir}/mlp9.py:mlp", "--run", "{dir}/nowhere"], "no checkpoint at"),
+])
+def test_usage_errors_are_one_line_and_exit_2(tmp_path, capsys, argv, message):
+    (tmp_path / "syntax.py").write_text("def f(:\n")
+    (tmp_path / "raises.py").write_text("x = 1 / 0\n")
+    (tmp_path / "ok.py").write_text("three = lambda: 3\n")
+    mlp_file(tmp_path, hidden=9)
+    argv = [a.replace("{dir}", str(tmp_path)) for a in argv]
+    try:
+        code = user.main(argv)
+    except SystemExit as e:  # argparse's own checks
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert message.format(dir=tmp_path) in err
+
+
+def test_the_refsnn_command_routes_to_it(capsys):
+    """`refsnn verify --user ...` reaches the same code (exit status 2 and the one line)."""
+    from refsnn.cli import main
+    assert main(["verify", "--user", "nocolon", "--network", "lif"]) == 2
+    assert capsys.readouterr().err.startswith("error: --user wants MODULE:FACTORY")

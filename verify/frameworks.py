@@ -28,9 +28,11 @@ shift is needed. With V[t-1] = reset(H[t-1], S[t-1]) and H[t] = V[t-1] − V[t-1
   So ``Leaky(beta=1-1/tau, reset_mechanism="zero")`` == refsnn ``LIF(tau, decay_input=False,
   v_reset=0.0, strict=True, detach_reset=True)`` with U = H (the charged, pre-reset potential);
   IF is the case β = 1 and PLIF the case β = 1 − σ(w) (``learn_beta=True``).
-* subtract: refsnn gives H[t] = β·(H[t-1] − S[t-1]·thr) + X[t]: the threshold is removed before
-  the leak, snnTorch removes it after. They agree only for β = 1, i.e. refsnn
-  ``IF(v_reset=None, strict=True, detach_reset=True)``.
+* subtract: refsnn's LIF gives H[t] = β·(H[t-1] − S[t-1]·thr) + X[t]: the threshold is removed
+  before the leak, snnTorch removes it after. They agree only for β = 1, i.e. refsnn
+  ``IF(v_reset=None, strict=True, detach_reset=True)``. refsnn's ``Leaky`` and ``Synaptic``
+  (refsnn/neurons/leaky.py, synaptic.py) are snnTorch's neurons themselves, subtract reset, learned
+  β, α and threshold and reset_delay included: ``leaky_mirror`` below.
 """
 import math
 from dataclasses import dataclass, field
@@ -39,6 +41,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from refsnn.neurons import CLIF, IF, LIF, PLIF, SingleStep
+from refsnn.neurons.leaky import LeakyFamily
 
 FRAMEWORKS = ("spikingjelly", "snntorch")
 
@@ -105,6 +108,10 @@ def spikingjelly_mirror(neuron, dtype):
     from spikingjelly.activation_based import neuron as sj
     import torch
     _common_checks(neuron)
+    if isinstance(neuron, LeakyFamily):
+        raise NoEquivalent("SpikingJelly's nodes reset in the step that fires (V = H − S·V_th), snnTorch's "
+                           f"{type(neuron).__name__} at the next one, after the leak (U = βU + X − R·thr)"
+                           + ("; and none has a synaptic current" if neuron.synaptic else ""))
     sg = _spikingjelly_surrogate(neuron.surrogate)
     if neuron.strict:
         raise NoEquivalent("SpikingJelly fires on H >= V_th; strict=True fires on >")
@@ -168,6 +175,8 @@ def snntorch_mirror(neuron, dtype):
     import torch
     # The most basic reason first; strict and detach_reset, which a user can just set, last.
     _common_checks(neuron)
+    if isinstance(neuron, LeakyFamily):
+        return leaky_mirror(neuron, dtype)
     if isinstance(neuron, CLIF):
         raise NoEquivalent("snnTorch has no complementary (CLIF) neuron")
     if not isinstance(neuron, (LIF, PLIF, IF)):
@@ -223,6 +232,58 @@ def snntorch_mirror(neuron, dtype):
             membranes.append(u)
         return torch.stack(spikes), torch.stack(membranes)
     return Mirror("snntorch", node, run, "h", params, grad_maps, note="membrane = pre-reset H")
+
+
+def leaky_mirror(neuron, dtype):
+    """snnTorch ``Leaky`` or ``Synaptic`` with refsnn ``neuron``'s options and parameters.
+
+    β, α and the threshold are tensors of the run's dtype (a float argument would be stored in
+    float32). A scalar threshold is given the shape (1,): snnTorch's spikes and resets are float32
+    in any dtype, and a 0-dim float64 threshold does not promote them, so R·thr would be formed in
+    float32; a dimensioned one does, which is the exact product. Both return U (``mem``),
+    pre-reset with reset_delay."""
+    import snntorch
+    import torch
+    sg = _snntorch_surrogate(neuron.surrogate)
+    if (neuron.surrogate.name == "sigmoid" and np.dtype(dtype) == np.float64
+            and math.frexp(neuron.surrogate.alpha)[0] != 0.5):
+        raise NoEquivalent("in float64 snnTorch's sigmoid surrogate multiplies the (float32) spike gradient by "
+                           "the slope in float32, exact only for a power-of-two slope")
+    if (np.dtype(dtype) == np.float64 and not neuron.reset_delay and neuron.reset_mechanism != "none"):
+        raise NoEquivalent("with reset_delay=False snnTorch's immediate reset carries the gradient of its "
+                           "float32 spikes, dL/dS = A − dL/dU·thr (or ·U), which autograd rounds to float32")
+    tdt = torch_dtype(dtype)
+    params, grad_maps = {}, {}
+
+    def tensor(name, dimensioned=False):
+        value = np.asarray(neuron._tensor(name), np.float64)
+        t = torch.tensor(value.reshape(1) if dimensioned and value.ndim == 0 else value, dtype=tdt)
+        if name in neuron.params:
+            t = torch.nn.Parameter(t)
+            params[name] = t
+            grad_maps[name] = lambda g, shape=value.shape: g.reshape(shape)
+        return t
+
+    common = dict(beta=tensor("beta"), threshold=tensor("threshold", dimensioned=True), spike_grad=sg,
+                  learn_beta="beta" in neuron.params, learn_threshold="threshold" in neuron.params,
+                  reset_mechanism=neuron.reset_mechanism, reset_delay=neuron.reset_delay)
+    if neuron.synaptic:
+        node = snntorch.Synaptic(alpha=tensor("alpha"), learn_alpha="alpha" in neuron.params, **common)
+    else:
+        node = snntorch.Leaky(**common)
+    for name in params:  # snnTorch wraps a learned value in a Parameter of its own: read that one
+        params[name] = getattr(node, name)
+
+    def run(x):
+        node.reset_mem()  # a fresh sequence from U[-1] = 0 (and I[-1] = 0)
+        spikes, membranes = [], []
+        for xt in x:
+            out = node(xt)
+            spikes.append(out[0])
+            membranes.append(out[-1])
+        return torch.stack(spikes), torch.stack(membranes)
+    when = "pre-reset U (reset_delay)" if neuron.reset_delay else "post-reset U"
+    return Mirror("snntorch", node, run, "v", params, grad_maps, note=f"membrane = mem, {when}")
 
 
 MIRRORS = {"spikingjelly": spikingjelly_mirror, "snntorch": snntorch_mirror}

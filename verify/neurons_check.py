@@ -35,6 +35,7 @@ import dataclasses
 import numpy as np
 
 from refsnn.neurons import NEURONS, PLIF
+from refsnn.neurons.leaky import LeakyFamily
 from refsnn.neurons.lif import IF_CHARGE, LIFFamily
 
 from .compare import TOLERANCE, Row, compare, tie_mask
@@ -55,7 +56,13 @@ def describe(neuron):
         parts += ["det"] if neuron.detach_reset else []
         if neuron.charge != IF_CHARGE:
             parts += [] if neuron.decay_input else ["nodi"]
-    parts += [">"] if neuron.strict else []
+    if isinstance(neuron, LeakyFamily):  # snnTorch's: always strict; ``now`` = reset_delay=False,
+        # ``L`` + the learned parameters (alpha, beta, threshold), ``[]`` = one value per neuron
+        learned = "".join(k[0] for k in ("alpha", "beta", "threshold") if k in neuron.params)
+        arrays = any(np.ndim(v) for v in (*neuron.params.values(), *neuron.buffers.values()))
+        parts += [{"subtract": "sub"}.get(neuron.reset_mechanism, neuron.reset_mechanism)]
+        parts += ([] if neuron.reset_delay else ["now"]) + ([f"L{learned}"] if learned else []) + (["[]"] if arrays else [])
+    parts += [">"] if neuron.strict and not isinstance(neuron, LeakyFamily) else []
     s = neuron.surrogate
     parts.append(f"{SHORT_SURROGATE[s.name]}{s.alpha:g}" + (f",{s.beta:g}" if s.name == "s2nn" else ""))
     return "/".join(parts)
@@ -97,7 +104,7 @@ def run_pair(neuron, framework, x, seed=0, component=None, exclude=None):
     store_v_seq, neuron.store_v_seq = neuron.store_v_seq, True
     try:
         spikes = neuron.forward(x)
-        h, v = neuron.h_seq.copy(), neuron.v_seq.copy()
+        h, v = neuron.h_seq.copy(), getattr(neuron, neuron.membrane + "_seq").copy()
         excluded = tie_mask(h, neuron.v_threshold)[0]
         if exclude is not None:
             excluded = excluded | np.broadcast_to(np.asarray(exclude).any(axis=0), x.shape)

@@ -132,6 +132,7 @@ class BaseNeuron(Module):
     """
 
     state_names = ("v",)
+    membrane = "v"       # the state that holds the membrane potential (snnTorch's neurons: "mem")
     saves_input = False  # does the backward read x (PLIF's dH/dk)?
     max_steps = None     # the most time steps T it accepts (SingleStep: 1)
 
@@ -160,7 +161,7 @@ class BaseNeuron(Module):
                 for name in self.state_names}
         finals = {name: self._empty(name + "_final", (n,), x.dtype) for name in self.state_names}
         self._forward_kernel(x, init, spikes, h_seq, seqs, finals)
-        self._raise_if_nonfinite(finals["v"], x, h_seq, init)
+        self._raise_if_nonfinite(finals[self.membrane], x, h_seq, init)
         self._saved = (h_seq, init, x if self.saves_input else None)
         self.h_seq = h_seq.reshape(self._shape)
         for name in self.state_names:

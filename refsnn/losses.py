@@ -24,11 +24,19 @@ contributes 0 to cross-entropy and KL terms, as torch's xlogy.
 | kd_loss        | (1-a)·CE(z_s, y) + a·τ²·KL(p_T ‖ p_s),  p = softmax(z/τ)          |
 | dml_loss       | CE(z_a, y) + CE(z_b, y) + KL(p_b ‖ p_a) + KL(p_a ‖ p_b)           |
 
+Spike-count and membrane losses (snnTorch's ``snntorch.functional``; docs/losses.md §2-4) take the
+output neuron's spikes or membrane [T, N, K] instead of logits, and sum or maximize over time:
+
+| ce_count_loss        | CE(Σ_t spk[t], y)                                           |
+| mse_count_loss       | mean((Σ_t spk[t] − target counts)²) / T                      |
+| ce_max_membrane_loss | CE(max_t mem[t], y)                                          |
+| l1_rate_sparsity     | Lambda · Σ spk   (a regularizer, added to a loss)             |
+
 KL divergences are "batchmean": summed over classes, averaged over the batch.
 """
 import numpy as np
 
-from .module import NonFiniteError, check_float_array, check_real
+from .module import NonFiniteError, check_flag, check_float_array, check_real
 
 
 # -- validation ---------------------------------------------------------------------------
@@ -233,6 +241,118 @@ def dml_loss(out_a, out_b, y, temperature=1.0):
     grad_a += (p_a * (d - np.sum(p_a * d, axis=1, keepdims=True)) + p_a - p_b) / (n * tau)
     grad_b += (p_b * (-d + np.sum(p_b * d, axis=1, keepdims=True)) + p_b - p_a) / (n * tau)
     return loss, _spread_over_time(grad_a, out_a), _spread_over_time(grad_b, out_b)
+
+
+# -- spike-count and membrane losses (snnTorch's snntorch.functional), docs/losses.md §2-3 --------
+def _population(out, population_code, num_classes):
+    """The classes C of an output [T, N, K] and the outputs per class G = K / C: (K, 1) without a
+    population code; with one, each class owns G consecutive outputs (snnTorch
+    ``LossFunctions._population_code``: outputs int(K·c/C) .. int(K·(c+1)/C) - 1 for class c)."""
+    k = out.shape[2]
+    if not check_flag(population_code, "population_code"):
+        if num_classes is not None:
+            raise ValueError("num_classes is only used with population_code=True")
+        return k, 1
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+        raise ValueError(f"population_code=True needs num_classes, a positive integer; got {num_classes!r}")
+    if k % num_classes:
+        raise ValueError(f"population code: the {k} outputs must split evenly into num_classes = {num_classes}")
+    return int(num_classes), k // int(num_classes)
+
+
+def _spike_counts(spk, y, population_code, num_classes):
+    """``(counts [N, C] float64, labels, C, G)``: c[n, j] = Σ_t Σ_{k in class j} spk[t, n, k]."""
+    spk = _check_logits(spk, "spk")
+    classes, group = _population(spk, population_code, num_classes)
+    y = _check_labels(y, spk.shape[1], classes)
+    counts = spk.sum(axis=0, dtype=np.float64).reshape(spk.shape[1], classes, group).sum(axis=2)
+    return spk, counts, y, classes, group
+
+
+def _spread_over_steps(grad_counts, spk, group):
+    """dL/dspk[t, n, k] = dL/dc[n, class of k] for every t (c sums over time and over each class's outputs)."""
+    grad = np.repeat(grad_counts, group, axis=1)
+    return np.ascontiguousarray(np.broadcast_to(grad, spk.shape), dtype=spk.dtype)
+
+
+def ce_count_loss(spk, y, population_code=False, num_classes=None):
+    """Cross-entropy of the spike counts, snnTorch ``SF.ce_count_loss()`` (reduction "mean", no
+    weight): spikes ``spk`` [T, N, K] (any real values; the loss is smooth in them), labels [N].
+
+        c = Σ_t spk[t]   [N, C]                 (population code: also summed over each class's K/C outputs)
+        L = (1/N) Σ_n −log softmax(c[n])[y_n]
+        dL/dspk[t, n, k] = (softmax(c[n]) − onehot(y_n))[class of k] / N      for every t
+
+    Returns ``(loss, grad_spk)``. docs/losses.md §2.
+    """
+    spk, counts, y, _, group = _spike_counts(spk, y, population_code, num_classes)
+    loss, grad_counts = _cross_entropy_logits(counts, y)
+    return loss, _spread_over_steps(grad_counts, spk, group)
+
+
+def mse_count_loss(spk, y, correct_rate=1.0, incorrect_rate=0.0, population_code=False, num_classes=None):
+    """Mean squared error of the spike counts against target counts, snnTorch
+    ``SF.mse_count_loss(correct_rate, incorrect_rate)`` (its defaults 1 and 0; reduction "mean", no
+    weight): spikes ``spk`` [T, N, K], labels [N].
+
+        c = Σ_t spk[t]   [N, C]                 (population code: as ``ce_count_loss``, G = K/C)
+        target[n, j] = int(T·correct_rate·G) if j = y_n else int(T·incorrect_rate·G)   (truncated, as snnTorch)
+        L = (1/(N·C)) Σ_n Σ_j (c[n, j] − target[n, j])² / T
+        dL/dspk[t, n, k] = 2·(c − target)[n, class of k] / (N·C·T)      for every t
+
+    Returns ``(loss, grad_spk)``. docs/losses.md §2.
+    """
+    spk, counts, y, classes, group = _spike_counts(spk, y, population_code, num_classes)
+    correct_rate = check_real(correct_rate, "correct_rate", 0.0)
+    incorrect_rate = check_real(incorrect_rate, "incorrect_rate", 0.0)
+    t, n = spk.shape[:2]
+    # snnTorch's products in its order: num_steps * rate * (num_outputs / num_classes), the last
+    # factor only with a population code (without one it is 1.0, which changes nothing)
+    on, off = (int(t * rate * (spk.shape[2] / classes)) for rate in (correct_rate, incorrect_rate))
+    target = np.full((n, classes), float(off))
+    target[np.arange(n), y] = on
+    difference = counts - target
+    loss = float(np.mean(difference * difference)) / t
+    return loss, _spread_over_steps((2.0 / (n * classes * t)) * difference, spk, group)
+
+
+def ce_max_membrane_loss(mem, y):
+    """Cross-entropy of each output's largest membrane potential over time, snnTorch
+    ``SF.ce_max_membrane_loss()`` (reduction "mean", no weight; from Zenke's SpyTorch): membrane
+    ``mem`` [T, N, K] (refsnn: the output neuron's V after reset, ``models.MembraneOutput``), labels [N].
+
+        m[n, k] = max_t mem[t, n, k],   t*[n, k] its first maximizer (as torch.max, np.argmax)
+        L = (1/N) Σ_n −log softmax(m[n])[y_n]
+        dL/dmem[t, n, k] = (softmax(m[n]) − onehot(y_n))[k] / N  if t = t*[n, k], else 0
+
+    The gradient is torch's subgradient of ``max``: exact wherever the maximum is unique in time.
+    snnTorch has no population code for this loss; neither has refsnn. Returns ``(loss, grad_mem)``.
+    docs/losses.md §3.
+    """
+    mem = _check_logits(mem, "mem")
+    t, n, k = mem.shape
+    y = _check_labels(y, n, k)
+    first = np.argmax(mem, axis=0)  # t*: [N, K]
+    peak = np.take_along_axis(mem, first[None], axis=0)[0].astype(np.float64)
+    loss, grad_peak = _cross_entropy_logits(peak, y)
+    grad = np.zeros_like(mem)
+    np.put_along_axis(grad, first[None], grad_peak[None].astype(mem.dtype), axis=0)
+    return loss, grad
+
+
+def l1_rate_sparsity(spk, Lambda=1e-5):
+    """L1 firing-rate regularizer, snnTorch ``SF.l1_rate_sparsity(Lambda)`` (its default 1e-5): the
+    total spike count of ``spk`` (any shape, e.g. [T, N, K]) times ``Lambda``.
+
+        R = Lambda · Σ spk          dR/dspk = Lambda (every element)
+
+    Returns ``(penalty, grad_spk)``. docs/losses.md §4.
+    """
+    spk = check_float_array(spk, "spk")
+    if not np.all(np.isfinite(spk)):
+        raise NonFiniteError("spk contains NaN or Inf")
+    Lambda = check_real(Lambda, "Lambda", 0.0)
+    return Lambda * float(spk.sum(dtype=np.float64)), np.full(spk.shape, Lambda, spk.dtype)
 
 
 def accuracy(out, y):

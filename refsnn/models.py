@@ -375,6 +375,106 @@ def resnet20(in_shape, num_classes, neuron="clif", neuron_options=None, width=1.
                                    neuron, neuron_options, bn_per_step, rng)
 
 
+# ------------------------------------------------------------------------------------------
+# Networks for event data (docs/losses.md §5)
+# ------------------------------------------------------------------------------------------
+EVENT_FRAME_SIZE = 34  # N-MNIST's sensor; larger event frames are pooled down to at most this
+
+
+def event_cnn(in_shape, num_classes, neuron="clif", neuron_options=None, channels=(16, 32), rng=None):
+    """A small conv net for event frames [T, N, 2, H, W] (the two polarities as channels): N-MNIST's
+    34x34, or DVS128 Gesture's 128x128 pooled to fit the CPU.
+
+        [AvgPool2d(f)] → [conv3x3 → BatchNorm → neuron → maxpool2] × 2 → flatten → linear
+
+    f = ceil(max(H, W) / 34): no pooling at 34x34 (34 → 17 → 8), 4x4 average pooling at 128x128
+    (128 → 32 → 16 → 8). The stages are ``small_cnn``'s, with channels (16, 32) by default.
+    """
+    c, h, w = _image_shape(in_shape, "event_cnn")
+    factor = -(-max(h, w) // EVENT_FRAME_SIZE)
+    pool = [AvgPool2d(factor)] if factor > 1 else []
+    body = small_cnn((c, h // factor, w // factor), num_classes, neuron, neuron_options, channels, rng)
+    return Sequential(*pool, *body)
+
+
+def recurrent_mlp(in_shape, num_classes, neuron="rleaky", neuron_options=None, hidden=128, rng=None):
+    """A recurrent spiking network for audio spikes [T, N, units] (SHD and SSC: 700 units), after
+    snnTorch's RLeaky tutorials:
+
+        Flatten → Linear(units → hidden) → RLeaky(all-to-all feedback, hidden) → Linear(hidden → classes)
+
+    ``neuron`` must be "rleaky" (``refsnn.neurons.RLeaky``); ``neuron_options`` are its keyword
+    arguments (``beta`` is required, as in snnTorch) except ``linear_features``, which is ``hidden``.
+    For a feed-forward network on the same data use ``mlp`` (``hidden=(256,)`` by default). Not in
+    ``NETWORKS`` (so not a ``refsnn train --network``): the config's neuron check cannot build an
+    RLeaky without its ``linear_features``; build it with this function.
+    """
+    if neuron != "rleaky":
+        raise ValueError(f"the network 'rsnn' is built around the recurrent neuron 'rleaky', got {neuron!r}")
+    options = dict(neuron_options or {})
+    if "linear_features" in options:
+        raise ValueError("rsnn sets the RLeaky layer's linear_features to its hidden width; do not pass it")
+    if "beta" not in options:
+        raise ValueError("rsnn needs the RLeaky decay beta in neuron_options (snnTorch has no default), e.g. "
+                         "{\"beta\": 0.9}")
+    rng = np.random.default_rng(0) if rng is None else rng
+    hidden = check_int(hidden, "hidden width", 1)
+    units = int(np.prod(in_shape))
+    return Sequential(Flatten(), Linear(units, hidden, rng=rng),
+                      make_neuron(neuron, **options, linear_features=hidden, rng=rng), Linear(hidden, num_classes, rng=rng))
+
+
+class MembraneOutput(Module):
+    """An output neuron layer whose membrane is the network's output: ``forward(x)`` returns the
+    neuron's membrane after reset V [T, N, K] (its ``v_seq``; snnTorch's ``mem`` of the last layer,
+    which membrane losses such as ``refsnn.losses.ce_max_membrane_loss`` take), and
+    ``backward(dL/dV)`` runs the neuron's exact backward with that upstream gradient on V and none on
+    its spikes: ``neuron.backward(0, grad_v=dL/dV)``. The neuron is the child ``neuron``.
+    """
+
+    def __init__(self, neuron):
+        super().__init__()
+        if not getattr(neuron, "store_v_seq", False):
+            raise ValueError("MembraneOutput needs a spiking neuron built with store_v_seq=True")
+        self.add_child("neuron", neuron)
+
+    def forward(self, x):
+        neuron = self.children["neuron"]
+        neuron.forward(x)
+        return getattr(neuron, neuron.state_names[0] + "_seq")  # V: [T, N, K]
+
+    def backward(self, grad_out):
+        grad_out = check_float_array(grad_out, "grad_out")
+        return self.children["neuron"].backward(np.zeros_like(grad_out), grad_v=grad_out)
+
+
+OUTPUTS = ("logits", "spikes", "membrane")
+
+
+def with_output(network, output, neuron="lif", neuron_options=None):
+    """``network`` (logits [T, N, K]) with an output neuron layer appended, for the spike-count and
+    membrane losses (docs/losses.md §5): ``"logits"`` returns it unchanged; ``"spikes"`` appends a
+    ``neuron`` layer (the network returns its spikes [T, N, K]); ``"membrane"`` a ``MembraneOutput``
+    (it returns that neuron's membrane V [T, N, K]). The layer is the next child of a Sequential
+    (``"3"`` after ``"2"``) or the child ``output`` of a Chain.
+    """
+    if output not in OUTPUTS:
+        raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+    if output == "logits":
+        return network
+    if neuron in ANALOG_ACTIVATIONS or neuron not in NEURONS:
+        raise ValueError(f"an output of {output} needs a spiking neuron (one of {sorted(NEURONS)}), got {neuron!r}")
+    options = dict(neuron_options or {})
+    layer = make_neuron(neuron, **options) if output == "spikes" else \
+        MembraneOutput(make_neuron(neuron, **options, store_v_seq=True))
+    if isinstance(network, Chain):
+        network.add_child("output", layer)
+        network.order.append("output")
+    else:
+        network.add_child(len(network), layer)
+    return network
+
+
 def skip_input_gradient(network):
     """Let the network's first layer skip dL/dx, which nobody uses when training from data (PyTorch
     skips it for an input that does not require grad): if the first layer in forward order
@@ -391,14 +491,17 @@ def skip_input_gradient(network):
 
 
 NETWORKS = {"mlp": spiking_mlp, "cnn": small_cnn, "vgg11": vgg11, "resnet18": resnet18,
-            "resnet19": resnet19, "resnet20": resnet20}
+            "resnet19": resnet19, "resnet20": resnet20, "event_cnn": event_cnn}
 
 
-def build_network(name, in_shape, num_classes, neuron="clif", neuron_options=None, seed=0, **options):
-    """A network by name ("mlp", "cnn", "vgg11", "resnet18", "resnet19", "resnet20") initialized
-    from ``seed``; ``options`` go to the builder (``hidden``, ``channels``, ``width``, ``dropout``,
-    ``bn_per_step``)."""
+def build_network(name, in_shape, num_classes, neuron="clif", neuron_options=None, seed=0, output="logits",
+                  **options):
+    """A network by name ("mlp", "cnn", "vgg11", "resnet18", "resnet19", "resnet20", "event_cnn")
+    initialized from ``seed``; ``options`` go to the builder (``hidden``, ``channels``, ``width``,
+    ``dropout``, ``bn_per_step``). ``output``: "logits" (the default), or "spikes" / "membrane" of
+    an appended output neuron layer (``with_output``)."""
     if name not in NETWORKS:
         raise ValueError(f"unknown network {name!r}; choose one of {sorted(NETWORKS)}")
-    return NETWORKS[name](tuple(in_shape), num_classes, neuron=neuron, neuron_options=neuron_options,
-                          rng=np.random.default_rng(seed), **options)
+    network = NETWORKS[name](tuple(in_shape), num_classes, neuron=neuron, neuron_options=neuron_options,
+                             rng=np.random.default_rng(seed), **options)
+    return with_output(network, output, neuron, neuron_options)

@@ -269,7 +269,32 @@ EVAL_REPORTS = {"train": _eval_trained, "ternary-export": _eval_trained, "conver
 
 def cmd_eval(args):
     from .train.checkpoint import identify
+    if args.checkpoint.endswith(".nir"):
+        return cmd_eval_nir(args)
+    if args.dataset is not None or args.T is not None or args.dt is not None:
+        raise ValueError("--dataset, --T and --dt are for a NIR graph (FILE.nir); a run is evaluated on its own "
+                         "data set with its own T")
     print(f"{args.checkpoint}: {EVAL_REPORTS[identify(args.checkpoint)](args.checkpoint, args.data_dir)}")
+    return 0
+
+
+def cmd_eval_nir(args):
+    """refsnn eval FILE.nir --dataset NAME: a NIR graph run by refsnn (docs/nir.md)."""
+    from .nir import evaluate_nir
+    if args.dataset is None:
+        raise ValueError(f"{args.checkpoint}: a NIR graph is evaluated on the data set --dataset names")
+    T = 4 if args.T is None else args.T
+    loss, acc, n = evaluate_nir(args.checkpoint, args.dataset, args.data_dir, T=T, dt=args.dt)
+    print(f"{args.checkpoint}: NIR graph on {args.dataset}: test accuracy {acc * 100:.2f}%  (loss {loss:.4f}, "
+          f"{n} samples, T = {T}, direct input)")
+    return 0
+
+
+def cmd_export_nir(args):
+    from .nir import export_run
+    graph = export_run(args.run, args.out, dt=args.dt)
+    print(f"wrote {args.out}: NIR graph of {len(graph.nodes)} nodes, dt = {graph.metadata['dt']:g} s, firing on "
+          f"{graph.metadata['firing']} (docs/nir.md)")
     return 0
 
 
@@ -394,6 +419,16 @@ def build_parser():
     p.add_argument("checkpoint", help="run directory (refsnn train or refsnn convert), its checkpoint.json, "
                                       "or a ternary export (.npz)")
     p.add_argument("--data-dir", help="where the data set is now, if not where the run was trained")
+    p.add_argument("--dataset", help="with a NIR graph (FILE.nir): the data set to evaluate it on")
+    p.add_argument("--T", type=int, help="with a NIR graph: time steps per sample (default: 4)")
+    p.add_argument("--dt", type=float, help="with a NIR graph: the Euler step in seconds (default: the dt a refsnn "
+                                            "export recorded, else 1e-4)")
+    p = sub.add_parser("export-nir", help="write a trained run's network as a NIR graph (HDF5; needs "
+                                          "pip install \"refsnn[nir]\")")
+    p.add_argument("run", help="run directory (refsnn train), its checkpoint.json, or a ternary export (.npz)")
+    p.add_argument("out", help="output NIR file (.nir)")
+    p.add_argument("--dt", type=float, default=1e-4, help="the time step in seconds the graph states time "
+                                                          "constants at (default: 1e-4)")
     p = sub.add_parser("export-ternary", help="write a ternary run's network as int8 codes + scales (.npz)")
     p.add_argument("run_dir", help="run directory (trained with --ternary) or its checkpoint.json")
     p.add_argument("out", help="output .npz file")
@@ -429,6 +464,7 @@ def main(argv=None):
     errstate.__enter__()
     try:
         code = {"train": cmd_train, "eval": cmd_eval, "export-ternary": cmd_export_ternary, "plot": cmd_plot,
+                "export-nir": cmd_export_nir,
                 "verify": cmd_verify, "convert": cmd_convert}[args.command](args)
         sys.stdout.flush()  # here, so that a closed pipe is seen now and not at exit
         return code

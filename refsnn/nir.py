@@ -278,7 +278,7 @@ def from_nir(graph_or_path, dt=None, dtype=np.float32, surrogate="sigmoid", alph
     layers' parameters and buffers (the input must match, refsnn.module's rule). ``surrogate`` and
     ``alpha``: the surrogate gradient of the neurons and Threshold nodes (NIR does not state one).
     The children are named after the nodes; ``model.input_shape`` is the Input node's shape (one
-    sample, one step), so the model takes ``[T, N, *input_shape]``. Neurons start at rest (v = v_leak;
+    sample, one step), so the model takes ``[T, N, *input_shape]`` and gives ``[T, N, *output_shape]``. Neurons start at rest (v = v_leak;
     IF: v_reset; I = 0). Raises ValueError (TypeError for a non-graph) naming the node and the reason
     for anything refsnn cannot run exactly (docs/nir.md §4); NIRUnavailable without the nir package.
     """
@@ -304,7 +304,7 @@ def from_nir(graph_or_path, dt=None, dtype=np.float32, surrogate="sigmoid", alph
         layer, shape = _import_layer(name, node, shape, options)
         if layer is not None:
             model.add_child(name, layer)
-    model.input_shape = input_shape
+    model.input_shape, model.output_shape = input_shape, shape
     return model
 
 
@@ -477,3 +477,53 @@ def to_nir(model, dt=DEFAULT_DT, input_shape=None):
     metadata = {"source": "refsnn", "refsnn_version": __version__, "dt": dt, "reset": "hard",
                 "firing": firings.pop() if len(firings) == 1 else "per node" if firings else ">"}
     return nir.NIRGraph(nodes=nodes, edges=list(zip(names[:-1], names[1:])), metadata=metadata)
+
+
+# ------------------------------------------------------------------------------------------
+# the command line's two jobs: refsnn export-nir and refsnn eval FILE.nir
+# ------------------------------------------------------------------------------------------
+def export_run(path, out_path, dt=DEFAULT_DT):
+    """Write the network of a training run (its directory or checkpoint.json, or a ternary export) in
+    eval mode as a NIR file that ``nir.read`` reads; returns the graph."""
+    from .train import load_for_eval
+    from .train.checkpoint import identify
+    nir = _nir()
+    if identify(path) == "convert":
+        raise ValueError(f"{path} is a converted-SNN run (refsnn convert): its neuron has no NIR node "
+                         "(docs/nir.md §4)")
+    run = load_for_eval(path)
+    graph = to_nir(run.model.eval(), dt=dt, input_shape=tuple(run.info["input_shape"]))
+    nir.write(os.fspath(out_path), graph)
+    return graph
+
+
+def evaluate_nir(path, dataset, data_dir=None, T=4, dt=None, batch_size=256):
+    """``(loss, accuracy, n)`` of a NIR graph on the test split of ``dataset`` (refsnn.data.get_dataset's
+    names): images are given directly at every one of ``T`` steps, event data as its ``T`` frames;
+    cross-entropy and accuracy of the outputs averaged over time (spike counts, for a graph ending
+    in a neuron). The graph's input may be the sample's shape or its flattened size."""
+    from types import SimpleNamespace
+
+    from .data import Batches, get_dataset
+    from .losses import cross_entropy
+    from .module import check_int
+    from .train.build import encode
+    from .train.loop import evaluate
+    model = from_nir(path, dt=dt)
+    T = check_int(T, "T", 1)
+    _, _, test_x, test_y, info = get_dataset(dataset, data_dir, T)
+    sample = tuple(info["input_shape"])
+    if int(np.prod(model.input_shape)) != int(np.prod(sample)):
+        raise ValueError(f"{path}: the graph takes inputs of shape {model.input_shape}, {dataset} has samples of "
+                         f"shape {sample}")
+    if model.output_shape != (info["num_classes"],):
+        raise ValueError(f"{path}: the graph's output has shape {model.output_shape}, {dataset} has "
+                         f"{info['num_classes']} classes")
+    cfg = SimpleNamespace(dtype=np.float32, dataset=dataset, encoding="direct", T=T, seed=0)
+
+    def inputs(x, first):
+        x = encode(cfg, x, None, first)                     # [T, N, ...]
+        return x.reshape(x.shape[:2] + tuple(model.input_shape))
+    batches = Batches(test_x, test_y, check_int(batch_size, "batch_size", 1), shuffle=False)
+    loss, acc = evaluate(model, batches, inputs, cross_entropy)
+    return loss, acc, len(test_y)

@@ -8,6 +8,7 @@ import argparse
 import dataclasses
 import errno
 import json
+import os
 import re
 import shlex
 import signal
@@ -217,6 +218,7 @@ def cmd_train(args):
     if args.resume and args.overwrite:
         raise ValueError("--resume and --overwrite contradict each other: pick one")
     if args.resume:
+    from . import distributed
         out_dir = given.pop("out_dir", TrainConfig.out_dir)
         args.places = [(out_dir, "epoch")]  # what an interruption or a failed write reports
         run, notes = _from_origins(lambda: resume_run(out_dir, given), origins)
@@ -238,7 +240,9 @@ def cmd_train(args):
     if run.info.get("synthetic"):
         print(f"refsnn train: {c.dataset} here is a SYNTHETIC stand-in in the real file format, not the recorded "
               f"data set ({run.info['synthetic']})")
-    print(f"refsnn train: {c.network} with {c.neuron} neurons on {c.dataset} "
+    processes = distributed.world().size  # data-parallel under mpiexec (refsnn.distributed)
+    print(f"refsnn train: {processes} process{'es' if processes > 1 else ''}, {c.network} with {c.neuron} neurons "
+          f"on {c.dataset} "
           f"({len(run.train_y)} train / {len(run.test_y)} test), T = {c.T}, {c.epochs} epochs, "
           f"{c.optimizer} lr {c.lr}, {c.schedule} schedule, method {c.method}"
           f"{', ternary weights' if c.ternary else ''}, seed {c.seed} → {c.out_dir}")
@@ -376,12 +380,12 @@ def cmd_plot(args):
         raise ValueError(f"{args.run_dir} is a converted-SNN run (refsnn convert), whose neurons do not record "
                          "their membrane: refsnn plot draws the neuron layers of a refsnn train run")
     run = load_for_eval(args.run_dir, args.data_dir)
-    n, batch = len(run.test_y), run.cfg.batch_size
+    n = len(run.test_y)
     if not 0 <= args.sample < n:
         raise ValueError(f"--sample {args.sample}: the test set of {run.cfg.dataset} has {n} samples (0 to {n - 1})")
     layer = args.layer if args.layer is not None else next(iter(plot.neuron_layers(run.model)), "")
-    step, row = divmod(args.sample, batch)  # the sample's input as refsnn eval gives it (Poisson draws too)
-    x = encode(run.cfg, run.test_x[step * batch:(step + 1) * batch], None, step)[:, row:row + 1]
+    # the sample's input as refsnn eval gives it (Poisson draws are per sample, keyed by its position)
+    x = encode(run.cfg, run.test_x[args.sample:args.sample + 1], None, args.sample)
     run.model.eval()
     what = (f"layer {layer} of {args.run_dir} ({run.cfg.network}, {run.cfg.neuron} neurons), test sample "
             f"{args.sample} (label {run.test_y[args.sample]}), T = {run.cfg.T}")
@@ -458,6 +462,23 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     args.argv, args.places = argv, None  # places: run directories a command writes (see _stopped)
     handlers = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
+    """The command line; under ``mpiexec -n N`` (refsnn.distributed) every process runs it, process
+    0 alone prints to stdout, and an error in any process ends them all (exit code kept)."""
+    from . import distributed
+    try:
+        world = distributed.world()
+    except distributed.DistributedError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if world.rank != 0:
+        sys.stdout = open(os.devnull, "w")
+    code = _main(argv)
+    if code and world.size > 1:
+        world.abort(code)  # the others may be waiting for this process in a collective
+    return code
+
+
+def _main(argv):
     # NumPy's overflow/invalid warnings would print source lines before the one error line: the
     # trainer and the layers check for NaN/Inf themselves and name where they arose
     errstate = np.errstate(over="ignore", invalid="ignore", divide="ignore")
@@ -469,7 +490,6 @@ def main(argv=None):
         sys.stdout.flush()  # here, so that a closed pipe is seen now and not at exit
         return code
     except BrokenPipeError:  # `refsnn eval ... | head`: the reader has gone, nothing more to say
-        import os
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 128 + signal.SIGPIPE
     except Interrupted as e:

@@ -36,7 +36,7 @@ def evaluate_snn(model, images, labels, T, batch_size=256, meter=None, progress=
     """Test loss and accuracy of ``model`` (eval mode) with direct encoding over T steps."""
     dtype = next(p for _, p, _ in model.named_parameters()).dtype
     return loop.evaluate(model, Batches(images, labels, batch_size, shuffle=False),
-                         lambda x, step: direct(x.astype(dtype, copy=False), T), cross_entropy, meter, progress)
+                         lambda x, first: direct(x.astype(dtype, copy=False), T), cross_entropy, meter, progress)
 
 
 def make_finetune_optimizer(model, lr=1e-4, weight_decay=0.0):
@@ -52,7 +52,7 @@ def finetune_epoch(model, opt, images, labels, T, batch_size=64, seed=0, epoch=0
     batches = Batches(images, labels, batch_size, shuffle=True, seed=seed)
     batches.set_epoch(epoch)
 
-    def loss_and_grads(x, y, step):
+    def loss_and_grads(x, y, first):
         out = model.forward(direct(x.astype(dtype, copy=False), T))
         loss, grad = cross_entropy(out, y)
         return loss, out, [(model, grad)]

@@ -6,6 +6,7 @@ masks of where the gradient passes, Flatten the input shape, Scale its input, Th
 """
 import numpy as np
 
+from .. import distributed
 from ..module import Module, NonFiniteError, check_flag, check_real, float_dtype
 from ..surrogate import Surrogate
 from .common import check_input, save_for_backward, saved_for_backward
@@ -14,7 +15,8 @@ from .common import check_input, save_for_backward, saved_for_backward
 class Dropout(Module):
     """Dropout with one mask per forward, shape ``[1, N, ...]``, shared by all T steps
     (SpikingJelly ``layer.Dropout``): y = x · mask, mask ∈ {0, 1/(1-p)}, P(keep) = 1 - p.
-    Identity in eval mode. The mask is drawn from ``self.rng`` (an ``np.random.Generator``)."""
+    Identity in eval mode. The mask is drawn from ``self.rng`` (an ``np.random.Generator``)
+    for the whole global batch when training data-parallel (``refsnn.distributed.draw``)."""
 
     def __init__(self, p=0.5, rng=None):
         super().__init__()
@@ -28,7 +30,8 @@ class Dropout(Module):
             mask = None
             y = x
         else:
-            keep = self.rng.random((1,) + x.shape[1:]) < 1.0 - self.p
+            # data-parallel: drawn for the global batch, this process's samples kept (refsnn.distributed)
+            keep = distributed.draw(self.rng, (1,) + x.shape[1:]) < 1.0 - self.p
             scale = 0.0 if self.p == 1.0 else 1.0 / (1.0 - self.p)
             mask = keep.astype(x.dtype) * x.dtype.type(scale)
             y = x * mask

@@ -13,11 +13,16 @@ dx = γ g /√(running_var + ε). The forward keeps x itself (not x̂; a referen
 modify it in place before the backward) and the backward recomputes x̂ with the same operations.
 Sums accumulate in float64 (column sums, below); the elementwise kernels run in parallel over
 groups. Plain NumPy references (``batchnorm_*_reference``) state the same maths; the tests compare.
+
+Data-parallel training (refsnn.distributed) splits the batch between processes; inside its
+steps every sum above (count, Σx, then Σ(x - μ)², and in the backward Σg and Σ g·x̂) is summed
+over the processes, so each gets the statistics and dx of one process over the global batch.
 """
 import numba
 import numpy as np
 from numba import prange
 
+from .. import distributed
 from ..module import Module, NonFiniteError, check_flag, check_int, check_real, float_dtype
 from .common import check_channels, check_input, launch, save_for_backward, saved_for_backward
 
@@ -124,17 +129,20 @@ def _group_sums(column_sums, C):
 
 
 def _bn_statistics(x, per_step, mean, var):
-    """mean, var [steps, C] of x [T, N, C, S]: μ = Σx/count, σ² = Σ(x - μ)²/count (two passes, float64)."""
+    """mean, var [steps, C] of x [T, N, C, S]: μ = Σx/count, σ² = Σ(x - μ)²/count (two passes,
+    float64; over every process in a data-parallel step). Returns count."""
     T, N, C, S = x.shape
     steps = T if per_step else 1
     x3 = x.reshape(steps, -1, C * S)
-    count = x3.shape[1] * S
+    world = distributed.step_world()
+    count = world.sum(np.array(x3.shape[1] * S)) if world.size > 1 else x3.shape[1] * S
     sums = np.empty((steps, C * S))
     launch(_column_sums, x.size, x3, sums)
-    mean[...] = _group_sums(sums, C) / count
+    mean[...] = world.sum(_group_sums(sums, C)) / count
     mean_columns = np.repeat(mean, S, axis=1)
     launch(_column_products, x.size, x3, mean_columns, x3, mean_columns, sums)
-    var[...] = _group_sums(sums, C) / count
+    var[...] = world.sum(_group_sums(sums, C)) / count
+    return int(count)
 
 
 @numba.njit(cache=True, parallel=True)
@@ -153,27 +161,32 @@ def _bn_normalize(x, per_step, mean, inv_std, gamma, beta, y):
 
 def _bn_backward(g, x, per_step, training, mean, inv_std, gamma, sum_g, sum_g_xhat, dx):
     """Fills Σg and Σ g·x̂ = Σ g·(x - μ) · 1/√(σ²+ε) per group (column sums), then dx (see the
-    module docstring)."""
+    module docstring). In a data-parallel step (``training``) dx takes these sums over every
+    process, while ``sum_g`` and ``sum_g_xhat`` (dβ, dγ) keep this process's: they are summed
+    over the processes with the other parameter gradients."""
     T, N, C, S = x.shape
     steps = T if per_step else 1
     g3, x3 = g.reshape(steps, -1, C * S), x.reshape(steps, -1, C * S)
+    world = distributed.step_world() if training else distributed.World()
+    count = world.sum(np.array(g3.shape[1] * S)) if world.size > 1 else g3.shape[1] * S
     sums = np.empty((steps, C * S))
     launch(_column_sums, x.size, g3, sums)
     sum_g[...] = _group_sums(sums, C)
     launch(_column_products, x.size, g3, np.zeros((steps, C * S)), x3, np.repeat(mean, S, axis=1), sums)
     sum_g_xhat[...] = _group_sums(sums, C) * inv_std
-    launch(_bn_input_gradient, x.size, g, x, per_step, training, mean, inv_std, gamma, sum_g, sum_g_xhat, dx)
+    launch(_bn_input_gradient, x.size, g, x, per_step, training, mean, inv_std, gamma, world.sum(sum_g),
+           world.sum(sum_g_xhat), count, dx)
 
 
 @numba.njit(cache=True, parallel=True)
-def _bn_input_gradient(g, x, per_step, training, mean, inv_std, gamma, sum_g, sum_g_xhat, dx):
-    """dx = γ/√(σ²+ε) · (g - Σg/count - x̂ · Σ(g x̂)/count) (training), γ g/√(running_var + ε) (eval)."""
+def _bn_input_gradient(g, x, per_step, training, mean, inv_std, gamma, sum_g, sum_g_xhat, count, dx):
+    """dx = γ/√(σ²+ε) · (g - Σg/count - x̂ · Σ(g x̂)/count) (training), γ g/√(running_var + ε) (eval);
+    count: the elements of a group (over every process)."""
     T, N, C, S = x.shape
     steps = T if per_step else 1
     for group in prange(steps * C):
         step, c, t0, t1 = _group_steps(group, C, T, per_step)
         mu, r = mean[step, c], inv_std[step, c]
-        count = (t1 - t0) * N * S
         scale = gamma[c] * r
         mean_g = sum_g[step, c] / count if training else 0.0
         mean_g_xhat = sum_g_xhat[step, c] / count if training else 0.0
@@ -233,13 +246,12 @@ class _BatchNorm(Module):
         T, N, C = x.shape[:3]
         x4 = x.reshape(T, N, C, -1)
         if self.training:
-            count = N * x4.shape[3] * (1 if self.per_step else T)
+            steps = T if self.per_step else 1
+            mean, var = np.empty((steps, C)), np.empty((steps, C))
+            count = _bn_statistics(x4, self.per_step, mean, var)  # over every process, data-parallel
             if count < 2:
                 raise ValueError(f"{type(self).__name__}: expected more than 1 value per channel when "
                                  f"training, got input of shape {x.shape}")
-            steps = T if self.per_step else 1
-            mean, var = np.empty((steps, C)), np.empty((steps, C))
-            _bn_statistics(x4, self.per_step, mean, var)
             if not np.all(np.isfinite(var)):
                 raise NonFiniteError(f"{type(self).__name__}: " + (
                     "input contains NaN/Inf" if not np.all(np.isfinite(x4)) else

@@ -41,18 +41,22 @@ def load_data(cfg):
     return get_dataset(cfg.dataset, cfg.data_dir, cfg.T, cfg.event_bins, cfg.event_downsample)
 
 
-def encode(cfg, x, epoch, step):
-    """[N, ...] images → [T, N, ...] inputs. Poisson draws come from ``default_rng([seed, epoch,
-    2, step])`` in training and ``default_rng([seed, 0, 3, step])`` in evaluation (``epoch=None``),
-    so a test pass gives the same spikes whenever it runs (Batches uses streams 0 and 1).
+def encode(cfg, x, epoch, first):
+    """[N, ...] images → [T, N, ...] inputs; ``first`` is the position of ``x[0]`` in the epoch's
+    order (in the test set with ``epoch=None``). Poisson draws are per sample: sample ``x[j]``
+    draws from ``default_rng([seed, epoch, 2, first + j])`` in training and ``default_rng([seed,
+    0, 3, first + j])`` in evaluation, so its spikes do not depend on how a batch is split between
+    processes (refsnn.distributed), and a test pass gives the same spikes whenever it runs
+    (Batches uses streams 0 and 1).
     Event data: its frames [N, T, ...] are the input, time-major [T, N, ...], as they are."""
     x = x.astype(cfg.dtype, copy=False)
     if dataset_key(cfg.dataset) in EVENT_DATASETS:
         return np.ascontiguousarray(x.swapaxes(0, 1))
     if cfg.encoding == "direct":
         return direct(x, cfg.T)
-    key = [cfg.seed, 0, EVAL_POISSON_STREAM, step] if epoch is None else [cfg.seed, epoch, POISSON_STREAM, step]
-    return poisson(x, cfg.T, np.random.default_rng(key))
+    key = [cfg.seed, 0, EVAL_POISSON_STREAM] if epoch is None else [cfg.seed, epoch, POISSON_STREAM]
+    return np.concatenate([poisson(x[j:j + 1], cfg.T, np.random.default_rng(key + [first + j]))
+                           for j in range(len(x))], axis=1)
 
 
 def training_loss(cfg):
@@ -108,12 +112,13 @@ def load_network(path, info=None):
 
 class Teacher:
     """A frozen trained network (eval mode) whose time-averaged logits teach a KD student. It sees
-    each batch through its own T and encoding (Poisson draws from its own seed, epoch and step)."""
+    each batch through its own T and encoding (Poisson draws from its own seed, the epoch and
+    the samples' positions)."""
 
     def __init__(self, path, info):
         self.cfg, self.model, self.sha256 = load_network(path, info)
         self.model.eval()
 
-    def logits(self, x, epoch, step):
-        out = self.model.forward(encode(self.cfg, x, epoch, step))
+    def logits(self, x, epoch, first):
+        out = self.model.forward(encode(self.cfg, x, epoch, first))
         return out.mean(axis=0, dtype=np.float64).astype(out.dtype)  # time mean [N, classes]; float64 sum over T

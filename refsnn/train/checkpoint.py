@@ -6,7 +6,8 @@ the ``out_dir`` inside a saved config is only a record). It holds:
 * ``checkpoint.json``: the commit point, written last. Fields: ``kind`` (``"train"``: a
   ``refsnn train`` run, plain/TNA/DML/KD, twins inside; ``"convert"``: a ``refsnn convert``
   fine-tuning), ``refsnn_version``, ``epoch``, ``config``, ``history`` (one row per finished
-  epoch), ``weights`` (the file name of the arrays), ``weights_sha256``, and the kind's own
+  epoch), ``weights`` (the file name of the arrays), ``weights_sha256``, ``world_size`` (how
+  many processes trained, refsnn.distributed: a record; any number may resume), the kind's own
   fields (train: ``generators``, ``twin_generators`` with a twin, ``teacher_sha256`` with KD;
   convert: ``generators``, ``scales``, ``results``);
 * the arrays, ``checkpoint-epochNNNN.npz`` (train) or ``snn-epochNNNN.npz`` (convert), no pickle.
@@ -15,6 +16,9 @@ the ``out_dir`` inside a saved config is only a record). It holds:
 * ``metrics.csv`` and ``metrics.jsonl``, rewritten from the history at every save and at start;
 * ``run.lock``, locked (``flock``) by the process writing the run. The kernel releases the lock
   when that process ends, however it ends, so a killed run never leaves a stale lock.
+
+Data-parallel, process 0 alone writes (``write_checkpoint``, ``claim_run_dir``); the others
+hold the same state and compute the same metadata.
 
 A ternary export (``refsnn export-ternary``) is one ``.npz``: the arrays and ``meta.json``
 (``kind = "ternary-export"``, ``format``, ``refsnn_version``, ``config``, ``epoch``, ``test_acc``).
@@ -41,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
+from .. import __version__, distributed
 
 META = "checkpoint.json"
 LOCK = "run.lock"
@@ -299,15 +303,19 @@ def write_checkpoint(run_dir, kind, epoch, arrays, config, history, final=False,
     """Write ``arrays`` to the weights file, then ``checkpoint.json`` (the commit point), both
     atomically, then the metrics; returns the metadata written. The weights file the previous
     checkpoint.json named is kept until the next save (removed now if ``final``: the run writes
-    no more); any other weights file of the run's patterns is removed."""
+    no more); any other weights file of the run's patterns is removed. Data-parallel, only
+    process 0 writes (every process returns the metadata)."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     data = npz_bytes(arrays)
     weights = f"{WEIGHTS_PREFIX[kind]}{epoch:04d}.npz"
+    meta = {"kind": kind, "refsnn_version": __version__, "epoch": epoch, "config": config, "history": history,
+            "weights": weights, "weights_sha256": hashlib.sha256(data).hexdigest(),
+            "world_size": distributed.world().size, **fields}
+    if distributed.world().rank != 0:
+        return meta
+    run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(run_dir / weights, data)
     keep = {weights} if final else {weights, _named_weights(run_dir)}
-    meta = {"kind": kind, "refsnn_version": __version__, "epoch": epoch, "config": config, "history": history,
-            "weights": weights, "weights_sha256": hashlib.sha256(data).hexdigest(), **fields}
     atomic_write_bytes(run_dir / META, json.dumps(meta, indent=1).encode())
     _remove_matching(run_dir, _WEIGHTS, keep)
     write_metrics(run_dir, history)
@@ -394,7 +402,10 @@ def claim_run_dir(run_dir, loaded=None, overwrite=False):
     (which removes it); a resumed run (``loaded``: the metadata it was restored from) checks the
     checkpoint is still that one. Then the leftovers of killed writers are removed (temporary
     files of atomic writes, weights files checkpoint.json does not name) and the metrics are
-    rewritten from the checkpoint's history."""
+    rewritten from the checkpoint's history. Data-parallel, process 0 alone claims and writes."""
+    if distributed.world().rank != 0:
+        yield
+        return
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     fd = _lock(run_dir)

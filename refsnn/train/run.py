@@ -9,9 +9,9 @@ generator states), ``twin_generators`` (TNA, DML) and ``teacher_sha256`` (KD); i
 the model (``model/<state-dict name>``), optimizer (``optim/...``) and schedule (``sched/...``)
 state, and for TNA and DML the twin's (``twin/...``, ``twin_optim/...``, ``twin_sched/...``)
 while training. The finished run keeps only the base network (and the twin's weights with
-``save_twin``). The order of batches, the augmentation and Poisson encoding are pure functions
-of (seed, epoch, step), and Dropout generators are saved, so a resumed run ends bit-identical
-to an uninterrupted one.
+``save_twin``). The order of batches and the augmentation are pure functions of (seed, epoch,
+step), Poisson encoding of (seed, epoch, sample position), and Dropout generators are saved, so
+a resumed run ends bit-identical to an uninterrupted one, with any number of processes.
 
 Methods (docs/methods.md §1-3), chosen by ``method``:
 
@@ -127,18 +127,19 @@ class Run:
         """TNA's λ in the current epoch: 0 during the first ``late_matching`` epochs."""
         return self.cfg.tna_lambda if self.epoch >= self.cfg.late_matching else 0.0
 
-    def loss_and_grads(self, x, y, step):
-        """Forward every trained network on one batch of images ``x``: ``(loss, base output,
-        [(network, dL/d its output), ...])``, what ``loop.train_epoch`` takes."""
+    def loss_and_grads(self, x, y, first):
+        """Forward every trained network on one batch of images ``x`` (``first``: the position
+        of ``x[0]`` in the epoch): ``(loss, base output, [(network, dL/d its output), ...])``,
+        what ``loop.train_epoch`` takes."""
         cfg = self.cfg
-        inputs = encode(cfg, x, self.epoch, step)
+        inputs = encode(cfg, x, self.epoch, first)
         out = self.model.forward(inputs)
         if cfg.method == "plain":
             loss, grad = training_loss(cfg)(out, y)
             return loss, out, [(self.model, grad)]
         if cfg.method == "kd":
             try:
-                z_teacher = self.teacher.logits(x, self.epoch, step)
+                z_teacher = self.teacher.logits(x, self.epoch, first)
             except NonFiniteError as e:  # the frozen teacher is broken: not this run's divergence
                 raise ValueError(f"the teacher {cfg.teacher} gives non-finite values: {e}") from None
             loss, grad = kd_loss(out, z_teacher, y, cfg.kd_alpha, cfg.kd_temperature)
@@ -188,7 +189,8 @@ class Run:
         batches of ``batch_size``, optionally counting activity."""
         batches = self._batches("test", self.test_x, self.test_y, shuffle=False)
         return loop.evaluate(self.model if model is None else model, batches,
-                             lambda x, step: encode(self.cfg, x, None, step), training_loss(self.cfg), meter, progress)
+                             lambda x, first: encode(self.cfg, x, None, first), training_loss(self.cfg), meter,
+                             progress)
 
     def fit(self, progress=True, log=print):
         cfg = self.cfg

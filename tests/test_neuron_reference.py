@@ -45,7 +45,7 @@ def tolerance(label, tensor, smooth):
 def variants(make):
     """The example itself, then each option the kernels take on top of it."""
     neuron = make()
-    has_membrane = hasattr(neuron, "v_reset") or "m" in neuron.state_names  # a membrane output and state
+    has_membrane = hasattr(neuron, "v_reset") or "m" in neuron.state_names or neuron.membrane != "v"  # a membrane output and state
     yield "plain", {}, {}
     yield "smooth", {"smooth": True}, {}
     if has_membrane:
@@ -66,7 +66,9 @@ def test_fast_kernels_equal_the_reference(label, make, variant, attrs, extra):
         setattr(neuron, name, value)
     rng = np.random.default_rng(zlib.crc32(label.encode()))
     T = neuron.max_steps or 6
-    shape = (T, 3, 2, 200)  # more than one block of neurons when BLOCK is small enough, else one
+    # more than one block of neurons when BLOCK is small enough, else one; RLeaky's all-to-all feedback
+    # acts on a last axis of its ``features``
+    shape = (T, 3, 2, getattr(neuron, "features", None) or 200)
     x = rng.standard_normal(shape) * 1.5 + 0.5 * neuron.v_threshold
     grad_out = rng.standard_normal(shape)
     grad_v = rng.standard_normal(shape) if extra.get("grad_v") else None

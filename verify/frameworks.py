@@ -42,8 +42,10 @@ import numpy as np
 
 from refsnn.neurons import CLIF, IF, LIF, PLIF, SingleStep
 from refsnn.neurons.leaky import LeakyFamily
+from refsnn.neurons.lsnn import LSNN
+from refsnn.neurons.rleaky import RLeaky
 
-FRAMEWORKS = ("spikingjelly", "snntorch")
+FRAMEWORKS = ("spikingjelly", "snntorch", "norse")
 
 
 class NoEquivalent(Exception):
@@ -112,6 +114,10 @@ def spikingjelly_mirror(neuron, dtype):
         raise NoEquivalent("SpikingJelly's nodes reset in the step that fires (V = H − S·V_th), snnTorch's "
                            f"{type(neuron).__name__} at the next one, after the leak (U = βU + X − R·thr)"
                            + ("; and none has a synaptic current" if neuron.synaptic else ""))
+    if isinstance(neuron, (RLeaky, LSNN)):
+        raise NoEquivalent(f"SpikingJelly has no {type(neuron).__name__} (" + (
+            "its recurrent nodes are not snnTorch's delayed-reset RLeaky)" if isinstance(neuron, RLeaky) else
+            "no node with norse's synaptic current and relaxing threshold b)"))
     sg = _spikingjelly_surrogate(neuron.surrogate)
     if neuron.strict:
         raise NoEquivalent("SpikingJelly fires on H >= V_th; strict=True fires on >")
@@ -177,6 +183,8 @@ def snntorch_mirror(neuron, dtype):
     _common_checks(neuron)
     if isinstance(neuron, LeakyFamily):
         return leaky_mirror(neuron, dtype)
+    if isinstance(neuron, RLeaky):
+        return rleaky_mirror(neuron, dtype)
     if isinstance(neuron, CLIF):
         raise NoEquivalent("snnTorch has no complementary (CLIF) neuron")
     if not isinstance(neuron, (LIF, PLIF, IF)):
@@ -286,7 +294,106 @@ def leaky_mirror(neuron, dtype):
     return Mirror("snntorch", node, run, "v", params, grad_maps, note=f"membrane = mem, {when}")
 
 
-MIRRORS = {"spikingjelly": spikingjelly_mirror, "snntorch": snntorch_mirror}
+def _spike_in_input_dtype(function):
+    """snnTorch surrogate ``function`` (an autograd Function) returning its spike in the input's dtype
+    (exact: 0 or 1); its backward, snnTorch's, unchanged."""
+    class Spike(function):
+        @staticmethod
+        def forward(ctx, input_, *args):
+            return function.forward(ctx, input_, *args).to(input_.dtype)
+    return Spike
+
+
+SNNTORCH_FUNCTIONS = {"atan": "ATan", "fast_sigmoid": "FastSigmoid", "sigmoid": "Sigmoid"}
+
+
+def rleaky_mirror(neuron, dtype):
+    """snnTorch ``RLeaky`` with refsnn ``neuron``'s options, weights and parameters; its ``mem`` is refsnn's
+    ``mem_seq``. In float64 its ``spike_grad`` is snnTorch's own surrogate Function with the spike in the
+    input's dtype: snnTorch's surrogates return float32 spikes in any dtype, so autograd rounds dL/dS,
+    which the recurrence carries back to every earlier step, to float32 (a finding: snnTorch's float64
+    RLeaky gradients are float32-accurate), and its float64 recurrent Linear refuses float32 spikes."""
+    import snntorch
+    import torch
+    from snntorch import surrogate
+    s = neuron.surrogate
+    if s.name not in SNNTORCH_FUNCTIONS:
+        raise NoEquivalent(f"snnTorch has no {s.name} surrogate")
+    tdt = torch_dtype(dtype)
+    function = getattr(surrogate, SNNTORCH_FUNCTIONS[s.name])
+    function = _spike_in_input_dtype(function) if tdt == torch.float64 else function
+
+    def tensor(value):
+        return torch.tensor(np.asarray(value, np.float64), dtype=tdt)
+
+    node = snntorch.RLeaky(
+        beta=tensor(neuron.params["beta"] if neuron.learn_beta else neuron._beta), threshold=tensor(neuron.v_threshold),
+        spike_grad=lambda u: function.apply(u, s.alpha), learn_beta=neuron.learn_beta,
+        learn_threshold=neuron.learn_threshold, learn_recurrent=neuron.learn_recurrent,
+        reset_mechanism=neuron.reset_mechanism, reset_delay=neuron.reset_delay, all_to_all=neuron.all_to_all,
+        linear_features=neuron.linear_features, V=None if neuron.all_to_all else tensor(neuron._array("V")))
+    params = {}
+    if neuron.all_to_all:
+        node.recurrent.to(tdt)
+        with torch.no_grad():
+            for name in ("weight", "bias"):
+                getattr(node.recurrent, name).copy_(tensor(neuron._array("recurrent." + name)))
+        if neuron.learn_recurrent:
+            params.update({"recurrent.weight": node.recurrent.weight, "recurrent.bias": node.recurrent.bias})
+    elif neuron.learn_recurrent:
+        params["V"] = node.V
+    params.update({name: getattr(node, name) for name in ("beta", "threshold") if name in neuron.params})
+
+    def run(x):
+        node.reset_mem()  # a fresh sequence from mem = spk = 0
+        spikes, membranes = [], []
+        for xt in x:
+            spk, mem = node(xt)
+            spikes.append(spk)
+            membranes.append(mem)
+        return torch.stack(spikes), torch.stack(membranes)
+    return Mirror("snntorch", node, run, "v", params,
+                  note="membrane = mem, " + ("pre-reset U (reset_delay)" if neuron.reset_delay else "post-reset U"))
+
+
+# ------------------------------------------------------------------------------------------
+# norse 1.1
+# ------------------------------------------------------------------------------------------
+def norse_mirror(neuron, dtype):
+    """norse ``LSNN`` (feed-forward, ``record_states=True``) with refsnn LSNN ``neuron``'s parameters as
+    tensors of the run's dtype (``LSNNParameters``' defaults are float32 tensors); compares ``v`` after
+    reset."""
+    import torch
+    from norse.torch import LSNN as NorseLSNN
+    from norse.torch import LSNNParameters
+    _common_checks(neuron)
+    if not isinstance(neuron, LSNN):
+        raise NoEquivalent(f"no norse mirror for {type(neuron).__name__} (norse's LIF neurons integrate a "
+                           "synaptic current at dt; refsnn's LSNN is the norse neuron mirrored)")
+    s = neuron.surrogate
+    if not (s.name == "fast_sigmoid" and s.alpha == 1.0):
+        raise NoEquivalent("norse's method='super' is 1/(|u|+1)² (norse 1.1's SuperSpike ignores its alpha), "
+                           "refsnn's fast_sigmoid at α = 1; no other norse surrogate is a refsnn one")
+    if not neuron.strict:
+        raise NoEquivalent("norse fires on v̂ − b̂ > 0; use strict=True")
+    tdt = torch_dtype(dtype)
+
+    def tensor(value):
+        return torch.tensor(float(value), dtype=tdt)
+
+    p = LSNNParameters(tau_syn_inv=tensor(neuron.tau_syn_inv), tau_mem_inv=tensor(neuron.tau_mem_inv),
+                       tau_adapt_inv=tensor(neuron.tau_adapt_inv), v_leak=tensor(neuron.v_leak),
+                       v_th=tensor(neuron.v_threshold), v_reset=tensor(neuron.v_reset), beta=tensor(neuron.beta),
+                       method="super", alpha=100.0)
+    node = NorseLSNN(p, dt=neuron.dt, record_states=True)
+
+    def run(x):
+        spikes, states = node(x)
+        return spikes, states.v
+    return Mirror("norse", node, run, "v", note="membrane = v after reset")
+
+
+MIRRORS = {"spikingjelly": spikingjelly_mirror, "snntorch": snntorch_mirror, "norse": norse_mirror}
 
 
 def mirror(neuron, framework, dtype):

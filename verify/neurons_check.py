@@ -36,6 +36,7 @@ import numpy as np
 
 from refsnn.neurons import NEURONS, PLIF
 from refsnn.neurons.leaky import LeakyFamily
+from refsnn.neurons.rleaky import RLeaky
 from refsnn.neurons.lif import IF_CHARGE, LIFFamily
 
 from .compare import TOLERANCE, Row, compare, tie_mask
@@ -62,7 +63,12 @@ def describe(neuron):
         arrays = any(np.ndim(v) for v in (*neuron.params.values(), *neuron.buffers.values()))
         parts += [{"subtract": "sub"}.get(neuron.reset_mechanism, neuron.reset_mechanism)]
         parts += ([] if neuron.reset_delay else ["now"]) + ([f"L{learned}"] if learned else []) + (["[]"] if arrays else [])
-    parts += [">"] if neuron.strict and not isinstance(neuron, LeakyFamily) else []
+    if isinstance(neuron, RLeaky):  # snnTorch's, always strict: a2a = all_to_all, 1to1 = one-to-one V
+        learned = "".join(k[0] for k in ("beta", "threshold") if k in neuron.params)
+        parts += ["a2a" if neuron.all_to_all else "1to1", {"subtract": "sub"}.get(neuron.reset_mechanism,
+                                                                                  neuron.reset_mechanism)]
+        parts += ([] if neuron.reset_delay else ["now"]) + ([f"L{learned}"] if learned else [])
+    parts += [">"] if neuron.strict and not isinstance(neuron, (LeakyFamily, RLeaky)) else []
     s = neuron.surrogate
     parts.append(f"{SHORT_SURROGATE[s.name]}{s.alpha:g}" + (f",{s.beta:g}" if s.name == "s2nn" else ""))
     return "/".join(parts)
@@ -162,7 +168,8 @@ def pair_rows(neuron, pair):
                           note=pair.note if tensor == "membrane" else "")
         else:  # a parameter gradient: the excluded neurons were removed through the projections
             suffix = tensor[tensor.index("["):] if "[" in tensor else ""
-            scale = reduction_scale(neuron, pair.x, pair.v_seq, pair.mine["grad_x" + suffix])
+            scale = reduction_scale(neuron, pair.x, pair.v_seq, pair.mine["grad_x" + suffix],
+                                    tensor[len("grad_"):len(tensor) - len(suffix)], pair.mine["spikes"])
             row = compare_reduction(pair.label, pair.framework, shown, value, theirs, scale, n_excluded)
         if not np.all(np.isfinite(theirs)) and np.all(np.isfinite(value)):
             row = dataclasses.replace(row, note=(row.note + "; " if row.note else "")
@@ -217,9 +224,30 @@ def reduction_terms(neuron, x, v_seq, grad_x):
     return terms * k * (1.0 - k)
 
 
-def reduction_scale(neuron, x, v_seq, grad_x):
-    """Σ|terms| of a parameter gradient (PLIF's w; 1 for neurons without parameters)."""
+def reduction_scale(neuron, x, v_seq, grad_x, name=None, spikes=None):
+    """Σ|terms| of a parameter gradient (PLIF's w, RLeaky's parameter ``name``; 1 for neurons without
+    parameters)."""
+    if isinstance(neuron, RLeaky):
+        return rleaky_reduction_scale(name, v_seq, grad_x, spikes)
     return float(np.abs(reduction_terms(neuron, x, v_seq, grad_x)).sum()) if isinstance(neuron, PLIF) else 1.0
+
+
+def rleaky_reduction_scale(name, mem_seq, grad_x, spikes):
+    """Σ|terms| of RLeaky's dL/d``name`` in float64 (refsnn/neurons/rleaky.py), with dL/dx = gB and
+    U[−1] = S[−1] = 0: β: gB·U[t−1]; recurrent.weight: gB_i·S_j[t−1] (the largest entry's); recurrent.bias:
+    gB; V: gB·S[t−1]; threshold: gB (its terms gS·g', gH·r and g·(S − r) are of gB's size)."""
+    f = grad_x.shape[-1]
+    gb, mem, s = (np.abs(np.asarray(a, np.float64)).reshape(len(grad_x), -1, f) for a in (grad_x, mem_seq, spikes))
+    previous = lambda a: np.concatenate([np.zeros_like(a[:1]), a[:-1]])  # noqa: E731  [t−1], 0 at t = 0
+    if name == "beta":
+        return float((gb * previous(mem)).sum())
+    if name == "recurrent.weight":
+        return float(np.einsum("tri,trj->ij", gb, previous(s)).max())
+    if name == "recurrent.bias":
+        return float(gb.sum(axis=(0, 1)).max())
+    if name == "V":
+        return float((gb * previous(s)).sum(axis=(0, 1)).max())
+    return float(gb.sum())
 
 
 def compare_reduction(component, framework, tensor, mine, theirs, scale, ties=0):

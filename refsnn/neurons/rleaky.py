@@ -304,6 +304,12 @@ class RLeaky(BaseNeuron):
         """β̂ = clamp(β, 0, 1), the decay the forward uses."""
         return min(max(float(self.params["beta"]) if self.learn_beta else self._beta, 0.0), 1.0)
 
+    @property
+    def features(self):
+        """F, the size of the last axis this layer needs (linear_features, or the length of a 1-D V);
+        None when any size fits (a scalar V)."""
+        return self.linear_features if self.all_to_all else (self._array("V").size if self._array("V").ndim else None)
+
     def _array(self, name):
         return self.params[name] if name in self.params else self.buffers[name]
 

@@ -1,0 +1,326 @@
+"""NIR exchange (refsnn/nir.py, docs/nir.md): graphs written with the ``nir`` package alone run by
+refsnn give the spikes of an independent NumPy simulation of NIR's equations written here; a
+trained refsnn network survives to_nir → nir.write → nir.read → from_nir bit for bit; the CLI
+writes files nir.read accepts; a from_nir network's gradients are torch autograd's on the same
+equations; what NIR or refsnn cannot state is refused in one clear error."""
+import h5py
+import numpy as np
+import pytest
+
+import refsnn
+from refsnn.cli import main
+from refsnn.layers import BatchNorm2d, Conv2d, Flatten, Linear, MaxPool2d, AvgPool2d
+from refsnn.losses import cross_entropy
+from refsnn.neurons import CLIF, IF, LIF, PLIF, generic_kernels
+from refsnn.optim import Adam
+
+nir = pytest.importorskip("nir")
+
+DT = 1e-4
+
+
+@pytest.fixture(autouse=True, scope="module")
+def generic():
+    """The generic kernel builds: one compilation serves every neuron configuration here."""
+    with generic_kernels():
+        yield
+
+
+def dyadic(rng, shape, scale=8):
+    """Numbers k/scale (small integers k): sums of them and of 0/1 spikes are exact in float64 in any
+    order, so the NumPy simulation below and refsnn's BLAS products agree to the bit before the
+    neurons, and the neurons' own arithmetic is then compared bit for bit."""
+    return rng.integers(-6, 7, size=shape) / scale
+
+
+# ------------------------------------------------------------------------------------------
+# An independent simulation of NIR's equations, forward Euler at DT (NIR 1.0.8's docstrings)
+# ------------------------------------------------------------------------------------------
+def simulate(nodes, x):
+    """x [T, N, ...] through the chain of NIR nodes, plain NumPy loops over time."""
+    T = x.shape[0]
+    state = [None] * len(nodes)
+    out = []
+    for t in range(T):
+        h = x[t]
+        for k, node in enumerate(nodes):
+            if isinstance(node, nir.Affine):
+                h = h @ node.weight.T + node.bias
+            elif isinstance(node, nir.Conv2d):
+                w = node.weight
+                p = node.padding[0]
+                hp = np.pad(h, ((0, 0), (0, 0), (p, p), (p, p)))
+                kh, kw = w.shape[2:]
+                H, W = hp.shape[2] - kh + 1, hp.shape[3] - kw + 1
+                y = np.zeros((h.shape[0], w.shape[0], H, W)) + node.bias[:, None, None]
+                for i in range(kh):
+                    for j in range(kw):
+                        y += np.einsum("nchw,oc->nohw", hp[:, :, i:i + H, j:j + W], w[:, :, i, j])
+                h = y
+            elif isinstance(node, nir.SumPool2d):
+                k = int(node.kernel_size[0])
+                N, C, H, W = h.shape
+                h = h.reshape(N, C, H // k, k, W // k, k).sum(axis=(3, 5))
+            elif isinstance(node, nir.Flatten):
+                h = h.reshape(h.shape[0], -1)
+            elif isinstance(node, nir.LIF):
+                v = node.v_leak + 0 * h if state[k] is None else state[k]   # starts at rest
+                v = v + DT / node.tau * ((node.v_leak - v) + node.r * h)
+                z = (v > node.v_threshold).astype(float)
+                state[k] = np.where(z > 0, node.v_reset, v)
+                h = z
+            elif isinstance(node, nir.IF):
+                v = node.v_reset + 0 * h if state[k] is None else state[k]
+                v = v + DT * node.r * h
+                z = (v > node.v_threshold).astype(float)
+                state[k] = np.where(z > 0, node.v_reset, v)
+                h = z
+            else:
+                raise AssertionError(type(node))
+        out.append(h)
+    return np.stack(out)
+
+
+def run_graph(tmp_path, nodes, x):
+    """Write the chain with nir.write, read it back with from_nir(path), run it in float64."""
+    path = tmp_path / "graph.nir"
+    nir.write(path, nir.NIRGraph.from_list(*nodes))
+    model = refsnn.from_nir(str(path), dtype=np.float64)
+    return model, model.forward(x)
+
+
+def test_affine_lif_graph_gives_the_spikes_of_nir_equations(tmp_path):
+    rng = np.random.default_rng(1)
+    n_in, n_hid, n_out = 6, 12, 5
+
+    def lif(n):
+        return nir.LIF(tau=rng.uniform(1.5, 6.0, n) * DT, r=rng.uniform(0.5, 2.0, n), v_leak=rng.uniform(-0.2, 0.2, n),
+                       v_threshold=rng.uniform(0.3, 1.2, n), v_reset=rng.uniform(-0.3, 0.1, n))
+    nodes = [nir.Affine(weight=dyadic(rng, (n_hid, n_in), 4), bias=dyadic(rng, n_hid) + 0.5), lif(n_hid),
+             nir.Affine(weight=dyadic(rng, (n_out, n_hid), 4), bias=dyadic(rng, n_out) + 0.5), lif(n_out)]
+    x = (rng.random((20, 4, n_in)) < 0.4).astype(np.float64)
+    model, spikes = run_graph(tmp_path, nodes, x)
+    want = simulate(nodes, x)
+    np.testing.assert_array_equal(spikes, want)
+    hidden = simulate(nodes[:2], x)
+    for s in (hidden, want):   # the test means something: both layers fire and rest
+        assert 0.05 < s.mean() < 0.6, s.mean()
+    assert [type(m).__name__ for m in model] == ["Linear", "EulerNeuron", "Linear", "EulerNeuron"]
+
+
+def test_conv_if_sumpool_graph_gives_the_spikes_of_nir_equations(tmp_path):
+    rng = np.random.default_rng(2)
+    shape, c_out = (2, 6, 6), 3
+    feat = (c_out, 6, 6)
+    nodes = [nir.Conv2d(input_shape=shape[1:], weight=dyadic(rng, (c_out, 2, 3, 3)), stride=1, padding=1, dilation=1,
+                        groups=1, bias=dyadic(rng, c_out)),
+             nir.IF(r=rng.uniform(0.5, 2.0, feat) / DT, v_threshold=rng.uniform(0.3, 1.0, feat),
+                    v_reset=rng.uniform(-0.2, 0.0, feat)),
+             nir.SumPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]), padding=np.array([0, 0])),
+             nir.Flatten(input_type={"input": np.array([c_out, 3, 3])}, start_dim=0, end_dim=-1),
+             nir.Affine(weight=dyadic(rng, (4, 27)), bias=dyadic(rng, 4)),
+             nir.IF(r=np.full(4, 1 / DT), v_threshold=rng.uniform(0.5, 1.0, 4), v_reset=np.zeros(4))]
+    x = (rng.random((12, 3, *shape)) < 0.4).astype(np.float64)
+    model, spikes = run_graph(tmp_path, nodes, x)
+    want = simulate(nodes, x)
+    np.testing.assert_array_equal(spikes, want)
+    assert 0.05 < want.mean() < 0.7, want.mean()
+    assert [type(m).__name__ for m in model] == ["Conv2d", "EulerNeuron", "SumPool2d", "Flatten", "Linear",
+                                                 "EulerNeuron"]
+
+
+# ------------------------------------------------------------------------------------------
+# Round trips
+# ------------------------------------------------------------------------------------------
+def trained_mlp(rng):
+    """An MLP with LIF (no input decay, strict), PLIF (learned w) and IF (>=) layers, trained a few steps."""
+    model = refsnn.Sequential(Flatten(), Linear(16, 12, rng=rng), LIF(tau=1.7, v_reset=0.1, decay_input=False, strict=True),
+                              Linear(12, 10, rng=rng), PLIF(init_tau=2.5, surrogate="atan"),
+                              Linear(10, 8, rng=rng), IF(v_threshold=0.8), Linear(8, 3, rng=rng))
+    opt = Adam(model.named_parameters(), lr=0.05)
+    for _ in range(3):
+        x = (rng.random((4, 8, 1, 4, 4)) < 0.5).astype(np.float32)
+        model.zero_grad()
+        _, grad = cross_entropy(model.forward(x), rng.integers(0, 3, 8))
+        model.backward(grad)
+        opt.step()
+    return model
+
+
+def test_round_trip_of_a_trained_network_is_bit_identical(tmp_path):
+    rng = np.random.default_rng(3)
+    model = trained_mlp(rng)
+    assert model[4].params["w"] != np.float32(-np.log(1.5))   # PLIF's w has been trained
+    path = tmp_path / "mlp.nir"
+    nir.write(path, refsnn.to_nir(model, dt=DT, input_shape=(1, 4, 4)))
+    back = refsnn.from_nir(str(path))
+    assert [type(m).__name__ for m in back] == [type(m).__name__ for m in model]
+    x = (rng.random((6, 5, 1, 4, 4)) < 0.5).astype(np.float32)
+    g = rng.standard_normal((6, 5, 3)).astype(np.float32)
+    outs = []
+    for net in (model, back):
+        net.zero_grad()
+        outs.append((net.forward(x).copy(), net.backward(g).copy(), {k: d.copy() for k, _, d in net.named_parameters()}))
+    np.testing.assert_array_equal(outs[0][0], outs[1][0])
+    np.testing.assert_array_equal(outs[0][1], outs[1][1])          # and it trains the same: identical gradients
+    assert outs[0][2].keys() == outs[1][2].keys()
+    for k in outs[0][2]:
+        np.testing.assert_array_equal(outs[0][2][k], outs[1][2][k], err_msg=k)
+
+
+def test_batchnorm_is_folded_and_nir_equations_reproduce_refsnn_lif(tmp_path):
+    """A conv net with BatchNorm (eval, trained running statistics) and average pooling: the folded
+    graph, run by NIR's equations (the refsnn neuron description removed from the metadata), gives
+    the spikes of the original in float64; the outputs agree to rounding (the fold reorders the
+    products: W·(γ/σ) instead of (W∗x − μ)·γ/σ)."""
+    rng = np.random.default_rng(4)
+    norm = BatchNorm2d(4, dtype=np.float64)
+    norm.buffers["running_mean"][...] = rng.standard_normal(4) * 0.3
+    norm.buffers["running_var"][...] = rng.uniform(0.5, 2.0, 4)
+    norm.params["weight"][...] = rng.uniform(0.5, 1.5, 4)
+    norm.params["bias"][...] = rng.standard_normal(4) * 0.2
+    model = refsnn.Sequential(Conv2d(1, 4, 3, padding=1, bias=False, rng=rng, dtype=np.float64), norm,
+                              LIF(tau=2.0), AvgPool2d(2), Flatten(), Linear(64, 3, rng=rng, dtype=np.float64)).eval()
+    graph = refsnn.to_nir(model, dt=DT, input_shape=(1, 8, 8))
+    assert [type(n).__name__ for n in graph.nodes.values()] == ["Input", "Conv2d", "LIF", "AvgPool2d", "Flatten",
+                                                                "Affine", "Output"]
+    for node in graph.nodes.values():
+        node.metadata.pop("refsnn", None)   # NIR's fields alone
+    back = refsnn.from_nir(graph, dtype=np.float64)
+    assert type(back[1]).__name__ == "EulerNeuron"
+    x = rng.random((8, 4, 1, 8, 8)) * 2
+    want, got = model.forward(x), back.forward(x)
+    np.testing.assert_array_equal(model[2].forward(model[1].forward(model[0].forward(x))),
+                                  back[1].forward(back[0].forward(x)))   # the spikes
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)  # the fold's and tau·dt's rounding, float64
+
+
+def test_export_nir_cli_writes_a_file_nir_reads(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert main(["train", "--network", "mlp", "--neuron", "lif", "--T", "2", "--epochs", "1", "--no-progress",
+                 "--out-dir", str(run_dir)]) == 0
+    out = tmp_path / "net.nir"
+    assert main(["export-nir", str(run_dir), str(out)]) == 0
+    graph = nir.read(str(out))
+    assert graph.metadata["source"] == "refsnn" and graph.metadata["firing"] == ">="
+    assert [type(n).__name__ for n in graph.nodes.values()].count("LIF") == 1
+    capsys.readouterr()
+    assert main(["eval", str(out), "--dataset", "digits", "--T", "2"]) == 0
+    nir_line = capsys.readouterr().out
+    assert main(["eval", str(run_dir)]) == 0
+    run_line = capsys.readouterr().out
+    accuracy = run_line.split("test accuracy ")[1].split("%")[0]
+    assert f"test accuracy {accuracy}%" in nir_line, (nir_line, run_line)
+    assert main(["eval", str(out)]) == 2
+    assert "--dataset" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------
+# Exact BPTT: torch autograd on the same equations
+# ------------------------------------------------------------------------------------------
+def test_from_nir_gradients_equal_torch_autograd_of_nir_equations():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(5)
+    n = (5, 7, 6, 3)
+    cuba = dict(tau_syn=rng.uniform(1.5, 4, n[1]) * DT, tau_mem=rng.uniform(2, 6, n[1]) * DT, r=rng.uniform(2, 4, n[1]),
+                v_leak=rng.uniform(-0.1, 0.1, n[1]), v_threshold=rng.uniform(0.05, 0.2, n[1]),
+                v_reset=rng.uniform(-0.2, 0, n[1]), w_in=rng.uniform(0.5, 2, n[1]))
+    lif = dict(tau=rng.uniform(1.5, 5, n[2]) * DT, r=rng.uniform(0.5, 2, n[2]), v_leak=np.zeros(n[2]),
+               v_threshold=rng.uniform(0.1, 0.4, n[2]), v_reset=np.zeros(n[2]))
+    li = dict(tau=rng.uniform(2, 5, n[3]) * DT, r=np.ones(n[3]), v_leak=np.zeros(n[3]))
+    weights = [(rng.standard_normal((n[i + 1], n[i])), rng.standard_normal(n[i + 1]) * 0.1) for i in range(3)]
+    nodes = [nir.Affine(weight=weights[0][0], bias=weights[0][1]), nir.CubaLIF(**cuba),
+             nir.Affine(weight=weights[1][0], bias=weights[1][1]), nir.LIF(**lif),
+             nir.Affine(weight=weights[2][0], bias=weights[2][1]), nir.LI(**li)]
+    model = refsnn.from_nir(nir.NIRGraph.from_list(*nodes), dtype=np.float64)
+    x = rng.random((10, 4, n[0])) * 1.5
+    g = rng.standard_normal((10, 4, n[3]))
+    out = model.forward(x)
+    grad_x = model.backward(g)
+
+    alpha = 4.0   # refsnn's sigmoid surrogate: Θ forward, α·σ(αu)(1 − σ(αu)) backward
+
+    class Spike(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, u):
+            ctx.save_for_backward(u)
+            return (u > 0).double()
+
+        @staticmethod
+        def backward(ctx, grad):
+            (u,) = ctx.saved_tensors
+            s = torch.sigmoid(alpha * u)
+            return grad * alpha * s * (1 - s)
+
+    P = [{k: torch.tensor(v) for k, v in p.items()} for p in (cuba, lif, li)]
+    W = [(torch.tensor(w, requires_grad=True), torch.tensor(b, requires_grad=True)) for w, b in weights]
+    xt = torch.tensor(x, requires_grad=True)
+    i1 = torch.zeros(4, n[1], dtype=torch.float64)
+    v1, v2, v3 = P[0]["v_leak"].expand(4, -1), P[1]["v_leak"].expand(4, -1), P[2]["v_leak"].expand(4, -1)
+    outs = []
+    for t in range(x.shape[0]):
+        h = xt[t] @ W[0][0].T + W[0][1]
+        c = P[0]
+        i1 = i1 + DT / c["tau_syn"] * (-i1 + c["w_in"] * h)
+        v1 = v1 + DT / c["tau_mem"] * ((c["v_leak"] - v1) + c["r"] * i1)
+        z1 = Spike.apply(v1 - c["v_threshold"])
+        v1 = z1 * c["v_reset"] + (1 - z1) * v1
+        c = P[1]
+        v2 = v2 + DT / c["tau"] * ((c["v_leak"] - v2) + c["r"] * (z1 @ W[1][0].T + W[1][1]))
+        z2 = Spike.apply(v2 - c["v_threshold"])
+        v2 = z2 * c["v_reset"] + (1 - z2) * v2
+        c = P[2]
+        v3 = v3 + DT / c["tau"] * ((c["v_leak"] - v3) + c["r"] * (z2 @ W[2][0].T + W[2][1]))
+        outs.append(v3)
+    want = torch.stack(outs)
+    (want * torch.tensor(g)).sum().backward()
+    np.testing.assert_allclose(out, want.detach().numpy(), rtol=0, atol=1e-12)   # float64, other op order
+    for layer, p in ((model[1], cuba), (model[3], lif)):   # both spiking layers fire and rest
+        assert 0.05 < (layer.h_seq > p["v_threshold"]).mean() < 0.9
+    # float64 sums in other orders (BLAS, torch): relative 1e-10
+    np.testing.assert_allclose(grad_x, xt.grad.numpy(), rtol=1e-10, atol=1e-12)
+    for (name, _, grad), param in zip(model.named_parameters(), [p for pair in W for p in pair]):
+        np.testing.assert_allclose(grad, param.grad.numpy(), rtol=1e-10, atol=1e-12, err_msg=name)
+
+
+# ------------------------------------------------------------------------------------------
+# Refusals: one clear error naming the layer or node and the reason
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("layer, message", [
+    (LIF(v_reset=None), "soft reset"),
+    (CLIF(), "complementary potential"),
+    (MaxPool2d(2), "max-pooling"),
+])
+def test_to_nir_refuses_what_nir_cannot_state(layer, message):
+    model = refsnn.Sequential(Conv2d(1, 2, 3, padding=1), layer, Flatten(), Linear(32, 2))
+    with pytest.raises(ValueError, match=rf"'1' .*{message}"):
+        refsnn.to_nir(model, input_shape=(1, 4, 4))
+
+
+def test_from_nir_refuses_recurrent_unknown_and_corrupt_graphs(tmp_path):
+    lif = dict(tau=np.full(3, 3 * DT), r=np.ones(3), v_leak=np.zeros(3), v_threshold=np.ones(3), v_reset=np.zeros(3))
+    recurrent = nir.NIRGraph(
+        nodes={"input": nir.Input(input_type={"input": np.array([3])}), "lif": nir.LIF(**lif),
+               "w_rec": nir.Linear(weight=np.eye(3)), "output": nir.Output(output_type={"output": np.array([3])})},
+        edges=[("input", "lif"), ("lif", "w_rec"), ("w_rec", "lif"), ("lif", "output")], type_check=False)
+    with pytest.raises(ValueError, match=r"recurrent edge \('w_rec' -> 'lif'\)"):
+        refsnn.from_nir(recurrent)
+    delay = nir.NIRGraph.from_list(nir.Delay(delay=np.ones(3)), nir.LIF(**lif))
+    with pytest.raises(ValueError, match=r"node 'delay': type Delay is not supported"):
+        refsnn.from_nir(delay)
+    bad_shape = nir.NIRGraph.from_list(nir.Affine(weight=np.ones((3, 2)), bias=np.zeros(3)),
+                                       nir.LIF(**{k: v[:2] for k, v in lif.items()}), type_check=False)
+    with pytest.raises(ValueError, match=r"node 'lif'.*input shape \(2,\).*gives \(3,\)"):
+        refsnn.from_nir(bad_shape)
+    nan = nir.NIRGraph.from_list(nir.LIF(**{**lif, "tau": np.array([3 * DT, np.nan, DT])}))
+    with pytest.raises(ValueError, match=r"node 'lif' \(LIF\): tau contains NaN"):
+        refsnn.from_nir(nan)
+    garbage = tmp_path / "garbage.nir"
+    garbage.write_bytes(b"\x89HDF not really" * 10)
+    with pytest.raises(ValueError, match=r"garbage.nir: not a NIR graph"):
+        refsnn.from_nir(str(garbage))
+    foreign = tmp_path / "foreign.h5"
+    with h5py.File(foreign, "w") as f:
+        f["data"] = np.arange(3)
+    with pytest.raises(ValueError, match=r"foreign.h5: not a NIR graph"):
+        refsnn.from_nir(str(foreign))

@@ -215,3 +215,76 @@ def test_event_network_gradients(case):
     report = gradcheck(net, x, loss=loss)
     assert report.passed, f"{case}: {report}"
     assert len(report.errors) > 2  # the input and the parameters were checked
+
+
+# ---------------------------------------------------------------------------------------------
+# Training with them: refsnn train --encoding latency|delta, --loss ce_count|mse_count|ce_max_membrane, --rate-reg
+# ---------------------------------------------------------------------------------------------
+def test_training_encodings_are_snntorchs():
+    torch = pytest.importorskip("torch")
+    spikegen = pytest.importorskip("snntorch.spikegen")
+    from refsnn.train import TrainConfig, encode
+    x = np.random.default_rng(8).random((3, 1, 8, 8)).astype(np.float32)
+    x[x < 0.3] = 0
+    latency = encode(TrainConfig(encoding="latency", T=6), x, 0, 0)
+    theirs = spikegen.latency(torch.from_numpy(x), num_steps=6, normalize=True, linear=True).numpy()
+    np.testing.assert_array_equal(latency, theirs)
+    delta = encode(TrainConfig(encoding="delta", T=5), x, 0, 0)
+    theirs = spikegen.delta(torch.from_numpy(np.broadcast_to(x, (5,) + x.shape).copy())).numpy()
+    np.testing.assert_array_equal(delta, theirs)
+    assert delta[1:].sum() == 0 and delta[0].sum() == np.sum(x >= 0.1)
+
+
+@pytest.mark.parametrize("loss, options, output", [
+    ("ce_count", dict(rate_reg=1e-3), "spikes"),
+    ("mse_count", dict(correct_rate=0.8, incorrect_rate=0.2, rate_reg=0.05), "spikes"),
+    ("ce_max_membrane", {}, "membrane"),
+])
+def test_training_losses_and_output_layers(loss, options, output):
+    torch = pytest.importorskip("torch")
+    SF = pytest.importorskip("snntorch.functional")
+    from refsnn.models import MembraneOutput
+    from refsnn.neurons import LIF
+    from refsnn.train.build import TrainConfig, build_model, training_loss
+    cfg = TrainConfig(network="mlp", neuron="lif", loss=loss, **options)
+    model = build_model(cfg, {"input_shape": (1, 8, 8), "num_classes": 10})
+    assert isinstance(model[-1], MembraneOutput if output == "membrane" else LIF)
+    out = np.random.default_rng(9).random((4, 5, 10))
+    y = np.arange(5)
+    value, grad = training_loss(cfg)(out, y)
+    out_t = torch.tensor(out, requires_grad=True)
+    their_loss = {"ce_count": SF.ce_count_loss(), "ce_max_membrane": SF.ce_max_membrane_loss(),
+                  "mse_count": SF.mse_count_loss(cfg.correct_rate, cfg.incorrect_rate)}[loss]
+    value_t = their_loss(out_t, torch.from_numpy(y))
+    if cfg.rate_reg:
+        value_t = value_t + SF.l1_rate_sparsity(cfg.rate_reg)(out_t)
+    value_t.backward()
+    assert relative(value, value_t.item()) <= TIER2 and relative(grad, out_t.grad.numpy()) <= TIER2
+
+
+@pytest.mark.parametrize("options, option, match", [
+    (dict(loss="ce_count", neuron="relu"), "loss", "must be a spiking one"),
+    (dict(loss="ce_max_membrane", neuron="s2nn", T=1), "loss", "no store_v_seq"),
+    (dict(rate_reg=0.1), "rate_reg", "applies to loss ce_count or mse_count"),
+    (dict(loss="ce_count", correct_rate=0.5), "correct_rate", "applies to loss mse_count"),
+    (dict(loss="mse_count", incorrect_rate=-0.1), "incorrect_rate", ">= 0"),
+    (dict(encoding="rate"), "encoding", "one of direct, poisson, latency, delta"),
+])
+def test_training_options_refused(options, option, match):
+    from refsnn.train import ConfigError, TrainConfig
+    with pytest.raises(ConfigError, match=match) as caught:
+        TrainConfig(**options)
+    assert caught.value.option == option
+
+
+def test_cli_trains_on_spike_counts_and_evaluates(tmp_path, capsys):
+    from refsnn.cli import main
+    run = str(tmp_path / "run")
+    assert main(["train", "--network", "mlp", "--neuron", "lif", "--loss", "ce_count", "--rate-reg", "1e-4",
+                 "--epochs", "1", "--no-progress", "--out-dir", run]) == 0
+    trained = capsys.readouterr().out
+    assert main(["eval", run]) == 0
+    evaluated = capsys.readouterr().out
+    accuracy = [float(line.split("test accuracy ")[1].split("%")[0]) for line in (trained, evaluated)
+                for line in line.splitlines() if line.startswith("test accuracy")]
+    assert len(accuracy) == 2 and accuracy[0] == accuracy[1] > 30  # 10 classes: chance is 10%

@@ -1,17 +1,19 @@
 """What a config builds: the network, its optimizer and schedule, the input encoding, the loss,
 and the trained network a saved run or ternary export holds (a KD teacher, ``refsnn eval``).
 """
+import functools
+
 import numpy as np
 
 from ..data import get_dataset
-from ..encoding import direct, poisson
+from ..encoding import delta, direct, latency, poisson
 from ..events import EVENT_DATASETS
-from ..losses import cross_entropy, tet_loss
+from ..losses import ce_count_loss, ce_max_membrane_loss, cross_entropy, l1_rate_sparsity, mse_count_loss, tet_loss
 from ..models import build_network, skip_input_gradient
 from ..optim import SGD, Adam, AdamW, CosineAnnealingLR, StepLR
 from ..quant import load_ternary, ternarize
 from .checkpoint import EXPORT_KIND, identify, read_checkpoint, read_export, section
-from .config import TrainConfig, dataset_key
+from .config import LOSS_OUTPUTS, TrainConfig, dataset_key
 
 TWIN_SEED_STREAM = 1   # the twin's initialization seed is derived from (seed, TWIN_SEED_STREAM)
 
@@ -54,6 +56,10 @@ def encode(cfg, x, epoch, first):
         return np.ascontiguousarray(x.swapaxes(0, 1))
     if cfg.encoding == "direct":
         return direct(x, cfg.T)
+    if cfg.encoding == "latency":  # linear and normalized: every pixel fires within the T steps (docs/losses.md §1)
+        return latency(x, cfg.T, normalize=True, linear=True)
+    if cfg.encoding == "delta":
+        return delta(direct(x, cfg.T))
     key = [cfg.seed, 0, EVAL_POISSON_STREAM] if epoch is None else [cfg.seed, epoch, POISSON_STREAM]
     return np.concatenate([poisson(x[j:j + 1], cfg.T, np.random.default_rng(key + [first + j]))
                            for j in range(len(x))], axis=1)
@@ -61,8 +67,21 @@ def encode(cfg, x, epoch, first):
 
 def training_loss(cfg):
     """The loss ``cfg.loss`` names, ``(out, y) -> (loss, dL/dout)``: cross-entropy of the
-    time-averaged logits or TET (``refsnn.losses``)."""
-    return cross_entropy if cfg.loss == "ce" else tet_loss
+    time-averaged logits, TET, or a loss on the output neuron layer's spikes (ce_count, mse_count,
+    plus ``cfg.rate_reg`` times their L1 rate penalty) or membrane (ce_max_membrane): refsnn.losses,
+    docs/losses.md §2-4."""
+    if cfg.loss in ("ce", "tet", "ce_max_membrane"):
+        return {"ce": cross_entropy, "tet": tet_loss, "ce_max_membrane": ce_max_membrane_loss}[cfg.loss]
+    count = ce_count_loss if cfg.loss == "ce_count" else \
+        functools.partial(mse_count_loss, correct_rate=cfg.correct_rate, incorrect_rate=cfg.incorrect_rate)
+    if not cfg.rate_reg:
+        return count
+
+    def regularized(out, y):  # L + λ·Σ spikes (snnTorch's sum: it grows with the batch size)
+        loss, grad = count(out, y)
+        penalty, grad_penalty = l1_rate_sparsity(out, cfg.rate_reg)
+        return loss + penalty, grad + grad_penalty
+    return regularized
 
 
 def twin_seed(seed):
@@ -74,7 +93,8 @@ def build_model(cfg, info, seed=None, quantize=True):
     """The network ``cfg`` describes for a data set's ``info``, ternary layers included when
     ``cfg.ternary`` and ``quantize``, in the config's dtype."""
     model = build_network(cfg.network, info["input_shape"], info["num_classes"], neuron=cfg.neuron,
-                          neuron_options=cfg.neuron_options, seed=cfg.seed if seed is None else seed)
+                          neuron_options=cfg.neuron_options, seed=cfg.seed if seed is None else seed,
+                          output=LOSS_OUTPUTS.get(cfg.loss, "logits"))
     if cfg.ternary and quantize:
         ternarize(model, cfg.ternary_per_channel, cfg.ternary_first, cfg.ternary_last)
     skip_input_gradient(model)  # training never uses dL/d(input)

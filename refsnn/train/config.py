@@ -17,6 +17,8 @@ from ..models import ANALOG_ACTIVATIONS, NETWORKS
 from ..module import OptionError, check_real
 from ..neurons import NEURONS
 
+# losses on an output neuron layer, and what of it they take (refsnn.models.with_output)
+LOSS_OUTPUTS = {"ce_count": "spikes", "mse_count": "spikes", "ce_max_membrane": "membrane"}
 DATASETS = ("digits", "mnist-t10k", *_IDX_SETS, *_CIFAR, *EVENT_DATASETS)  # the names get_dataset knows
 
 
@@ -109,7 +111,7 @@ class TrainConfig:
     dataset: str = "digits"
     data_dir: str = None
     T: int = 4
-    encoding: str = "direct"          # direct | poisson (event data: its frames, as they are)
+    encoding: str = "direct"          # direct | poisson | latency | delta (event data: its frames, as they are)
     event_bins: str = "time"          # event data: T frames of equal duration (time) or event count (count)
     event_downsample: int = 1         # event data: pixels (units) pooled f x f (f) into one
     epochs: int = 20
@@ -121,7 +123,10 @@ class TrainConfig:
     schedule: str = "cosine"          # cosine | step | none
     step_size: int = 10               # step schedule
     gamma: float = 0.1
-    loss: str = "ce"                  # ce | tet
+    loss: str = "ce"                  # ce | tet | ce_count | mse_count | ce_max_membrane (docs/losses.md)
+    correct_rate: float = 1.0         # mse_count: target firing rate of the correct class (snnTorch's default)
+    incorrect_rate: float = 0.0       # mse_count: target firing rate of the other classes
+    rate_reg: float = 0.0             # ce_count/mse_count: λ of the L1 penalty on the output spikes
     augment: str = None               # None | crop_flip (CIFAR)
     seed: int = 0
     dtype: str = "float32"
@@ -141,8 +146,9 @@ class TrainConfig:
     ternary_last: bool = False        # also ternarize the last weight layer (the classifier)
 
     CHOICES = {"network": tuple(NETWORKS), "neuron": (*NEURONS, *ANALOG_ACTIVATIONS),
-               "encoding": ("direct", "poisson"), "event_bins": BINNINGS, "optimizer": ("sgd", "adam", "adamw"),
-               "schedule": ("cosine", "step", "none"), "loss": ("ce", "tet"), "augment": (None, *_AUGMENTATIONS),
+               "encoding": ("direct", "poisson", "latency", "delta"), "event_bins": BINNINGS,
+               "optimizer": ("sgd", "adam", "adamw"), "schedule": ("cosine", "step", "none"),
+               "loss": ("ce", "tet", *LOSS_OUTPUTS), "augment": (None, *_AUGMENTATIONS),
                "dtype": ("float32", "float64"), "method": ("plain", "tna", "kd", "dml"),
                "twin_precision": ("same", "full")}
 
@@ -171,6 +177,7 @@ class TrainConfig:
             if getattr(self, name) == "":
                 raise ConfigError(name, f"{name} must not be empty")
         self._check_methods()
+        self._check_output_losses()
 
     def _check_event_options(self):
         """Event data feeds its frames as they are; the image-only options do not apply to it."""
@@ -185,6 +192,22 @@ class TrainConfig:
             if not events and getattr(self, name) != default:
                 raise ConfigError(name, f"{name} applies to event data ({', '.join(EVENT_DATASETS)}), not "
                                         f"{self.dataset!r}")
+
+    def _check_output_losses(self):
+        """The spike-count and membrane losses need a spiking output neuron; their options only apply to them."""
+        if self.loss in LOSS_OUTPUTS and self.neuron in ANALOG_ACTIVATIONS:
+            raise ConfigError("loss", f"loss {self.loss!r} takes the {LOSS_OUTPUTS[self.loss]} of an output neuron "
+                                      f"layer: the neuron must be a spiking one, not {self.neuron!r}")
+        if self.loss == "ce_max_membrane" and "store_v_seq" not in inspect.signature(NEURONS[self.neuron]).parameters:
+            raise ConfigError("loss", f"loss 'ce_max_membrane' takes the membrane sequence of the output neuron, which "
+                                      f"the {self.neuron} neuron does not keep (no store_v_seq)")
+        for name, default, needs in (("correct_rate", 1.0, ("mse_count",)), ("incorrect_rate", 0.0, ("mse_count",)),
+                                     ("rate_reg", 0.0, ("ce_count", "mse_count"))):
+            value = getattr(self, name)
+            if value < 0:
+                raise ConfigError(name, f"{name} must be >= 0, got {value}")
+            if value != default and self.loss not in needs:
+                raise ConfigError(name, f"{name} applies to loss {' or '.join(needs)}, not {self.loss!r}")
 
     def _check_methods(self):
         if self.method == "kd" and not self.teacher:

@@ -93,8 +93,9 @@ def _train_parser(sub):
         "dataset": f"{_one_of(DATASETS)} (digits and mnist-t10k are shipped; the others need --data-dir)",
         "data_dir": "directory holding the data set files (the shipped digits and mnist-t10k are read from the package unless given)",
         "T": "time steps per sample",
-        "encoding": "direct (the analog image at every step) | poisson (spikes with probability = pixel value); "
-                    "event data (nmnist, shd, ...) feeds its frames as they are",
+        "encoding": "direct (the analog image at every step) | poisson (spikes with probability = pixel value) | "
+                    "latency (one spike per pixel, the brighter the earlier) | delta (spikes where the input "
+                    "changes: at t = 0 for an image); event data (nmnist, shd, ...) feeds its frames as they are",
         "event_bins": "event data: time (T frames of equal duration) | count (T frames of equal event count)",
         "event_downsample": "event data: pool f x f pixels (f audio units) into one",
         "epochs": "epochs to train; with --resume a new value extends (or shortens) the run, and a cosine "
@@ -108,7 +109,12 @@ def _train_parser(sub):
                     "--gamma every --step-size epochs) | none",
         "step_size": "step schedule: epochs between decays",
         "gamma": "step schedule: decay factor",
-        "loss": "ce (cross-entropy of the time-averaged logits) | tet (temporal efficient training)",
+        "loss": "ce (cross-entropy of the time-averaged logits) | tet (temporal efficient training) | on an output "
+                "neuron layer (snnTorch's, docs/losses.md): ce_count (cross-entropy of the spike counts) | mse_count "
+                "(squared error of the spike counts) | ce_max_membrane (cross-entropy of the peak membrane)",
+        "correct_rate": "mse_count: target firing rate of the correct class (a target count of int(T·rate))",
+        "incorrect_rate": "mse_count: target firing rate of the other classes",
+        "rate_reg": "ce_count/mse_count: λ of the L1 rate penalty λ·Σ output spikes added to the loss",
         "augment": "crop_flip: random crop of the padded image and horizontal flip (CIFAR)",
         "seed": "seed of the initialization, batch order, augmentation, dropout and Poisson draws",
         "dtype": _one_of(choices["dtype"]),

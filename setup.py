@@ -21,6 +21,7 @@ setup(
         "verify": ["torch==2.13.0", "spikingjelly==2.0.0", "snntorch", "safetensors"],
         "plot": ["matplotlib"],
         "experiments": ["matplotlib"],
+        "events": ["h5py"],
     },
     entry_points={"console_scripts": ["refsnn=refsnn.cli:main"]},
 )

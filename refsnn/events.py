@@ -10,8 +10,9 @@ the data (``docs/events.md`` §3). The byte layouts are in ``docs/events.md`` §
 Why refsnn reads the files itself: tonic (GPL-3.0) reads N-MNIST and jAER 2.0 but not the
 original DVS128 Gesture AEDAT 3.1 files (its ``DVSGesture`` and ``CIFAR10DVS`` load tonic's own
 re-packed ``.npy``/AEDAT4 mirrors) and pulls in librosa, scipy and importRosbag; ``aedat`` on PyPI
-reads AEDAT4 only; ``loris`` does not install on Python 3.11. The formats are small, so each
-reader is a few lines of NumPy that check every size a file declares against the bytes it holds
+reads AEDAT4 only; ``loris`` has no wheel and its source fails to build on Python 3.11. The
+formats are small, so each reader is a few lines of NumPy that check every size a file declares
+against the bytes it holds
 (and ``refsnn.data.MAX_FILE_BYTES``) before allocating, and raise one ``ValueError`` naming the
 file and the problem. Every file read lies inside the data directory (symlinks leading out are
 refused), including the names listed in DVS128 Gesture's ``trials_to_*.txt``.

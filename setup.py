@@ -18,9 +18,10 @@ setup(
     install_requires=["numpy", "numba", "scipy", "tqdm", "threadpoolctl", 'tomli; python_version < "3.11"'],
     extras_require={  # README.md, "Dependencies, and why", gives the reason for each
         "test": ["pytest", "hypothesis"],
-        "verify": ["torch==2.13.0", "spikingjelly==2.0.0", "snntorch", "safetensors"],
+        "verify": ["torch==2.13.0", "spikingjelly==2.0.0", "snntorch", "safetensors", "nir==1.0.8", "nirtorch==2.6"],
         "plot": ["matplotlib"],
         "experiments": ["matplotlib"],
+        "nir": ["nir==1.0.8"],
         "events": ["h5py"],
     },
     entry_points={"console_scripts": ["refsnn=refsnn.cli:main"]},

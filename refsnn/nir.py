@@ -301,7 +301,12 @@ def from_nir(graph_or_path, dt=None, dtype=np.float32, surrogate="sigmoid", alph
         if declared is not None and declared != shape:
             raise ValueError(f"NIR graph: node {name!r} ({type(node).__name__}) declares input shape {declared}, "
                              f"but the node before it gives {shape}")
-        layer, shape = _import_layer(name, node, shape, options)
+        try:
+            layer, shape = _import_layer(name, node, shape, options)
+        except ValueError as e:   # a layer's own check (EulerNeuron's tau >= dt, Conv2d's groups...): name the node
+            if f"node {name!r}" in str(e):
+                raise
+            raise ValueError(f"NIR node {name!r} ({type(node).__name__}): {e}") from None
         if layer is not None:
             model.add_child(name, layer)
     model.input_shape, model.output_shape = input_shape, shape

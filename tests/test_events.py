@@ -326,6 +326,9 @@ def test_config_refuses_image_options_on_event_data():
         TrainConfig(dataset="digits", event_bins="count")
     with pytest.raises(ValueError, match="is event data: pass data_dir"):
         get_dataset("shd")
+    from refsnn.convert import ConvertConfig  # it took event data as images binned into one frame
+    with pytest.raises(ConfigError, match="shd is event data: conversion trains its DNN on images"):
+        ConvertConfig(dataset="shd", data_dir="x")
 
 
 def test_shipped_synthetic_sets_are_what_the_script_writes(tmp_path):

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data import Batches, get_dataset
+from ..events import EVENT_DATASETS
 from ..encoding import direct
 from ..energy import SpikeMeter, activity_summary, energy_table
 from ..losses import cross_entropy
@@ -102,6 +103,9 @@ class ConvertConfig:
                 raise ConfigError(name, f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
         if dataset_key(self.dataset) not in DATASETS:
             raise ConfigError("dataset", f"dataset must be one of {', '.join(DATASETS)}; got {self.dataset!r}")
+        if dataset_key(self.dataset) in EVENT_DATASETS:
+            raise ConfigError("dataset", f"{self.dataset} is event data: conversion trains its DNN on images at T = 1 "
+                                         "and shows the SNN the same image at every step; event frames are not images")
 
     @classmethod
     def from_dict(cls, d):

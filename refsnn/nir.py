@@ -2,12 +2,12 @@
 a NIR graph (the Neuromorphic Intermediate Representation, PyPI ``nir`` 1.0.8; docs/nir.md).
 
 from_nir: a chain Input → nodes → Output becomes a ``Sequential`` whose children carry the node names:
-Affine/Linear → Linear, Conv2d → Conv2d, SumPool2d/AvgPool2d → pooling, Flatten, Scale, Threshold, and
+Affine/Linear → Linear, Conv1d/Conv2d → Conv1d/Conv2d, SumPool2d/AvgPool2d → pooling, Flatten, Scale, Threshold, and
 the neurons LIF, IF, LI, CubaLIF, CubaLI → ``EulerNeuron`` (NIR's ODEs by forward Euler at ``dt``,
 docs/nir.md §3). A branching graph, a recurrent edge, a subgraph, Delay and other nodes or options
 refsnn cannot run are refused naming the node and the reason.
 
-to_nir: a ``Sequential`` (nested ones included) of Linear, Conv2d, BatchNorm (folded into the layer
+to_nir: a ``Sequential`` (nested ones included) of Linear, Conv1d, Conv2d, BatchNorm (folded into the layer
 before it with its running statistics), AvgPool2d, SumPool2d, Flatten, Dropout (the identity in eval
 mode), Scale, Threshold and the neurons IF/LIF/PLIF with hard reset and EulerNeuron. The conventions
 (dt, firing on > or >=, hard reset, refsnn's version) go into the graph's metadata, and each refsnn
@@ -20,7 +20,8 @@ import os
 
 import numpy as np
 
-from .layers import AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, Scale, SumPool2d, Threshold
+from .layers import (AvgPool2d, BatchNorm1d, BatchNorm2d, Conv1d, Conv2d, Dropout, Flatten, Linear, Scale, SumPool2d,
+                     Threshold)
 from .layers.pool import AdaptiveAvgPool2d
 from .module import Module, OptionError, Sequential, check_real, float_dtype
 from .neurons import IF, LIF, PLIF, EulerNeuron
@@ -29,6 +30,9 @@ from .neurons.lif import LIFFamily
 DEFAULT_DT = 1e-4  # seconds: SpikingJelly's and snnTorch's NIR exchange use it too (norse: 1e-3)
 NEURON_NODES = ("LIF", "IF", "LI", "CubaLIF", "CubaLI")
 REFSNN_NEURONS = {"LIF": LIF, "IF": IF, "PLIF": PLIF}
+# what to_nir writes into a refsnn neuron's node metadata (and all from_nir accepts there)
+DESCRIBED = {"class", "tau", "w", "decay_input", "v_threshold", "v_reset", "surrogate", "alpha", "beta", "detach_reset",
+             "strict"}
 
 
 class NIRUnavailable(ImportError, ValueError):
@@ -158,6 +162,8 @@ def _import_layer(name, node, shape, options):
         if isinstance(node, nir.Affine):
             layer.params["bias"][...] = np.broadcast_to(_array(name, node, "bias"), (weight.shape[0],))
         return layer, shape[:-1] + (weight.shape[0],)
+    if isinstance(node, nir.Conv1d):
+        return _import_conv1d(name, node, shape, dtype)
     if isinstance(node, nir.Conv2d):
         weight = _array(name, node, "weight")
         groups = int(node.groups)
@@ -208,9 +214,40 @@ def _import_layer(name, node, shape, options):
         return _import_neuron(name, node, shape, options), shape
     if isinstance(node, (nir.Input, nir.Output)):
         return None, shape
-    reason = {"Delay": "a delay line has no refsnn layer", "Conv1d": "refsnn has no Conv1d layer",
+    reason = {"Delay": "a delay line has no refsnn layer",
               "I": "the integrator without threshold has no refsnn layer"}.get(kind, "not a node refsnn runs")
     raise ValueError(f"NIR node {name!r}: type {kind} is not supported ({reason})")
+
+
+def _int_of(name, node, field):
+    value = np.asarray(getattr(node, field))
+    if value.size != 1 or value.dtype.kind not in "iuf" or value.item() != round(value.item()):
+        raise ValueError(f"NIR node {name!r}: {field} must be one integer, got {value.tolist()}")
+    return int(value.item())
+
+
+def _import_conv1d(name, node, shape, dtype):
+    weight = _array(name, node, "weight")
+    groups = _int_of(name, node, "groups")
+    if len(shape) != 2 or weight.ndim != 3 or shape[0] != weight.shape[1] * groups:
+        raise ValueError(f"NIR node {name!r} (Conv1d): weight {weight.shape} with groups {groups} does not fit the "
+                         f"input shape {shape} [C, L]")
+    if _int_of(name, node, "dilation") != 1:
+        raise ValueError(f"NIR node {name!r} (Conv1d): dilation {node.dilation} is not supported (refsnn's Conv1d "
+                         "has no dilation)")
+    k, stride = weight.shape[2], _int_of(name, node, "stride")
+    if isinstance(node.padding, str):
+        if node.padding == "valid" or (node.padding == "same" and stride == 1 and k % 2):
+            padding = 0 if node.padding == "valid" else k // 2
+        else:
+            raise ValueError(f"NIR node {name!r} (Conv1d): padding {node.padding!r} with kernel {k} and stride "
+                             f"{stride} is not supported (an odd kernel and stride 1 only)")
+    else:
+        padding = _int_of(name, node, "padding")
+    layer = Conv1d(shape[0], weight.shape[0], k, stride, padding, bias=True, groups=groups, dtype=dtype)
+    layer.params["weight"][...] = weight
+    layer.params["bias"][...] = np.broadcast_to(_array(name, node, "bias"), (weight.shape[0],))
+    return layer, (weight.shape[0], layer.output_size(shape[1]))
 
 
 def _broadcast(name, node, field, shape):
@@ -252,7 +289,8 @@ def _refsnn_neuron(node, fields, shape, options):
     """The refsnn neuron a node's metadata describes, if this graph came from refsnn's to_nir at this dt
     and the node's fields are exactly what to_nir writes for it (else None: NIR's equations run)."""
     described = (node.metadata or {}).get("refsnn") if options["from_refsnn"] else None
-    if not isinstance(described, dict) or described.get("class") not in REFSNN_NEURONS:
+    if not isinstance(described, dict) or described.get("class") not in REFSNN_NEURONS or \
+            not set(described) <= DESCRIBED:
         return None
     described = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in described.items()}
     cls = REFSNN_NEURONS[described.pop("class")]
@@ -285,9 +323,9 @@ def from_nir(graph_or_path, dt=None, dtype=np.float32, surrogate="sigmoid", alph
     graph = read_graph(graph_or_path)
     metadata = graph.metadata if isinstance(graph.metadata, dict) else {}
     from_refsnn = metadata.get("source") == "refsnn"
-    if dt is None:
-        dt = float(metadata["dt"]) if from_refsnn and "dt" in metadata else DEFAULT_DT
-    options = dict(dt=check_real(dt, "dt", low=0, low_open=True), dtype=float_dtype(dtype), surrogate=surrogate,
+    if dt is None and from_refsnn and "dt" in metadata:
+        dt = check_real(metadata["dt"], "the dt recorded in the graph's metadata", low=0, low_open=True)
+    options = dict(dt=check_real(DEFAULT_DT if dt is None else dt, "dt", low=0, low_open=True), dtype=float_dtype(dtype), surrogate=surrogate,
                    alpha=alpha, from_refsnn=from_refsnn, firing=metadata.get("firing", ">"))
     order = _chain(graph)
     shape = _declared(graph.nodes[order[0]], "input_type")
@@ -317,10 +355,11 @@ def from_nir(graph_or_path, dt=None, dtype=np.float32, surrogate="sigmoid", alph
 # to_nir
 # ------------------------------------------------------------------------------------------
 def _leaves(module, prefix=""):
-    """``(qualified name, layer)`` of a Sequential and the Sequentials in it, in forward order."""
-    if isinstance(module, Sequential):
-        for name, child in module.children.items():
-            yield from _leaves(child, f"{prefix}.{name}" if prefix else name)
+    """``(qualified name, layer)`` of a Sequential or a ``refsnn.models.Chain`` (its forward ``order``) and
+    the chains in it, in forward order."""
+    if isinstance(module, Sequential) or (type(module).__name__ == "Chain" and hasattr(module, "order")):
+        for name in getattr(module, "order", module.children):
+            yield from _leaves(module.children[name], f"{prefix}.{name}" if prefix else name)
     elif module.children:
         raise ValueError(f"to_nir: {type(module).__name__} {prefix!r} is not a chain of layers (residual blocks "
                          "and other branching containers are not supported)")
@@ -352,8 +391,8 @@ def _export_neuron(name, neuron, dt, shape):
         reason = {"CLIF": "its complementary potential m has no NIR node",
                   "SingleStep": "the single-step neuron (s2nn) has no NIR node",
                   "ConvertedNeuron": "the converted neuron's leak and amplitude have no NIR node"}
-        raise ValueError(f"to_nir: {name!r} ({type(neuron).__name__}) cannot be expressed in NIR: "
-                         f"{reason.get(type(neuron).__name__, 'no NIR node states its equations')}")
+        raise ValueError(f"to_nir: {name!r} ({type(neuron).__name__}) is not exported: "
+                         f"{reason.get(type(neuron).__name__, 'to_nir maps IF, LIF, PLIF and EulerNeuron')}")
     if neuron.v_reset is None:
         raise ValueError(f"to_nir: {name!r} ({type(neuron).__name__}) has soft reset (v_reset None): NIR's neurons "
                          "reset to v_reset (hard reset) only")
@@ -401,6 +440,14 @@ def _export_layer(name, layer, shape, norm, dt):
         node = nir.Conv2d(input_shape=tuple(shape[1:]), weight=weight.copy(), stride=layer.stride,
                           padding=layer.padding, dilation=(1, 1), groups=layer.groups, bias=bias.copy())
         return node, (layer.out_channels, *layer.output_size(*shape[1:]))
+    if isinstance(layer, Conv1d):
+        if len(shape) != 2 or shape[0] != layer.in_channels:
+            raise ValueError(f"to_nir: {name!r} (Conv1d) takes {layer.in_channels} channels, gets shape {shape}")
+        weight, bias = layer.params["weight"], layer.params.get("bias")
+        bias = np.zeros(layer.out_channels, weight.dtype) if bias is None else bias
+        node = nir.Conv1d(input_shape=shape[1], weight=weight.copy(), stride=layer.stride, padding=layer.padding,
+                          dilation=1, groups=layer.groups, bias=bias.copy())
+        return node, (layer.out_channels, layer.output_size(shape[1]))
     if isinstance(layer, (AvgPool2d, SumPool2d, AdaptiveAvgPool2d)):
         if len(shape) != 3:
             raise ValueError(f"to_nir: {name!r} ({type(layer).__name__}) needs [C, H, W], gets shape {shape}")

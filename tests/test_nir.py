@@ -57,6 +57,14 @@ def simulate(nodes, x):
                     for j in range(kw):
                         y += np.einsum("nchw,oc->nohw", hp[:, :, i:i + H, j:j + W], w[:, :, i, j])
                 h = y
+            elif isinstance(node, nir.Conv1d):
+                w, p, s = node.weight, int(node.padding), int(node.stride)
+                hp = np.pad(h, ((0, 0), (0, 0), (p, p)))
+                L = (hp.shape[2] - w.shape[2]) // s + 1
+                y = np.zeros((h.shape[0], w.shape[0], L)) + node.bias[:, None]
+                for j in range(w.shape[2]):
+                    y += np.einsum("ncl,oc->nol", hp[:, :, j:j + s * (L - 1) + 1:s], w[:, :, j])
+                h = y
             elif isinstance(node, nir.SumPool2d):
                 k = int(node.kernel_size[0])
                 N, C, H, W = h.shape
@@ -127,6 +135,21 @@ def test_conv_if_sumpool_graph_gives_the_spikes_of_nir_equations(tmp_path):
     assert 0.05 < want.mean() < 0.7, want.mean()
     assert [type(m).__name__ for m in model] == ["Conv2d", "EulerNeuron", "SumPool2d", "Flatten", "Linear",
                                                  "EulerNeuron"]
+
+
+def test_conv1d_graph_gives_the_spikes_of_nir_equations_and_round_trips(tmp_path):
+    rng = np.random.default_rng(6)
+    nodes = [nir.Conv1d(input_shape=9, weight=dyadic(rng, (4, 2, 3), 4), stride=2, padding=1, dilation=1, groups=1,
+                        bias=dyadic(rng, 4) + 0.25),
+             nir.LIF(tau=rng.uniform(1.5, 4, (4, 5)) * DT, r=rng.uniform(1, 2, (4, 5)), v_leak=np.zeros((4, 5)),
+                     v_threshold=rng.uniform(0.2, 0.6, (4, 5)), v_reset=np.zeros((4, 5)))]
+    x = (rng.random((8, 3, 2, 9)) < 0.5).astype(np.float64)
+    model, spikes = run_graph(tmp_path, nodes, x)
+    want = simulate(nodes, x)
+    np.testing.assert_array_equal(spikes, want)
+    assert 0.05 < want.mean() < 0.9, want.mean()
+    again = refsnn.from_nir(refsnn.to_nir(model, input_shape=(2, 9)), dtype=np.float64)
+    np.testing.assert_array_equal(again.forward(x), want)
 
 
 # ------------------------------------------------------------------------------------------

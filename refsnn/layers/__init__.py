@@ -2,7 +2,8 @@
 Threshold.
 
     linear.py        Linear
-    conv.py          Conv2d: its three paths (im2col + GEMM NCHW or channels-last, event-driven), the choice
+    conv.py          Conv2d: its three paths (im2col + GEMM NCHW or channels-last, event-driven), the choice;
+                     Conv1d as a Conv2d of height 1
     conv_patches.py  im2col and col2im, NCHW and channels-last; the geometry of the taps
     conv_events.py   the event-driven forward and weight gradient for sparse (spike) inputs
     pool.py          AvgPool2d, SumPool2d, AdaptiveAvgPool2d, MaxPool2d
@@ -28,11 +29,11 @@ at a time), so float32 results keep float32 accuracy at any batch × time × spa
 references to their inputs rather than copies (Linear, BatchNorm): do not modify an input in
 place between forward and backward.
 """
-from .conv import Conv2d
+from .conv import Conv1d, Conv2d
 from .elementwise import ClippedReLU, Dropout, Flatten, ReLU, Scale, Threshold
 from .linear import Linear
 from .norm import BatchNorm1d, BatchNorm2d
 from .pool import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d, SumPool2d
 
-__all__ = ["AdaptiveAvgPool2d", "AvgPool2d", "BatchNorm1d", "BatchNorm2d", "ClippedReLU", "Conv2d", "Dropout",
+__all__ = ["AdaptiveAvgPool2d", "AvgPool2d", "BatchNorm1d", "BatchNorm2d", "ClippedReLU", "Conv1d", "Conv2d", "Dropout",
            "Flatten", "Linear", "MaxPool2d", "ReLU", "Scale", "SumPool2d", "Threshold"]

@@ -35,7 +35,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from ..module import Module, check_flag, check_int, float_dtype
+from ..module import Module, check_flag, check_float_array, check_int, float_dtype
 from ..threads import MAX_BLOCKS, matmul
 from . import conv_events
 from .common import check_channels, check_input, launch, pair, save_for_backward, saved_for_backward, uniform
@@ -418,3 +418,46 @@ class Conv2d(Module):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"stride={self.stride}, padding={self.padding}, groups={self.groups}, "
                 f"bias={'bias' in self.params}")
+
+
+class Conv1d(Module):
+    """1-D convolution of ``[T, N, C, L]`` as ``torch.nn.Conv1d`` (NIR's ``Conv1d``): the Conv2d above
+    over ``[T, N, C, 1, L]`` with its kernel ``[out, in/groups, 1, k]``, stride ``(1, s)`` and padding
+    ``(0, p)``. Weight ``[out_channels, in_channels/groups, k]`` and bias ``[out_channels]``, initialized
+    as ``torch.nn.Conv1d`` (the same draws as the Conv2d's). Output length ``(L + 2·padding − k) // stride + 1``.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True, groups=1, rng=None,
+                 dtype=np.float32):
+        super().__init__()
+        self.kernel_size, self.stride, self.padding = (check_int(kernel_size, "kernel_size", 1),
+                                                       check_int(stride, "stride", 1), check_int(padding, "padding", 0))
+        self._conv = Conv2d(in_channels, out_channels, (1, self.kernel_size), (1, self.stride), (0, self.padding),
+                            bias, groups, rng, dtype)   # not a child: it runs on this layer's own arrays
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, self._conv.groups
+        for name, p in self._conv.params.items():
+            self.add_param(name, p.reshape(p.shape[:2] + p.shape[3:]) if p.ndim == 4 else p)
+
+    def _bind(self):
+        """Hand the Conv2d this layer's parameters and gradients, viewed 4-D (``to`` and ``load_state_dict``
+        may have replaced them since the last call)."""
+        for name, p in self.params.items():
+            four_d = (lambda a: a.reshape(a.shape[0], a.shape[1], 1, a.shape[2])) if p.ndim == 3 else (lambda a: a)
+            self._conv.params[name], self._conv.grads[name] = four_d(p), four_d(self.grads[name])
+
+    def output_size(self, L):
+        return self._conv.output_size(1, L)[1]
+
+    def forward(self, x):
+        x = check_input(self, x, (4,))                        # [T, N, C, L]
+        self._bind()
+        return self._conv.forward(x[:, :, :, None, :])[:, :, :, 0, :]
+
+    def backward(self, grad_out):
+        self._bind()
+        grad_x = self._conv.backward(check_float_array(grad_out, "grad_out")[:, :, :, None, :])
+        return None if grad_x is None else grad_x[:, :, :, 0, :]
+
+    def extra_repr(self):
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, groups={self.groups}, bias={'bias' in self.params}")

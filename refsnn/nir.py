@@ -137,13 +137,14 @@ def _declared(node, key):
     return None if value is None else tuple(int(v) for v in np.atleast_1d(value))
 
 
-def _pair_of(name, node, field):
+def _ints(name, node, field, n):
+    """A node's integer field (one integer, or ``n`` of them) as a tuple of ``n`` ints."""
     value = np.atleast_1d(np.asarray(getattr(node, field)))
     if value.size == 1:
-        value = np.repeat(value, 2)
-    if value.size != 2 or value.dtype.kind not in "iuf" or np.any(value != np.round(value)):
-        raise ValueError(f"NIR node {name!r}: {field} must be an integer or a pair of integers, got {value.tolist()}")
-    return int(value[0]), int(value[1])
+        value = np.repeat(value, n)
+    if value.size != n or value.dtype.kind not in "iuf" or np.any(value != np.round(value)):
+        raise ValueError(f"NIR node {name!r}: {field} must be an integer or {n} integers, got {value.tolist()}")
+    return tuple(int(v) for v in value)
 
 
 def _import_layer(name, node, shape, options):
@@ -162,38 +163,13 @@ def _import_layer(name, node, shape, options):
         if isinstance(node, nir.Affine):
             layer.params["bias"][...] = np.broadcast_to(_array(name, node, "bias"), (weight.shape[0],))
         return layer, shape[:-1] + (weight.shape[0],)
-    if isinstance(node, nir.Conv1d):
-        return _import_conv1d(name, node, shape, dtype)
-    if isinstance(node, nir.Conv2d):
-        weight = _array(name, node, "weight")
-        groups = int(node.groups)
-        if len(shape) != 3 or weight.ndim != 4 or shape[0] != weight.shape[1] * groups:
-            raise ValueError(f"NIR node {name!r} (Conv2d): weight {weight.shape} with groups {groups} does not fit "
-                             f"the input shape {shape} [C, H, W]")
-        if _pair_of(name, node, "dilation") != (1, 1):
-            raise ValueError(f"NIR node {name!r} (Conv2d): dilation {_pair_of(name, node, 'dilation')} is not "
-                             "supported (refsnn's Conv2d has no dilation)")
-        kernel = weight.shape[2:]
-        stride = _pair_of(name, node, "stride")
-        if isinstance(node.padding, str):
-            if node.padding == "valid":
-                padding = (0, 0)
-            elif node.padding == "same" and stride == (1, 1) and all(k % 2 for k in kernel):
-                padding = (kernel[0] // 2, kernel[1] // 2)
-            else:
-                raise ValueError(f"NIR node {name!r} (Conv2d): padding {node.padding!r} with kernel {kernel} and "
-                                 f"stride {stride} is not supported (an odd kernel and stride 1 only)")
-        else:
-            padding = _pair_of(name, node, "padding")
-        layer = Conv2d(shape[0], weight.shape[0], kernel, stride, padding, bias=True, groups=groups, dtype=dtype)
-        layer.params["weight"][...] = weight
-        layer.params["bias"][...] = np.broadcast_to(_array(name, node, "bias"), (weight.shape[0],))
-        return layer, (weight.shape[0], *layer.output_size(*shape[1:]))
+    if isinstance(node, (nir.Conv1d, nir.Conv2d)):
+        return _import_conv(name, node, shape, dtype)
     if isinstance(node, (nir.SumPool2d, nir.AvgPool2d)):
         if len(shape) != 3:
             raise ValueError(f"NIR node {name!r} ({kind}): needs an input [C, H, W], gets shape {shape}")
         cls = SumPool2d if isinstance(node, nir.SumPool2d) else AvgPool2d
-        layer = cls(*(_pair_of(name, node, f) for f in ("kernel_size", "stride", "padding")))
+        layer = cls(*(_ints(name, node, f, 2) for f in ("kernel_size", "stride", "padding")))
         windows = layer._windows(*shape[1:])
         return layer, (shape[0], windows[0].size, windows[2].size)
     if isinstance(node, nir.Flatten):
@@ -219,35 +195,38 @@ def _import_layer(name, node, shape, options):
     raise ValueError(f"NIR node {name!r}: type {kind} is not supported ({reason})")
 
 
-def _int_of(name, node, field):
-    value = np.asarray(getattr(node, field))
-    if value.size != 1 or value.dtype.kind not in "iuf" or value.item() != round(value.item()):
-        raise ValueError(f"NIR node {name!r}: {field} must be one integer, got {value.tolist()}")
-    return int(value.item())
-
-
-def _import_conv1d(name, node, shape, dtype):
+def _import_conv(name, node, shape, dtype):
+    """A NIR Conv1d or Conv2d node as refsnn's Conv1d or Conv2d, and its output shape."""
+    nir, kind = _nir(), type(node).__name__
+    dims = 1 if isinstance(node, nir.Conv1d) else 2
     weight = _array(name, node, "weight")
-    groups = _int_of(name, node, "groups")
-    if len(shape) != 2 or weight.ndim != 3 or shape[0] != weight.shape[1] * groups:
-        raise ValueError(f"NIR node {name!r} (Conv1d): weight {weight.shape} with groups {groups} does not fit the "
-                         f"input shape {shape} [C, L]")
-    if _int_of(name, node, "dilation") != 1:
-        raise ValueError(f"NIR node {name!r} (Conv1d): dilation {node.dilation} is not supported (refsnn's Conv1d "
-                         "has no dilation)")
-    k, stride = weight.shape[2], _int_of(name, node, "stride")
+    groups = _ints(name, node, "groups", 1)[0]
+    if len(shape) != 1 + dims or weight.ndim != 2 + dims or shape[0] != weight.shape[1] * groups:
+        raise ValueError(f"NIR node {name!r} ({kind}): weight {weight.shape} with groups {groups} does not fit the "
+                         f"input shape {shape} [C, {'L' if dims == 1 else 'H, W'}]")
+    if _ints(name, node, "dilation", dims) != (1,) * dims:
+        raise ValueError(f"NIR node {name!r} ({kind}): dilation {_ints(name, node, 'dilation', dims)} is not "
+                         f"supported (refsnn's {kind} has no dilation)")
+    kernel, stride = weight.shape[2:], _ints(name, node, "stride", dims)
     if isinstance(node.padding, str):
-        if node.padding == "valid" or (node.padding == "same" and stride == 1 and k % 2):
-            padding = 0 if node.padding == "valid" else k // 2
+        if node.padding == "valid":
+            padding = (0,) * dims
+        elif node.padding == "same" and stride == (1,) * dims and all(k % 2 for k in kernel):
+            padding = tuple(k // 2 for k in kernel)
         else:
-            raise ValueError(f"NIR node {name!r} (Conv1d): padding {node.padding!r} with kernel {k} and stride "
-                             f"{stride} is not supported (an odd kernel and stride 1 only)")
+            raise ValueError(f"NIR node {name!r} ({kind}): padding {node.padding!r} with kernel {kernel} and "
+                             f"stride {stride} is not supported (an odd kernel and stride 1 only)")
     else:
-        padding = _int_of(name, node, "padding")
-    layer = Conv1d(shape[0], weight.shape[0], k, stride, padding, bias=True, groups=groups, dtype=dtype)
+        padding = _ints(name, node, "padding", dims)
+    if dims == 1:
+        layer = Conv1d(shape[0], weight.shape[0], kernel[0], stride[0], padding[0], groups=groups, dtype=dtype)
+        out = (layer.output_size(shape[1]),)
+    else:
+        layer = Conv2d(shape[0], weight.shape[0], kernel, stride, padding, groups=groups, dtype=dtype)
+        out = layer.output_size(*shape[1:])
     layer.params["weight"][...] = weight
     layer.params["bias"][...] = np.broadcast_to(_array(name, node, "bias"), (weight.shape[0],))
-    return layer, (weight.shape[0], layer.output_size(shape[1]))
+    return layer, (weight.shape[0], *out)
 
 
 def _broadcast(name, node, field, shape):

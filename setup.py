@@ -23,6 +23,7 @@ setup(
         "experiments": ["matplotlib"],
         "nir": ["nir==1.0.8"],
         "events": ["h5py"],
+        "distributed": ["mpi4py", "mpich"],
     },
     entry_points={"console_scripts": ["refsnn=refsnn.cli:main"]},
 )

@@ -241,6 +241,22 @@ def test_export_nir_cli_writes_a_file_nir_reads(tmp_path, capsys):
 # ------------------------------------------------------------------------------------------
 # Exact BPTT: torch autograd on the same equations
 # ------------------------------------------------------------------------------------------
+def spike_function(torch, alpha=4.0):
+    """Θ(u) = 1{u > 0} forward, refsnn's sigmoid surrogate α·σ(αu)(1 − σ(αu)) backward."""
+    class Spike(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, u):
+            ctx.save_for_backward(u)
+            return (u > 0).double()
+
+        @staticmethod
+        def backward(ctx, grad):
+            (u,) = ctx.saved_tensors
+            s = torch.sigmoid(alpha * u)
+            return grad * alpha * s * (1 - s)
+    return Spike
+
+
 def test_from_nir_gradients_equal_torch_autograd_of_nir_equations():
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(5)
@@ -261,20 +277,7 @@ def test_from_nir_gradients_equal_torch_autograd_of_nir_equations():
     out = model.forward(x)
     grad_x = model.backward(g)
 
-    alpha = 4.0   # refsnn's sigmoid surrogate: Θ forward, α·σ(αu)(1 − σ(αu)) backward
-
-    class Spike(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, u):
-            ctx.save_for_backward(u)
-            return (u > 0).double()
-
-        @staticmethod
-        def backward(ctx, grad):
-            (u,) = ctx.saved_tensors
-            s = torch.sigmoid(alpha * u)
-            return grad * alpha * s * (1 - s)
-
+    Spike = spike_function(torch)
     P = [{k: torch.tensor(v) for k, v in p.items()} for p in (cuba, lif, li)]
     W = [(torch.tensor(w, requires_grad=True), torch.tensor(b, requires_grad=True)) for w, b in weights]
     xt = torch.tensor(x, requires_grad=True)
@@ -303,6 +306,38 @@ def test_from_nir_gradients_equal_torch_autograd_of_nir_equations():
     # float64 sums in other orders (BLAS, torch): relative 1e-10
     np.testing.assert_allclose(grad_x, xt.grad.numpy(), rtol=1e-10, atol=1e-12)
     for (name, _, grad), param in zip(model.named_parameters(), [p for pair in W for p in pair]):
+        np.testing.assert_allclose(grad, param.grad.numpy(), rtol=1e-10, atol=1e-12, err_msg=name)
+
+
+def test_scale_and_threshold_nodes_forward_and_backward_as_torch():
+    """Affine → Scale → Threshold → Affine → LI: NIR's stateless nodes, the Scale learnable."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(7)
+    w1, b1, scale = rng.standard_normal((6, 4)), rng.standard_normal(6) * 0.1, rng.uniform(0.5, 2, 6)
+    theta, w2, b2 = rng.uniform(-0.5, 0.5, 6), rng.standard_normal((3, 6)), rng.standard_normal(3) * 0.1
+    tau = rng.uniform(2, 5, 3) * DT
+    model = refsnn.from_nir(nir.NIRGraph.from_list(
+        nir.Affine(weight=w1, bias=b1), nir.Scale(scale=scale), nir.Threshold(threshold=theta),
+        nir.Affine(weight=w2, bias=b2), nir.LI(tau=tau, r=np.ones(3), v_leak=np.zeros(3))), dtype=np.float64)
+    assert [type(m).__name__ for m in model] == ["Linear", "Scale", "Threshold", "Linear", "EulerNeuron"]
+    x, g = rng.standard_normal((6, 5, 4)), rng.standard_normal((6, 5, 3))
+    out = model.forward(x)
+    grad_x = model.backward(g)
+    T = [torch.tensor(a, requires_grad=True) for a in (x, w1, b1, scale, w2, b2)]
+    z = spike_function(torch).apply((T[0] @ T[1].T + T[2]) * T[3] - torch.tensor(theta))
+    y = z @ T[4].T + T[5]
+    v, outs = torch.zeros(5, 3, dtype=torch.float64), []
+    for t in range(6):
+        v = v + DT / torch.tensor(tau) * (-v + y[t])
+        outs.append(v)
+    (torch.stack(outs) * torch.tensor(g)).sum().backward()
+    np.testing.assert_allclose(out, torch.stack(outs).detach().numpy(), rtol=0, atol=1e-12)
+    assert 0.2 < float(z.detach().mean()) < 0.8
+    # float64 sums in other orders (BLAS, torch): relative 1e-10
+    np.testing.assert_allclose(grad_x, T[0].grad.numpy(), rtol=1e-10, atol=1e-12)
+    grads = {name: grad for name, _, grad in model.named_parameters()}
+    assert list(grads) == ["affine.weight", "affine.bias", "scale.scale", "affine_1.weight", "affine_1.bias"]
+    for (name, grad), param in zip(grads.items(), T[1:]):
         np.testing.assert_allclose(grad, param.grad.numpy(), rtol=1e-10, atol=1e-12, err_msg=name)
 
 

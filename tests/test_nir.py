@@ -3,6 +3,9 @@ refsnn give the spikes of an independent NumPy simulation of NIR's equations wri
 trained refsnn network survives to_nir → nir.write → nir.read → from_nir bit for bit; the CLI
 writes files nir.read accepts; a from_nir network's gradients are torch autograd's on the same
 equations; what NIR or refsnn cannot state is refused in one clear error."""
+import subprocess
+import sys
+
 import h5py
 import numpy as np
 import pytest
@@ -382,3 +385,14 @@ def test_from_nir_refuses_recurrent_unknown_and_corrupt_graphs(tmp_path):
         f["data"] = np.arange(3)
     with pytest.raises(ValueError, match=r"foreign.h5: not a NIR graph"):
         refsnn.from_nir(str(foreign))
+
+
+def test_nir_is_imported_only_when_used(monkeypatch):
+    """Importing refsnn imports neither nir nor h5py; without nir, from_nir and to_nir say what to install."""
+    code = ("import sys, refsnn; refsnn.from_nir, refsnn.to_nir; "
+            "assert not {'nir', 'h5py'} & set(sys.modules), sorted({'nir', 'h5py'} & set(sys.modules))")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    monkeypatch.setitem(sys.modules, "nir", None)   # as if not installed: import nir raises ImportError
+    for call in (lambda: refsnn.from_nir("graph.nir"), lambda: refsnn.to_nir(refsnn.Sequential(Linear(2, 2)))):
+        with pytest.raises(ImportError, match=r'pip install "refsnn\[nir\]"'):
+            call()

@@ -454,7 +454,8 @@ def build_parser():
     # reaches the verifier's own parser (a REMAINDER positional would reject a leading "--option").
     # The benchmarks are not a subcommand: bench/ is a repository tool, not installed (python -m bench
     # in a checkout).
-    p = sub.add_parser("verify", help="agreement with SpikingJelly and snnTorch (python -m refsnn.verify)",
+    p = sub.add_parser("verify", help="agreement with SpikingJelly and snnTorch (python -m refsnn.verify); "
+                                      "--user MODULE:FACTORY checks your own PyTorch SNN",
                        prefix_chars="+", add_help=False)
     p.add_argument("rest", nargs="*", help="arguments of python -m refsnn.verify (refsnn verify -h lists them)")
     return parser

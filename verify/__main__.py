@@ -108,6 +108,9 @@ def parse_args(argv=None):
     p.add_argument("--examples", type=int, default=3, metavar="N",
                    help="random inputs per cell; the table shows the worst (default 3)")
     p.add_argument("--seed", type=int, default=0, help="seed of the inputs and projections (default 0)")
+    p.add_argument("--nir", choices=("on", "off", "only"), default="on",
+                   help="the NIR agreement table after the matrix (on, where nir is installed), not (off), or it "
+                        "alone (only); verify/nir_table.py")
     p.add_argument("--kernels", choices=("generic", "specialized"), default="generic",
                    help="refsnn kernel compilation to check (default generic; see above)")
     args = p.parse_args(argv)
@@ -123,6 +126,8 @@ def main(argv=None):
         return user_main(argv)
     args = parse_args(argv)
     logging.getLogger("torch._library.triton").setLevel(logging.ERROR)  # "Triton not available", on CPU
+    if args.nir == "only":
+        return nir_section(args.seed)
     with kernels(args.kernels):
         rows, skipped = run_matrix(args.component, args.framework, args.dtype, args.examples, args.seed)
     print(format_table(rows))
@@ -134,7 +139,17 @@ def main(argv=None):
         print("error: nothing was compared (every cell was skipped; the frameworks come with "
               'pip install "refsnn[verify]")', file=sys.stderr)
         return 2
-    return 0 if all(r.passed for r in rows) else 1
+    nir_code = nir_section(args.seed) if args.nir == "on" else 0
+    return 0 if all(r.passed for r in rows) and not nir_code else 1
+
+
+def nir_section(seed):
+    """Print the NIR agreement table (verify/nir_table.py); 1 if refsnn is at fault in a row."""
+    from .nir_table import format_nir_table, nir_table
+    rows, skipped = nir_table(seed=seed)
+    print()
+    print(format_nir_table(rows, skipped))
+    return 0 if all(r.refsnn_ok for r in rows) else 1
 
 
 if __name__ == "__main__":

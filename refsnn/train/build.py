@@ -5,6 +5,7 @@ import functools
 
 import numpy as np
 
+from .. import distributed
 from ..data import get_dataset
 from ..encoding import delta, direct, latency, poisson
 from ..events import EVENT_DATASETS
@@ -76,6 +77,10 @@ def training_loss(cfg):
         functools.partial(mse_count_loss, correct_rate=cfg.correct_rate, incorrect_rate=cfg.incorrect_rate)
     if not cfg.rate_reg:
         return count
+    if distributed.world().size > 1:
+        raise ValueError("rate_reg under mpiexec is not supported: snnTorch's penalty is a sum over the batch, "
+                         "which the per-process shares of refsnn.distributed (means over the batch) do not split; "
+                         "train with rate_reg on one process")
 
     def regularized(out, y):  # L + λ·Σ spikes (snnTorch's sum: it grows with the batch size)
         loss, grad = count(out, y)

@@ -289,12 +289,13 @@ def leaky_backward(frozen, wide):
 def _parameter_array(value, name):
     """A finite real scalar or array (per neuron, broadcast over the feature shape), stored in
     float32 as snnTorch stores a float (torch.as_tensor)."""
-    if isinstance(value, (bool, np.bool_)) or isinstance(value, str):
-        raise TypeError(f"{name} must be a real number or an array of them, got {value!r}")
     try:
-        arr = np.array(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a real number or an array of them, got {value!r:.80}") from None
+        arr = np.array(value)
+    except (TypeError, ValueError):  # ragged nested lists
+        arr = np.array(None)
+    if arr.dtype.kind not in "iuf":  # bools, strings, None, objects
+        raise TypeError(f"{name} must be a real number or an array of them, got {value!r:.80}")
+    arr = arr.astype(np.float64)
     if arr.size == 0:
         raise ValueError(f"{name} is empty")
     if not np.all(np.isfinite(arr)):
@@ -373,7 +374,8 @@ class LeakyFamily(BaseNeuron):
         if not np.all(np.isfinite(p)):
             raise ValueError(f"{type(self).__name__}: {name} is not finite")
         p = np.clip(p, 0, 1) if clamp else p
-        return np.ascontiguousarray(np.broadcast_to(p, self._shape[1:]).reshape(-1), dtype=dtype)
+        # a copy, always writable: a read-only view (one neuron) would be another Numba signature
+        return np.array(np.broadcast_to(p, self._shape[1:]).reshape(-1), dtype=dtype)
 
     def _args(self, dtype):
         """beta, alpha, thr [n] and the surrogate's alpha, beta, in ``dtype``."""

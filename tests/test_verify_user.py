@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -132,6 +133,32 @@ def test_a_run_directory_and_a_network_by_name(tmp_path):
     rows = user.verify_user(f"{mlp_file(tmp_path)}:mlp", network="mlp", neuron="lif", input_shape=(3, 1, 8, 8),
                             input_std=3.0)
     assert all(r.passed for r in rows), user.print_table(rows)
+
+
+def test_a_nir_file(tmp_path):
+    """--nir: the file's weights go into refsnn.from_nir's model and into your module; a module whose
+    layer has another width is refused naming the tensor."""
+    nir = pytest.importorskip("nir")
+    import refsnn
+    from refsnn.layers import Linear
+    rng = np.random.default_rng(3)
+    net = refsnn.Sequential(Linear(16, 6, rng=rng), refsnn.LIF(), Linear(6, 3, rng=rng), refsnn.LIF())
+    for _, weights, _ in net.named_parameters():  # unit-variance weights: both layers fire
+        weights[...] = rng.standard_normal(weights.shape)
+    nir.write(tmp_path / "net.nir", refsnn.to_nir(net))
+    examples = str(ROOT / "examples")
+    (tmp_path / "mine.py").write_text(f"import sys, torch\nsys.path.insert(0, {examples!r})\nfrom my_lif import MyLIF\n"
+                                      "def net(width=6):\n    return torch.nn.Sequential(torch.nn.Linear(16, width), "
+                                      "MyLIF(), torch.nn.Linear(width, 3), MyLIF())\n"
+                                      "def narrow():\n    return net(5)\n")
+    options = dict(nir_file=str(tmp_path / "net.nir"), input_shape=(4, 16), T=8, input_mean=0.8, input_std=3.0)
+    rows = user.verify_user(f"{tmp_path}/mine.py:net", **options)
+    assert [r.tensor for r in rows] == ["output", "grad_x", "0.weight", "0.bias", "2.weight", "2.bias"]
+    assert all(r.passed for r in rows), user.print_table(rows)
+    x = np.random.default_rng([0, 1]).normal(0.8, 3.0, (8, 4, 16))  # verify_user's input: the output layer fires
+    assert 0.05 < refsnn.from_nir(tmp_path / "net.nir", dtype=np.float64).forward(x).mean() < 0.95
+    with pytest.raises(ValueError, match=r"shape mismatch: 0.weight is \(6, 16\) in the weights, \(5, 16\) in your"):
+        user.verify_user(f"{tmp_path}/mine.py:narrow", **options)
 
 
 @pytest.mark.parametrize("argv, message", [

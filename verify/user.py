@@ -435,7 +435,7 @@ def build_user_module(factory, label="the factory"):
 
 
 def reference_side(network=None, run=None, nir_file=None, neuron="clif", neuron_options=None, sample_shape=None,
-                   num_classes=None, seed=0, dt=1e-4, mode="eval"):
+                   num_classes=None, seed=0, dt=None, mode="eval"):
     """``(refsnn module, weights or None, sample shape or None, T or None)``: the refsnn side of
     ``verify_user``, from exactly one of
 
@@ -447,7 +447,8 @@ def reference_side(network=None, run=None, nir_file=None, neuron="clif", neuron_
     run         a training run directory or its checkpoint.json; the weights are the run's,
                 loaded into both sides, the network in ``mode`` ("eval" or "train"), and the
                 sample shape and T are the run's.
-    nir_file    a NIR file (``refsnn.from_nir(nir_file, dt)``); its weights go into both sides.
+    nir_file    a NIR file (``refsnn.from_nir(nir_file, dt)``; dt None: the one a refsnn export
+                records, else 1e-4 s); its weights go into both sides.
 
     Raises ValueError for none or several of them, an unknown name, bad neuron options, a run
     or file that cannot be read."""
@@ -493,7 +494,7 @@ def reference_side(network=None, run=None, nir_file=None, neuron="clif", neuron_
 
 
 def verify_user(torch_module, network=None, run=None, nir_file=None, neuron="clif", neuron_options=None,
-                input_shape=None, T=None, seed=0, dtype=np.float64, dt=1e-4, mode="eval", input_mean=0.0,
+                input_shape=None, T=None, seed=0, dtype=np.float64, dt=None, mode="eval", input_mean=0.0,
                 input_std=1.0):
     """Check your torch module against the refsnn model it claims to compute; returns the rows
     of ``check_against`` (print them with ``print_table``).
@@ -574,7 +575,8 @@ def main(argv=None):
     p.add_argument("--T", type=int, help="time steps (default: the run's, else 4)")
     p.add_argument("--seed", type=int, default=0, help="seed of the input, grad_output and a built network")
     p.add_argument("--dtype", choices=("float64", "float32"), default="float64", help="default float64")
-    p.add_argument("--dt", type=float, default=1e-4, help="time step of the NIR file's equations (default 1e-4)")
+    p.add_argument("--dt", type=float, help="time step (s) of the NIR file's equations (default: the one a refsnn "
+                                            "export records, else 1e-4)")
     p.add_argument("--mode", choices=("eval", "train"), default="eval", help="both sides' mode (default eval)")
     args = p.parse_args(argv)
     try:

@@ -6,7 +6,9 @@ detach_reset, decay_input, strict threshold, surrogates) × framework × dtype �
 whose scale ranges from mostly silent to mostly firing, and prints one table: max abs and max
 relative error of spikes, membrane and every gradient, tie count, pass/fail (tolerances in
 verify/compare.py). Configurations a framework cannot express exactly are listed with the reason.
-Exit status 1 on any failure.
+Then the NIR agreement table (verify/nir_table.py; ``--nir off`` skips it, ``--nir only`` prints it
+alone). Exit status 1 on any failure. ``--user MODULE:FACTORY`` checks your own PyTorch module
+instead (verify/user.py).
 
 Kernels: by default refsnn runs its generic kernel compilation, one per dtype for every
 configuration (tests/test_neurons.py proves it bit-identical to the specialized ones that
@@ -127,7 +129,7 @@ def main(argv=None):
     args = parse_args(argv)
     logging.getLogger("torch._library.triton").setLevel(logging.ERROR)  # "Triton not available", on CPU
     if args.nir == "only":
-        return nir_section(args.seed)
+        return nir_section(args.framework, args.seed)
     with kernels(args.kernels):
         rows, skipped = run_matrix(args.component, args.framework, args.dtype, args.examples, args.seed)
     print(format_table(rows))
@@ -139,14 +141,15 @@ def main(argv=None):
         print("error: nothing was compared (every cell was skipped; the frameworks come with "
               'pip install "refsnn[verify]")', file=sys.stderr)
         return 2
-    nir_code = nir_section(args.seed) if args.nir == "on" else 0
+    nir_code = nir_section(args.framework, args.seed) if args.nir == "on" else 0
     return 0 if all(r.passed for r in rows) and not nir_code else 1
 
 
-def nir_section(seed):
-    """Print the NIR agreement table (verify/nir_table.py); 1 if refsnn is at fault in a row."""
-    from .nir_table import format_nir_table, nir_table
-    rows, skipped = nir_table(seed=seed)
+def nir_section(frameworks, seed):
+    """Print the NIR agreement table of ``frameworks`` (verify/nir_table.py); 1 if refsnn is at
+    fault in a row."""
+    from .nir_table import NIR_FRAMEWORKS, format_nir_table, nir_table
+    rows, skipped = nir_table([fw for fw in NIR_FRAMEWORKS if fw in frameworks], seed)
     print()
     print(format_nir_table(rows, skipped))
     return 0 if all(r.refsnn_ok for r in rows) else 1

@@ -176,6 +176,8 @@ def test_a_nir_file(tmp_path):
      "neuron option tau of clif must be a number"),
     (["--user", "{dir}/ok.py:three", "--network", "lif", "--input-shape", "2,x"], "expected sizes separated by commas"),
     (["--user", "{dir}/ok.py:three"], "one of the arguments --network --run --nir is required"),
+    (["--user", "{dir}/mlp9.py:mlp", "--network", "mlp", "--input-shape", "2,1,7,7"],
+     "the torch module's forward raised RuntimeError: mat1 and mat2 shapes cannot be multiplied"),
     (["--user", "{dir}/mlp9.py:mlp", "--run", "{dir}/nowhere"], "no checkpoint at"),
 ])
 def test_usage_errors_are_one_line_and_exit_2(tmp_path, capsys, argv, message):

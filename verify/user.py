@@ -152,12 +152,12 @@ def check_against(refsnn_module, torch_module=None, weights=None, inputs=None, d
         _reset_state(theirs)
         theirs.zero_grad()
         x_t = torch.from_numpy(x.copy()).requires_grad_(True)
-        result = theirs(x_t)
+        result = _run_torch("forward", lambda: theirs(x_t))
         out_t, membrane_t = (result[0], result[1]) if isinstance(result, (tuple, list)) else (result, None)
         if tuple(out_t.shape) != out.shape:
             raise ValueError(f"the torch module returned shape {tuple(out_t.shape)}, refsnn {out.shape}: "
                              "both must be time-major [T, N, ...]")
-        (out_t * torch.from_numpy(grad_output)).sum().backward()
+        _run_torch("backward", lambda: (out_t * torch.from_numpy(grad_output)).sum().backward())
     finally:
         recorder.remove()
 
@@ -250,6 +250,16 @@ def _parameter_rows(mine, theirs, component, framework, dtype):
         else:
             rows.append(compare(component, framework, name, grads[name], grads_t[name]))
     return rows
+
+
+def _run_torch(what, call):
+    """``call()``, with anything the torch module raises (your code, or torch on a shape it was
+    given) turned into one ValueError line naming it."""
+    try:
+        return call()
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise ValueError(f"the torch module's {what} raised {type(e).__name__}: {first}") from None
 
 
 def _load_torch(torch_module, state):
@@ -546,7 +556,8 @@ def _output_size(torch_module, shape, dtype):
     """The last dimension of your module's output on a zero input (a network's class count)."""
     import torch
     with torch.no_grad():
-        out = copy.deepcopy(torch_module).to(torch_dtype(dtype))(torch.zeros(shape, dtype=torch_dtype(dtype)))
+        module = copy.deepcopy(torch_module).to(torch_dtype(dtype))
+        out = _run_torch("forward", lambda: module(torch.zeros(shape, dtype=torch_dtype(dtype))))
     out = out[0] if isinstance(out, (tuple, list)) else out
     return int(out.shape[-1])
 

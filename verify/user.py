@@ -2,14 +2,14 @@
 
 ``check_against(refsnn_module, torch_module)`` runs both on the same input with the same
 weights and returns one ``verify.compare.Row`` per tensor: the output (``spikes`` for a neuron
-layer, with ``membrane`` too if your module returns ``(spikes, membrane)``), the input gradient
+layer, and the membrane too if your module returns ``(spikes, membrane)``), the input gradient
 ``grad_x`` and the gradient of every parameter, by state-dict name. ``print_table(rows)``
 prints them. Each failing row names a tensor where your code and the reference disagree.
 
 Example: a hand-written LIF whose reset uses the membrane from *before* charging::
 
     import numpy as np, torch, refsnn
-    from verify.user import check_against, print_table
+    from refsnn.verify.user import check_against, print_table
 
     class Spike(torch.autograd.Function):      # Θ(u) forward, sigmoid surrogate backward (α = 4)
         @staticmethod

@@ -5,6 +5,7 @@ neuron, optimizer, schedule, loss and data-set reader that `refsnn train` / `con
 The readers are fed real files in their real formats, written small (tests/test_data.py's writers):
 IDX (gzipped and not) for MNIST / Fashion-MNIST / KMNIST, CIFAR-10/100 binary and python pickles.
 """
+import json
 import re
 
 import numpy as np
@@ -13,7 +14,7 @@ import pytest
 from refsnn.cli import main
 from refsnn.data import get_dataset
 from refsnn.models import NETWORKS
-from refsnn.neurons import NEURONS
+from refsnn.neurons import EXAMPLES, NEURONS
 from test_data import cifar_batch, cifar_record_bytes, dump_cifar_pickle, write_idx_set
 
 QUICK = ["--epochs", "1", "--no-progress"]
@@ -115,6 +116,8 @@ def test_every_encoding_trains_and_evaluates(capsys, tmp_path, encoding):
 @pytest.mark.parametrize("neuron", [*NEURONS, "relu", "clipped_relu"])
 def test_every_neuron_trains_and_evaluates(capsys, tmp_path, neuron):
     options = ["--T", "1"] if neuron in ("relu", "clipped_relu") or NEURONS[neuron].max_steps == 1 else []
+    if neuron in NEURONS and EXAMPLES[neuron][0]:  # its first example: RLeaky needs beta, LSNN fires sooner
+        options += ["--neuron-options", json.dumps(EXAMPLES[neuron][0])]
     train_and_eval(capsys, tmp_path / "run", "--network", "cnn", "--neuron", neuron, *options)
 
 

@@ -340,7 +340,7 @@ def test_bad_state_and_failed_forward():
 @pytest.mark.parametrize("grad_state", [{"bogus": 0.0}, {"V": 0.0}, np.zeros((2, 3))], ids=["bogus", "V", "array"])
 def test_grad_state_must_name_the_neurons_state(name, grad_state):
     """A grad_state with keys outside state_names (or not a dict) was silently ignored."""
-    neuron = refsnn.neurons.make_neuron(name)
+    neuron = refsnn.neurons.make_neuron(name, **refsnn.neurons.EXAMPLES[name][0])  # RLeaky needs its beta
     x = np.full((1, 2, 3), 0.7, np.float32)
     neuron.forward(x)
     with pytest.raises(ValueError, match="grad_state must be a dict with keys among"):

@@ -426,9 +426,9 @@ class RLeaky(BaseNeuron):
 # snnTorch's RLeaky; linear_features = 8, the last axis of the verifier's inputs)
 # ------------------------------------------------------------------------------------------
 EXAMPLES = {
-    "rleaky": [
-        dict(beta=0.8, linear_features=8),
+    "rleaky": [  # the first fits any feature count: registry-driven tests build every neuron from it
         dict(beta=0.6, all_to_all=False, V=0.5, reset_mechanism="zero", spike_grad="fast_sigmoid"),
+        dict(beta=0.8, linear_features=8),
         dict(beta=0.9, linear_features=8, learn_beta=True, learn_threshold=True, threshold=0.75,
              reset_delay=False),
         dict(beta=0.7, all_to_all=False, V=[0.5, -0.25, 1.0, 0.0, 0.75, -1.0, 0.25, 0.5], reset_mechanism="zero",

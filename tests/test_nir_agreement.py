@@ -40,9 +40,11 @@ def rows_of(printed, framework):
     return rows
 
 
-def test_spikingjelly_and_refsnn_agree_both_ways_mlp_and_conv(printed):
+def test_spikingjelly_and_refsnn_agree_both_ways_mlp_and_conv_but_at_ties(printed):
     rows = rows_of(printed, "spikingjelly")
-    assert len(rows) == 8 and {r.result for r in rows.values()} == {"agree"}
+    tie = rows.pop(("spikingjelly → refsnn", "Linear(identity)→IFNode, v = v_th"))
+    assert tie.result == "DEPART" and "fires on v >= v_th" in tie.why and tie.why.endswith("(repaired: agree)")
+    assert len(rows) == 9 and {r.result for r in rows.values()} == {"agree"}  # refsnn's IF fires on >= too
     assert ("spikingjelly → refsnn", "Conv→LIFNode→AvgPool→Linear→LIFNode") in rows
     assert ("refsnn → spikingjelly", "Conv→IF→AvgPool→Linear→IF") in rows
 
@@ -57,6 +59,8 @@ def test_snntorch_findings(printed):
     assert rows["refsnn → snntorch", "Linear→LIF×2"].result == "agree"
     if_row = rows["refsnn → snntorch", "Linear→IF×2"]
     assert if_row.result == "REFUSED" and "r != 1" in if_row.where and "Leaky(beta=0.9)" in if_row.why
+    tie = rows["refsnn → snntorch", "Linear(identity)→LIF, v = v_th"]
+    assert tie.result == "DEPART" and "strict=True (>) agrees (repaired: agree)" in tie.why
 
 
 def test_norse_findings(printed):
@@ -68,6 +72,8 @@ def test_norse_findings(printed):
     dt = rows["refsnn → norse", "Linear→LIF×2"]
     assert dt.result == "DEPART" and "dt = 1e-3" in dt.why and dt.why.endswith("(repaired: agree)")
     assert rows["refsnn → norse", "Linear→IF×2"].result == "agree"
+    tie = rows["refsnn → norse", "Linear(identity)→IF, v = v_th"]
+    assert tie.result == "DEPART" and tie.where.endswith("t = 0: 8 of 16 spikes differ") and "repaired: agree" in tie.why
 
 
 def test_the_readme_shows_the_table_as_printed(printed):

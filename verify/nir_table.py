@@ -22,8 +22,9 @@ The conventions the rows meet (read from the installed sources):
   the graph's metadata, which no framework reads).
 * firing: NIR fires on v > v_threshold; snnTorch (``mem - threshold > 0``) and norse
   (``heaviside``: x > 0) too; SpikingJelly fires on >= (``heaviside``: x >= 0), as refsnn's own
-  neurons, which ``to_nir`` records. Random inputs never land exactly on a threshold, so this
-  shows in no row; it is a convention a reader must know, not a difference these inputs can see.
+  neurons, which ``to_nir`` records in the graph's metadata (no framework reads it). Random inputs
+  never land exactly on a threshold, so the rows "v = v_th" put every potential on it (an
+  identity Linear and an input at the threshold) to show the rule each side follows.
 """
 import contextlib
 import importlib
@@ -159,6 +160,45 @@ def _export_refsnn(kind, seed, neuron):
     return model, refsnn.to_nir(model, input_shape=IMAGE if kind == "conv" else None)
 
 
+def tie_label(neuron):
+    return f"Linear(identity)→{neuron}, v = v_th"
+
+
+def tie_input(level):
+    """[2, 1, FEATURES]: ``level`` at t = 0, then 0. Through an identity Linear it puts every
+    neuron's potential exactly on its threshold (IF: level 1; LIF with tau = 2: level 2), where a
+    neuron firing on >= spikes and one firing on > does not."""
+    x = np.zeros((2, 1, FEATURES), np.float32)
+    x[0] = level
+    return x
+
+
+def tie_net(neuron):
+    """refsnn Linear(FEATURES, FEATURES) with identity weights and zero bias, then ``neuron``."""
+    import refsnn
+    from refsnn.layers import Linear
+    linear = Linear(FEATURES, FEATURES)
+    linear.params["weight"][...] = np.eye(FEATURES)
+    linear.params["bias"][...] = 0
+    return refsnn.Sequential(linear, neuron)
+
+
+def _tie_row(fw, name, neuron, strict_neuron, level, run_framework):
+    """refsnn → ``fw`` on a tie input: refsnn's ``neuron`` (firing on >=, recorded in the graph's
+    metadata) against the framework's import; repaired by ``strict_neuron`` (firing on >)."""
+    import refsnn
+    x = tie_input(level)
+    model = tie_net(neuron)
+    theirs = run_framework(refsnn.to_nir(model), x)
+
+    def strict():
+        return refsnn_spikes(tie_net(strict_neuron), x), theirs
+
+    return _compare(fw, f"refsnn → {fw}", tie_label(name), refsnn_spikes(model, x), theirs, [
+        (f"{fw} fires on v > v_th, refsnn's neurons on >=, which to_nir writes into the graph's metadata and {fw}'s "
+         "importer does not read; refsnn's neuron with strict=True (>) agrees", strict)])
+
+
 # ------------------------------------------------------------------------------------------
 # snnTorch 1.0: snntorch.export_nir.export_to_nir, snntorch.import_nir.import_from_nir
 # ------------------------------------------------------------------------------------------
@@ -252,6 +292,12 @@ def _snntorch_rows(seed):
                                  f"{type(as_leaky).__name__}(beta={float(as_leaky.beta):g})"))
             continue
         rows.append(_compare(fw, into, label, refsnn_spikes(model, x), theirs, []))
+
+    def run_import(graph, x):
+        with _quiet():
+            return torch_spikes(import_from_nir(graph), is_leaky, x, lambda m, x_t, s: m(x_t, s)[1])
+
+    rows.append(_tie_row(fw, "LIF", refsnn.LIF(tau=2.0), refsnn.LIF(tau=2.0, strict=True), 2.0, run_import))
     return rows
 
 
@@ -295,6 +341,29 @@ def _spikingjelly_rows(seed):
                 imported = import_from_nir(graph)
             theirs = torch_spikes(imported, is_wrapped, x, lambda m, x_t, s: m(x_t, s)[1])
             rows.append(_compare(fw, into, label, refsnn_spikes(model, x), theirs, []))
+    # a potential exactly on the threshold: SpikingJelly fires on >=, NIR on >
+    x = tie_input(1.0)
+    sj = torch.nn.Sequential(layer.Linear(FEATURES, FEATURES), neuron.IFNode())
+    with torch.no_grad():
+        sj[0].weight.copy_(torch.eye(FEATURES))
+        sj[0].bias.zero_()
+    with _quiet():
+        graph = export_to_nir(sj, torch.randn(1, FEATURES))
+
+    def as_refsnn_if():  # refsnn's own IF fires on >=, as SpikingJelly
+        return refsnn_spikes(tie_net(refsnn.IF()), x), run(sj, x)
+
+    rows.append(_compare(fw, out, tie_label("IFNode"), refsnn_spikes(refsnn.from_nir(graph), x), run(sj, x), [
+        ("SpikingJelly fires on v >= v_th (heaviside: x >= 0) and its export does not say so; NIR, and from_nir on a "
+         "graph without refsnn's metadata, fire on >; refsnn's IF (>=) agrees", as_refsnn_if)]))
+    model = tie_net(refsnn.IF())
+    with _quiet():
+        imported = import_from_nir(refsnn.to_nir(model))
+    row = _compare(fw, into, tie_label("IF"), refsnn_spikes(model, x), torch_spikes(imported, is_wrapped, x,
+                                                                       lambda m, x_t, s: m(x_t, s)[1]), [])
+    if row.result == "agree":
+        row.why = "both fire on >= (SpikingJelly's rule; it does not read the graph's metadata)"
+    rows.append(row)
     return rows
 
 
@@ -372,6 +441,12 @@ def _norse_rows(seed):
             row.why = ("norse's IAFCell ignores r and dt (v ← v + I, warning that r = 1/dt is not 1), which is what "
                        "NIR's IF with r = 1/dt computes")
         rows.append(row)
+
+    def run_import(graph, x):
+        with _quiet():
+            return run(norse.from_nir(graph), x)
+
+    rows.append(_tie_row(fw, "IF", refsnn.IF(), refsnn.IF(strict=True), 1.0, run_import))
     return rows
 
 

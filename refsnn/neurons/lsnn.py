@@ -2,7 +2,7 @@
 ``norse.torch.functional.lsnn.lsnn_feed_forward_step``, read from its source), after Bellec et al. 2018,
 "Long short-term memory and learning-to-learn in networks of spiking neurons" (NeurIPS). Same parameter
 names (``LSNNParameters``), defaults and operations, forward Euler at ``dt`` (norse: 1e-3 s).
-docs/neurons.md §"LSNN" derives the backward.
+docs/neurons.md "LSNN" derives the backward.
 
 Named ``LSNN`` after its exact counterpart: Bellec et al.'s own discrete "ALIF" neuron has other
 equations (a threshold increment a scaled by 1 − ρ, no synaptic current), so that name would promise

@@ -1,6 +1,6 @@
 """RLeaky, the recurrent leaky integrate-and-fire neuron of snnTorch 1.0 (``snntorch.RLeaky``, read from
-its source snntorch/_neurons/rleaky.py): same option names, defaults and operations. docs/neurons.md
-§"RLeaky" derives the backward.
+its source snntorch/_neurons/rleaky.py): same option names, defaults and operations.
+docs/neurons.md "RLeaky" derives the backward.
 
 Forward, for t = 0 .. T−1, from U[−1] = U_init and S[−1] = S_init (0, or a state {"mem", "spk"}):
 

@@ -2,14 +2,14 @@
 a NIR graph (the Neuromorphic Intermediate Representation, PyPI ``nir`` 1.0.8; docs/nir.md).
 
 from_nir: a chain Input → nodes → Output becomes a ``Sequential`` whose children carry the node names:
-Affine/Linear → Linear, Conv1d/Conv2d → Conv1d/Conv2d, SumPool2d/AvgPool2d → pooling, Flatten, Scale, Threshold, and
-the neurons LIF, IF, LI, CubaLIF, CubaLI → ``EulerNeuron`` (NIR's ODEs by forward Euler at ``dt``,
+Affine/Linear → Linear, Conv1d/Conv2d → Conv1d/Conv2d, SumPool2d/AvgPool2d → pooling, Flatten, Scale,
+Threshold, and the neurons LIF, IF, LI, CubaLIF, CubaLI → ``EulerNeuron`` (NIR's ODEs by forward Euler at ``dt``,
 docs/nir.md §3). A branching graph, a recurrent edge, a subgraph, Delay and other nodes or options
 refsnn cannot run are refused naming the node and the reason.
 
-to_nir: a ``Sequential`` (nested ones included) of Linear, Conv1d, Conv2d, BatchNorm (folded into the layer
-before it with its running statistics), AvgPool2d, SumPool2d, Flatten, Dropout (the identity in eval
-mode), Scale, Threshold and the neurons IF/LIF/PLIF with hard reset and EulerNeuron. The conventions
+to_nir: a ``Sequential`` or ``models.Chain`` (nested ones included) of Linear, Conv1d, Conv2d, BatchNorm
+(folded into the layer before it with its running statistics), AvgPool2d, SumPool2d, Flatten, Dropout (the
+identity in eval mode), Scale, Threshold and the neurons IF/LIF/PLIF with hard reset and EulerNeuron. The conventions
 (dt, firing on > or >=, hard reset, refsnn's version) go into the graph's metadata, and each refsnn
 neuron's exact options into its node's metadata, so that from_nir rebuilds the very same neuron
 (docs/nir.md §5).
@@ -23,8 +23,10 @@ import numpy as np
 from .layers import (AvgPool2d, BatchNorm1d, BatchNorm2d, Conv1d, Conv2d, Dropout, Flatten, Linear, Scale, SumPool2d,
                      Threshold)
 from .layers.pool import AdaptiveAvgPool2d
+from .models import Chain
 from .module import Module, OptionError, Sequential, check_real, float_dtype
 from .neurons import IF, LIF, PLIF, EulerNeuron
+from .neurons.euler import KINDS
 from .neurons.lif import LIFFamily
 
 DEFAULT_DT = 1e-4  # seconds: SpikingJelly's and snnTorch's NIR exchange use it too (norse: 1e-3)
@@ -77,26 +79,30 @@ def _chain(graph):
     for src, dst in edges:
         for end in (src, dst):
             if end not in nodes:
-                raise ValueError(f"NIR graph: the edge ({src!r} -> {dst!r}) names a node {end!r} the graph does not have")
+                raise ValueError(f"NIR graph: the edge ({src!r} -> {dst!r}) names a node {end!r} the graph does "
+                                 "not have")
     successors = {name: [] for name in nodes}
     predecessors = {name: [] for name in nodes}
     for src, dst in edges:
         successors[src].append(dst)
         predecessors[dst].append(src)
-    state = {}  # depth-first search for a cycle: 1 on the stack, 2 done
-
-    def visit(name):
-        state[name] = 1
-        for nxt in successors[name]:
-            if state.get(nxt) == 1:
+    state = {}  # depth-first search (a stack, not recursion) for an edge back into the path: 1 on it, 2 done
+    for root in nodes:
+        if root in state:
+            continue
+        state[root], path = 1, [(root, iter(successors[root]))]
+        while path:
+            name, ahead = path[-1]
+            nxt = next(ahead, None)
+            if nxt is None:
+                state[name] = 2
+                path.pop()
+            elif state.get(nxt) == 1:
                 raise ValueError(f"NIR graph: recurrent edge ({name!r} -> {nxt!r}): refsnn.from_nir runs "
                                  "feed-forward chains only")
-            if nxt not in state:
-                visit(nxt)
-        state[name] = 2
-    for name in nodes:
-        if name not in state:
-            visit(name)
+            elif nxt not in state:
+                state[nxt] = 1
+                path.append((nxt, iter(successors[nxt])))
     for name, node in nodes.items():
         if isinstance(node, nir.NIRGraph):
             raise ValueError(f"NIR graph: node {name!r} is a subgraph (NIRGraph): refsnn.from_nir runs a flat chain "
@@ -230,13 +236,13 @@ def _import_conv(name, node, shape, dtype):
 
 
 def _broadcast(name, node, field, shape):
+    """A node's parameter array, which must broadcast to the layer's shape."""
     value = _array(name, node, field)
     try:
-        np.broadcast_shapes(value.shape, shape)
+        fits = np.broadcast_shapes(value.shape, shape) == shape
     except ValueError:
-        raise ValueError(f"NIR node {name!r} ({type(node).__name__}): {field} of shape {value.shape} does not fit "
-                         f"the input shape {shape}") from None
-    if np.broadcast_shapes(value.shape, shape) != shape:
+        fits = False
+    if not fits:
         raise ValueError(f"NIR node {name!r} ({type(node).__name__}): {field} of shape {value.shape} does not fit "
                          f"the input shape {shape}")
     return value
@@ -251,17 +257,12 @@ def _strict(node, options):
 
 def _import_neuron(name, node, shape, options):
     kind = type(node).__name__
-    fields = {f: _broadcast(name, node, f, shape) for f in _euler_fields(kind)}
+    fields = {f: _broadcast(name, node, f, shape) for f in KINDS[kind][3]}
     exact = _refsnn_neuron(node, fields, shape, options)
     if exact is not None:
         return exact
     return EulerNeuron(kind, dt=options["dt"], surrogate=options["surrogate"], alpha=options["alpha"],
                        strict=_strict(node, options), dtype=options["dtype"], **fields)
-
-
-def _euler_fields(kind):
-    from .neurons.euler import KINDS
-    return KINDS[kind][3]
 
 
 def _refsnn_neuron(node, fields, shape, options):
@@ -295,17 +296,19 @@ def from_nir(graph_or_path, dt=None, dtype=np.float32, surrogate="sigmoid", alph
     layers' parameters and buffers (the input must match, refsnn.module's rule). ``surrogate`` and
     ``alpha``: the surrogate gradient of the neurons and Threshold nodes (NIR does not state one).
     The children are named after the nodes; ``model.input_shape`` is the Input node's shape (one
-    sample, one step), so the model takes ``[T, N, *input_shape]`` and gives ``[T, N, *output_shape]``. Neurons start at rest (v = v_leak;
-    IF: v_reset; I = 0). Raises ValueError (TypeError for a non-graph) naming the node and the reason
-    for anything refsnn cannot run exactly (docs/nir.md §4); NIRUnavailable without the nir package.
+    sample, one step), so the model takes ``[T, N, *input_shape]`` and gives ``[T, N, *output_shape]``.
+    Neurons start at rest (v = v_leak; IF: v_reset; I = 0). Raises ValueError (TypeError for a non-graph)
+    naming the node and the reason for anything refsnn cannot run exactly (docs/nir.md §4); NIRUnavailable
+    without the nir package.
     """
     graph = read_graph(graph_or_path)
     metadata = graph.metadata if isinstance(graph.metadata, dict) else {}
     from_refsnn = metadata.get("source") == "refsnn"
     if dt is None and from_refsnn and "dt" in metadata:
         dt = check_real(metadata["dt"], "the dt recorded in the graph's metadata", low=0, low_open=True)
-    options = dict(dt=check_real(DEFAULT_DT if dt is None else dt, "dt", low=0, low_open=True), dtype=float_dtype(dtype), surrogate=surrogate,
-                   alpha=alpha, from_refsnn=from_refsnn, firing=metadata.get("firing", ">"))
+    options = dict(dt=check_real(DEFAULT_DT if dt is None else dt, "dt", low=0, low_open=True),
+                   dtype=float_dtype(dtype), surrogate=surrogate, alpha=alpha, from_refsnn=from_refsnn,
+                   firing=metadata.get("firing", ">"))
     order = _chain(graph)
     shape = _declared(graph.nodes[order[0]], "input_type")
     if shape is None:
@@ -320,7 +323,7 @@ def from_nir(graph_or_path, dt=None, dtype=np.float32, surrogate="sigmoid", alph
                              f"but the node before it gives {shape}")
         try:
             layer, shape = _import_layer(name, node, shape, options)
-        except ValueError as e:   # a layer's own check (EulerNeuron's tau >= dt, Conv2d's groups...): name the node
+        except (ValueError, TypeError) as e:   # a layer's own check (EulerNeuron's tau >= dt...): name the node
             if f"node {name!r}" in str(e):
                 raise
             raise ValueError(f"NIR node {name!r} ({type(node).__name__}): {e}") from None
@@ -336,7 +339,7 @@ def from_nir(graph_or_path, dt=None, dtype=np.float32, surrogate="sigmoid", alph
 def _leaves(module, prefix=""):
     """``(qualified name, layer)`` of a Sequential or a ``refsnn.models.Chain`` (its forward ``order``) and
     the chains in it, in forward order."""
-    if isinstance(module, Sequential) or (type(module).__name__ == "Chain" and hasattr(module, "order")):
+    if isinstance(module, (Sequential, Chain)):
         for name in getattr(module, "order", module.children):
             yield from _leaves(module.children[name], f"{prefix}.{name}" if prefix else name)
     elif module.children:
@@ -409,7 +412,7 @@ def _export_layer(name, layer, shape, norm, dt):
         weight, bias = _fold(layer, norm) if norm else (layer.params["weight"], layer.params.get("bias"))
         if shape[-1:] != (layer.in_features,):
             raise ValueError(f"to_nir: {name!r} (Linear) takes {layer.in_features} features, gets shape {shape}")
-        node = nir.Affine(weight=weight.copy(), bias=bias.copy()) if bias is not None else nir.Linear(weight=weight.copy())
+        node = nir.Linear(weight=weight.copy()) if bias is None else nir.Affine(weight=weight.copy(), bias=bias.copy())
         return node, shape[:-1] + (layer.out_features,)
     if isinstance(layer, Conv2d):
         weight, bias = _fold(layer, norm) if norm else (layer.params["weight"], layer.params.get("bias"))

@@ -160,7 +160,8 @@ def test_conv1d_graph_gives_the_spikes_of_nir_equations_and_round_trips(tmp_path
 # ------------------------------------------------------------------------------------------
 def trained_mlp(rng):
     """An MLP with LIF (no input decay, strict), PLIF (learned w) and IF (>=) layers, trained a few steps."""
-    model = refsnn.Sequential(Flatten(), Linear(16, 12, rng=rng), LIF(tau=1.7, v_reset=0.1, decay_input=False, strict=True),
+    model = refsnn.Sequential(Flatten(), Linear(16, 12, rng=rng),
+                              LIF(tau=1.7, v_reset=0.1, decay_input=False, strict=True),
                               Linear(12, 10, rng=rng), PLIF(init_tau=2.5, surrogate="atan"),
                               Linear(10, 8, rng=rng), IF(v_threshold=0.8), Linear(8, 3, rng=rng))
     opt = Adam(model.named_parameters(), lr=0.05)
@@ -186,7 +187,8 @@ def test_round_trip_of_a_trained_network_is_bit_identical(tmp_path):
     outs = []
     for net in (model, back):
         net.zero_grad()
-        outs.append((net.forward(x).copy(), net.backward(g).copy(), {k: d.copy() for k, _, d in net.named_parameters()}))
+        outs.append((net.forward(x).copy(), net.backward(g).copy(),
+                     {k: d.copy() for k, _, d in net.named_parameters()}))
     np.testing.assert_array_equal(outs[0][0], outs[1][0])
     np.testing.assert_array_equal(outs[0][1], outs[1][1])          # and it trains the same: identical gradients
     assert outs[0][2].keys() == outs[1][2].keys()

@@ -5,9 +5,9 @@ docs/nir.md §2 gives the ODEs and §3 this discretisation).
 Forward, for t = 0 .. T−1, from v[−1] = v_leak (IF: v_reset) and I[−1] = 0, or a given state;
 every parameter is an array broadcast over the feature shape:
 
-    synapse  I[t] = I[t−1] + (dt/τ_syn)·(−I[t−1] + w_in·X[t])             (CubaLIF, CubaLI; else I[t] = X[t])
-    charge   H[t] = V[t−1] + (dt/τ)·((v_leak − V[t−1]) + R·I[t])           (LIF, LI, CubaLIF, CubaLI: τ = τ_mem)
-             H[t] = V[t−1] + (dt·R)·I[t]                                   (IF)
+    synapse  I[t] = I[t−1] + (dt/τ_syn)·(−I[t−1] + w_in·X[t])     (CubaLIF, CubaLI; else I[t] = X[t])
+    charge   H[t] = V[t−1] + (dt/τ)·((v_leak − V[t−1]) + R·I[t])   (LIF, LI, CubaLIF, CubaLI: τ = τ_mem)
+             H[t] = V[t−1] + (dt·R)·I[t]                           (IF)
     fire     S[t] = Θ(H[t] − v_threshold)   (NIR fires on >: strict; smooth mode: the surrogate's φ)
     reset    V[t] = S·v_reset + (1 − S)·H[t]                               (hard reset, as NIR's v ← v_reset)
     LI, CubaLI: no threshold: the output is V[t] = H[t]
@@ -350,15 +350,16 @@ class EulerNeuron(BaseNeuron):
 
 
 # ------------------------------------------------------------------------------------------
-# Examples: the configurations the tests run (per-neuron values: tests/test_nir.py)
+# Examples: the configurations the tests run, under one name (tests/test_neuron_buffers.py compiles the
+# first one's specialized kernels only); per-neuron values: tests/test_nir.py
 # ------------------------------------------------------------------------------------------
 EXAMPLES = {
-    "nir-lif": [
+    "nir": [
         dict(kind="LIF", dt=1e-4, tau=3e-4, r=1.0, v_leak=0.0, v_threshold=1.0, v_reset=0.0),
         dict(kind="LIF", dt=1e-3, tau=2.5e-3, r=2.5, v_leak=-0.2, v_threshold=0.8, v_reset=-0.3, strict=False,
              surrogate="atan", detach_reset=True),
+        dict(kind="IF", dt=1e-4, r=1e4, v_threshold=1.0, v_reset=0.0, surrogate="fast_sigmoid"),
+        dict(kind="CubaLIF", dt=1e-4, tau_syn=2e-4, tau_mem=4e-4, r=2.0, v_leak=0.0, v_threshold=0.5, v_reset=0.0,
+             w_in=1.5),
     ],
-    "nir-if": [dict(kind="IF", dt=1e-4, r=1e4, v_threshold=1.0, v_reset=0.0, surrogate="fast_sigmoid")],
-    "nir-cubalif": [dict(kind="CubaLIF", dt=1e-4, tau_syn=2e-4, tau_mem=4e-4, r=2.0, v_leak=0.0, v_threshold=0.5,
-                         v_reset=0.0, w_in=1.5)],
 }

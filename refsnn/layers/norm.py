@@ -135,10 +135,10 @@ def _bn_statistics(x, per_step, mean, var):
     steps = T if per_step else 1
     x3 = x.reshape(steps, -1, C * S)
     world = distributed.step_world()
-    count = world.sum(np.array(x3.shape[1] * S)) if world.size > 1 else x3.shape[1] * S
     sums = np.empty((steps, C * S))
     launch(_column_sums, x.size, x3, sums)
-    mean[...] = world.sum(_group_sums(sums, C)) / count
+    total, count = world.sums(_group_sums(sums, C), np.float64(x3.shape[1] * S))
+    mean[...] = total / count
     mean_columns = np.repeat(mean, S, axis=1)
     launch(_column_products, x.size, x3, mean_columns, x3, mean_columns, sums)
     var[...] = world.sum(_group_sums(sums, C)) / count
@@ -167,15 +167,15 @@ def _bn_backward(g, x, per_step, training, mean, inv_std, gamma, sum_g, sum_g_xh
     T, N, C, S = x.shape
     steps = T if per_step else 1
     g3, x3 = g.reshape(steps, -1, C * S), x.reshape(steps, -1, C * S)
-    world = distributed.step_world() if training else distributed.World()
-    count = world.sum(np.array(g3.shape[1] * S)) if world.size > 1 else g3.shape[1] * S
     sums = np.empty((steps, C * S))
     launch(_column_sums, x.size, g3, sums)
     sum_g[...] = _group_sums(sums, C)
     launch(_column_products, x.size, g3, np.zeros((steps, C * S)), x3, np.repeat(mean, S, axis=1), sums)
     sum_g_xhat[...] = _group_sums(sums, C) * inv_std
-    launch(_bn_input_gradient, x.size, g, x, per_step, training, mean, inv_std, gamma, world.sum(sum_g),
-           world.sum(sum_g_xhat), count, dx)
+    world = distributed.step_world() if training else distributed.World()
+    every_g, every_g_xhat, count = world.sums(sum_g, sum_g_xhat, np.float64(g3.shape[1] * S))
+    launch(_bn_input_gradient, x.size, g, x, per_step, training, mean, inv_std, gamma, every_g, every_g_xhat,
+           float(count), dx)
 
 
 @numba.njit(cache=True, parallel=True)

@@ -90,9 +90,9 @@ def train_epoch(networks, batches, loss_and_grads, after_step=(), bounded="cross
             except NonFiniteError as e:
                 raise TrainingDiverged(f"{where}: {e}") from None
             share = len(y) / n  # the loss is Σ over the global batch / n: this shard's part of it
-            ce = cross_entropy(out, y)[0] * share if bounded is None and world.size > 1 else None
-            loss, correct, ce = map(float, world.sum(np.array([loss * share, accuracy(out, y) * len(y), ce or 0.0])))
-            problem = divergence(loss, out, y, bounded, ce if world.size > 1 else None)
+            ce = cross_entropy(out, y)[0] * share if bounded is None and math.isfinite(loss) else 0.0
+            loss, correct, ce = map(float, world.sum(np.array([loss * share, accuracy(out, y) * len(y), ce])))
+            problem = divergence(loss, out, y, bounded, ce)
             if problem:
                 raise TrainingDiverged(f"{where}: {problem}")
             for (model, _, _), (_, grad) in zip(networks, grads):
@@ -120,11 +120,8 @@ def sum_gradients(models, world):
     if world.size == 1:
         return
     grads = [g for model in models for _, _, g in model.named_parameters()]
-    total = world.sum(np.concatenate([g.reshape(-1) for g in grads]))
-    offset = 0
-    for g in grads:
-        g[...] = total[offset:offset + g.size].reshape(g.shape)
-        offset += g.size
+    for g, total in zip(grads, world.sums(*grads)):
+        g[...] = total
 
 
 def check_batches(batches, world):
@@ -143,12 +140,12 @@ def check_batches(batches, world):
 
 def evaluate(model, batches, encode, loss, meter=None, progress=False):
     """Mean loss and accuracy of ``model`` in eval mode over ``batches`` (``(x, y)`` pairs):
-    ``encode(x, step)`` gives the network's input [T, N, ...] for images x, ``loss(out, y)``
-    returns ``(value, gradient)`` (the gradient is not used). ``meter`` (an
-    ``refsnn.energy.ActivityMeter``) counts activity while it runs.
+    ``encode(x, first)`` gives the network's input [T, N, ...] for images x (``first``: the
+    position of ``x[0]`` in the test set), ``loss(out, y)`` returns ``(value, gradient)`` (the
+    gradient is not used). ``meter`` (an ``refsnn.energy.ActivityMeter``) counts activity while
+    it runs.
 
-    ``encode(x, first)``: ``first`` is the position of ``x[0]`` in the test set. Data-parallel,
-    each process evaluates its shard of every batch and the sums are reduced; with a ``meter``
+    Data-parallel, each process evaluates its shard of every batch and the sums are reduced; with a ``meter``
     every process evaluates every sample, so that the meter counts the whole test set."""
     world = distributed.world() if meter is None else distributed.World()
     check_batches(batches, world)

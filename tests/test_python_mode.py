@@ -25,7 +25,7 @@ SCRIPT = textwrap.dedent("""
 
     from refsnn.losses import cross_entropy
     from refsnn.models import small_cnn
-    from refsnn.neurons import NEURONS
+    from refsnn.neurons import EXAMPLES, NEURONS
     from refsnn.optim import Adam
     from refsnn.surrogate import SURROGATES
 
@@ -33,7 +33,9 @@ SCRIPT = textwrap.dedent("""
     out = {}
     for dtype in (np.float32, np.float64):
         if part == "neurons":
-            configs = [(name, {}) for name in NEURONS] + [("lif", {"surrogate": s}) for s in SURROGATES]
+            # each neuron's first example (the defaults, {}, except where an option is required: RLeaky's beta)
+            configs = [(name, dict(EXAMPLES[name][0])) for name in NEURONS] + [("lif", {"surrogate": s})
+                                                                              for s in SURROGATES]
             for name, options in configs:
                 rng = np.random.default_rng(0)
                 label = f"{dtype.__name__}.{name}.{options.get('surrogate', 'default')}"

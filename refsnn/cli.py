@@ -308,26 +308,6 @@ def cmd_export_nir(args):
     return 0
 
 
-def cmd_eval_nir(args):
-    """refsnn eval FILE.nir --dataset NAME: a NIR graph run by refsnn (docs/nir.md)."""
-    from .nir import evaluate_nir
-    if args.dataset is None:
-        raise ValueError(f"{args.checkpoint}: a NIR graph is evaluated on the data set --dataset names")
-    T = 4 if args.T is None else args.T
-    loss, acc, n = evaluate_nir(args.checkpoint, args.dataset, args.data_dir, T=T, dt=args.dt)
-    print(f"{args.checkpoint}: NIR graph on {args.dataset}: test accuracy {acc * 100:.2f}%  (loss {loss:.4f}, "
-          f"{n} samples, T = {T}, direct input)")
-    return 0
-
-
-def cmd_export_nir(args):
-    from .nir import export_run
-    graph = export_run(args.run, args.out, dt=args.dt)
-    print(f"wrote {args.out}: NIR graph of {len(graph.nodes)} nodes, dt = {graph.metadata['dt']:g} s, firing on "
-          f"{graph.metadata['firing']} (docs/nir.md)")
-    return 0
-
-
 def cmd_export_ternary(args):
     from .train import export_ternary_run
     sizes = export_ternary_run(args.run_dir, args.out)
@@ -512,7 +492,6 @@ def _main(argv):
     errstate.__enter__()
     try:
         code = {"train": cmd_train, "eval": cmd_eval, "export-ternary": cmd_export_ternary, "plot": cmd_plot,
-                "export-nir": cmd_export_nir,
                 "export-nir": cmd_export_nir,
                 "verify": cmd_verify, "convert": cmd_convert}[args.command](args)
         sys.stdout.flush()  # here, so that a closed pipe is seen now and not at exit

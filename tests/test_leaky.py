@@ -120,17 +120,12 @@ def test_chunks_continue_the_sequence(make):
 
 
 # ---- snnTorch itself ---------------------------------------------------------------------
-# reset_delay=False has no float64 equivalent (snnTorch rounds the gradient of its reset's float32
-# spikes to float32): python -m verify compares it in float32 (test_tier2_neurons.test_python_m_verify)
-FLOAT64_EXAMPLES = [(cls, o) for cls, examples in ((Leaky, LEAKY_EXAMPLES["leaky"]),
-                                                   (Synaptic, SYNAPTIC_EXAMPLES["synaptic"]))
-                    for o in examples if o.get("reset_delay", True)]
-
-
-@pytest.mark.parametrize("cls, options", FLOAT64_EXAMPLES)
+@pytest.mark.parametrize("cls, options", [(Leaky, o) for o in LEAKY_EXAMPLES["leaky"]]
+                         + [(Synaptic, o) for o in SYNAPTIC_EXAMPLES["synaptic"]])
 def test_agrees_with_snntorch(cls, options):
     """Spikes, mem and every gradient (x, β, α, threshold) equal snnTorch 1.0's autograd in float64
-    to 1e-10 (verify/compare.py)."""
+    to 1e-10 (verify/compare.py; with reset_delay=False the mirror's spike is float64, see
+    verify/frameworks.leaky_mirror)."""
     pytest.importorskip("snntorch")
     from verify.neurons_check import check_neuron
     neuron = cls(**options)

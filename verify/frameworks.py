@@ -257,9 +257,12 @@ def leaky_mirror(neuron, dtype):
             and math.frexp(neuron.surrogate.alpha)[0] != 0.5):
         raise NoEquivalent("in float64 snnTorch's sigmoid surrogate multiplies the (float32) spike gradient by "
                            "the slope in float32, exact only for a power-of-two slope")
-    if (np.dtype(dtype) == np.float64 and not neuron.reset_delay and neuron.reset_mechanism != "none"):
-        raise NoEquivalent("with reset_delay=False snnTorch's immediate reset carries the gradient of its "
-                           "float32 spikes, dL/dS = A − dL/dU·thr (or ·U), which autograd rounds to float32")
+    if np.dtype(dtype) == np.float64 and not neuron.reset_delay:
+        # snnTorch's spikes are float32 in any dtype, and with reset_delay=False its immediate reset carries
+        # their gradient, dL/dS = A − dL/dU·thr (or ·U), which autograd would round to float32: in float64
+        # the mirror takes snnTorch's own surrogate Function with the spike in the input's dtype (as RLeaky's)
+        function = _spike_in_input_dtype(getattr(snntorch.surrogate, SNNTORCH_FUNCTIONS[neuron.surrogate.name]))
+        sg = lambda u, f=function, a=neuron.surrogate.alpha: f.apply(u, a)  # noqa: E731
     tdt = torch_dtype(dtype)
     params, grad_maps = {}, {}
 

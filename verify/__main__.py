@@ -1,5 +1,5 @@
 """``refsnn verify`` (or ``python -m refsnn.verify``; ``python -m verify`` in a checkout): refsnn's
-neurons against SpikingJelly 2.0 and snnTorch.
+neurons against SpikingJelly 2.0, snnTorch 1.0 and norse 1.1 (its LSNN).
 
 Runs a matrix — neuron configuration (lif, plif, if, clif, s2nn; hard/soft/other reset,
 detach_reset, decay_input, strict threshold, surrogates) × framework × dtype — on random inputs
@@ -104,7 +104,7 @@ def parse_args(argv=None):
     p.add_argument("--component", nargs="+", choices=list(CONFIGS), default=list(CONFIGS),
                    help="neuron components to check (default: all)")
     p.add_argument("--framework", nargs="+", choices=FRAMEWORKS, default=list(FRAMEWORKS),
-                   help="reference frameworks (default: both)")
+                   help="reference frameworks (default: all)")
     p.add_argument("--dtype", nargs="+", choices=list(DTYPES), default=list(DTYPES),
                    help="dtypes (default: both)")
     p.add_argument("--examples", type=int, default=3, metavar="N",

@@ -233,13 +233,15 @@ def snntorch_mirror(neuron, dtype):
 
     def run(x):
         node.mem = torch.zeros(0, dtype=tdt)  # a fresh sequence: Leaky starts from U[-1] = 0
-        spikes, membranes = [], []
-        for xt in x:
-            s, u = node(xt)
-            spikes.append(s)
-            membranes.append(u)
-        return torch.stack(spikes), torch.stack(membranes)
+        return step_through(node, x)
     return Mirror("snntorch", node, run, "h", params, grad_maps, note="membrane = pre-reset H")
+
+
+def step_through(node, x):
+    """Run the single-step snnTorch ``node`` over x [T, ...]: the stacked (spikes, membranes) it returns."""
+    import torch
+    spikes, membranes = zip(*(node(xt) for xt in x))
+    return torch.stack(spikes), torch.stack(membranes)
 
 
 def leaky_mirror(neuron, dtype):
@@ -349,12 +351,7 @@ def rleaky_mirror(neuron, dtype):
 
     def run(x):
         node.reset_mem()  # a fresh sequence from mem = spk = 0
-        spikes, membranes = [], []
-        for xt in x:
-            spk, mem = node(xt)
-            spikes.append(spk)
-            membranes.append(mem)
-        return torch.stack(spikes), torch.stack(membranes)
+        return step_through(node, x)
     return Mirror("snntorch", node, run, "v", params,
                   note="membrane = mem, " + ("pre-reset U (reset_delay)" if neuron.reset_delay else "post-reset U"))
 

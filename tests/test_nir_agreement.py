@@ -44,7 +44,8 @@ def test_spikingjelly_and_refsnn_agree_both_ways_mlp_and_conv_but_at_ties(printe
     rows = rows_of(printed, "spikingjelly")
     tie = rows.pop(("spikingjelly → refsnn", "Linear(identity)→IFNode, v = v_th"))
     assert tie.result == "DEPART" and "fires on v >= v_th" in tie.why and tie.why.endswith("(repaired: agree)")
-    assert len(rows) == 9 and {r.result for r in rows.values()} == {"agree"}  # refsnn's IF fires on >= too
+    assert len(rows) == 10 and {r.result for r in rows.values()} == {"agree"}  # refsnn's IF fires on >= too
+    assert ("refsnn → spikingjelly", "Linear→LIF×2, v_reset = -0.3") in rows
     assert ("spikingjelly → refsnn", "Conv→LIFNode→AvgPool→Linear→LIFNode") in rows
     assert ("refsnn → spikingjelly", "Conv→IF→AvgPool→Linear→IF") in rows
 
@@ -59,6 +60,7 @@ def test_snntorch_findings(printed):
     assert rows["refsnn → snntorch", "Linear→LIF×2"].result == "agree"
     if_row = rows["refsnn → snntorch", "Linear→IF×2"]
     assert if_row.result == "REFUSED" and "r != 1" in if_row.where and "Leaky(beta=0.9)" in if_row.why
+    assert "v_leak not supported" in rows["refsnn → snntorch", "Linear→LIF×2, v_reset = -0.3"].where
     tie = rows["refsnn → snntorch", "Linear(identity)→LIF, v = v_th"]
     assert tie.result == "DEPART" and "strict=True (>) agrees (repaired: agree)" in tie.why
 
@@ -72,6 +74,8 @@ def test_norse_findings(printed):
     dt = rows["refsnn → norse", "Linear→LIF×2"]
     assert dt.result == "DEPART" and "dt = 1e-3" in dt.why and dt.why.endswith("(repaired: agree)")
     assert rows["refsnn → norse", "Linear→IF×2"].result == "agree"
+    reset = rows["refsnn → norse", "Linear→LIF×2, v_reset = -0.3 (dt=1e-4)"]
+    assert reset.result == "DEPART" and "not the node's v_reset" in reset.why and reset.why.endswith("(repaired: agree)")
     tie = rows["refsnn → norse", "Linear(identity)→IF, v = v_th"]
     assert tie.result == "DEPART" and tie.where.endswith("t = 0: 8 of 16 spikes differ") and "repaired: agree" in tie.why
 

@@ -199,6 +199,26 @@ def _tie_row(fw, name, neuron, strict_neuron, level, run_framework):
          "importer does not read; refsnn's neuron with strict=True (>) agrees", strict)])
 
 
+V_RESET = -0.3
+
+
+def _v_reset_row(fw, seed, run_import, refused_why="", repair=None):
+    """refsnn → ``fw`` with LIF(tau = 2, v_reset = −0.3), written as NIR's LIF with v_leak = v_reset
+    = −0.3 (refsnn's LIF leaks to its reset value, as SpikingJelly's). ``run_import(graph, x)``
+    runs the framework's import; ``repair``: (reason, (graph, x) -> their spikes) or None."""
+    import refsnn
+    x = _input((FEATURES,), seed) * 4  # the potential starts at v_reset: a larger input makes layer 1 fire
+    model, graph = _export_refsnn("mlp", seed, lambda: refsnn.LIF(tau=2.0, v_reset=V_RESET))
+    label = f"Linear→LIF×2, v_reset = {V_RESET:g}"
+    try:
+        theirs = run_import(graph, x)
+    except Exception as e:  # the framework's importer
+        return Exchange(fw, f"refsnn → {fw}", label, "REFUSED", "import: " + _refused(e), refused_why)
+    mine = refsnn_spikes(model, x)
+    repairs = [] if repair is None else [(repair[0], lambda: (mine, repair[1](graph, x)))]
+    return _compare(fw, f"refsnn → {fw}", label, mine, theirs, repairs)
+
+
 # ------------------------------------------------------------------------------------------
 # snnTorch 1.0: snntorch.export_nir.export_to_nir, snntorch.import_nir.import_from_nir
 # ------------------------------------------------------------------------------------------
@@ -298,6 +318,9 @@ def _snntorch_rows(seed):
             return torch_spikes(import_from_nir(graph), is_leaky, x, lambda m, x_t, s: m(x_t, s)[1])
 
     rows.append(_tie_row(fw, "LIF", refsnn.LIF(tau=2.0), refsnn.LIF(tau=2.0, strict=True), 2.0, run_import))
+    rows.append(_v_reset_row(fw, seed, run_import, "snnTorch's importer asserts v_leak = 0 (import_nir.py: 'v_leak not "
+                                                   "supported'), so a LIF that leaks to a v_reset other than 0 cannot "
+                                                   "be read"))
     return rows
 
 
@@ -364,6 +387,12 @@ def _spikingjelly_rows(seed):
     if row.result == "agree":
         row.why = "both fire on >= (SpikingJelly's rule; it does not read the graph's metadata)"
     rows.append(row)
+
+    def run_import(graph, x):
+        with _quiet():
+            return torch_spikes(import_from_nir(graph), is_wrapped, x, lambda m, x_t, s: m(x_t, s)[1])
+
+    rows.append(_v_reset_row(fw, seed, run_import))
     return rows
 
 
@@ -447,6 +476,24 @@ def _norse_rows(seed):
             return run(norse.from_nir(graph), x)
 
     rows.append(_tie_row(fw, "IF", refsnn.IF(), refsnn.IF(strict=True), 1.0, run_import))
+
+    def at_refsnn_dt(graph, x):  # at refsnn's dt, so that the reset is the only difference left
+        with _quiet():
+            return run(norse.from_nir(graph, dt=1e-4), x)
+
+    def with_v_reset(graph, x):  # the v_reset the graph states, put into norse's parameters
+        with _quiet():
+            imported = norse.from_nir(graph, dt=1e-4)
+        for cell in imported.modules():
+            if isinstance(cell, norse.LIFBoxCell):
+                cell.p = cell.p._replace(v_reset=torch.tensor(V_RESET))
+        return run(imported, x)
+
+    row = _v_reset_row(fw, seed, at_refsnn_dt, repair=(
+        "norse's from_nir gives LIFBoxParameters v_th and v_leak but not the node's v_reset, which stays norse's "
+        f"default 0; with v_reset = {V_RESET:g} set in norse's parameters it agrees", with_v_reset))
+    row.network += " (dt=1e-4)"
+    rows.append(row)
     return rows
 
 

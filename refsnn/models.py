@@ -441,7 +441,7 @@ class MembraneOutput(Module):
     def forward(self, x):
         neuron = self.children["neuron"]
         neuron.forward(x)
-        return getattr(neuron, neuron.state_names[0] + "_seq")  # V: [T, N, K]
+        return getattr(neuron, neuron.membrane + "_seq")  # V: [T, N, K] (Synaptic's mem, not its syn)
 
     def backward(self, grad_out):
         grad_out = check_float_array(grad_out, "grad_out")

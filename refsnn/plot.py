@@ -139,11 +139,12 @@ def neuron_layer(model, x, layer_name, path=None, sample=0, neurons=None, title=
     finally:
         del layer.forward  # back to the class's method
         layer.store_v_seq = store
-    if layer.v_seq is None:
+    recorded_v = getattr(layer, layer.membrane + "_seq", None)  # v_seq, or snnTorch's neurons' mem_seq
+    if recorded_v is None:
         raise ValueError(f"layer {layer_name!r} ({type(layer).__name__}) does not record its membrane "
                          "(store_v_seq): only its raster could be drawn")
     spikes = np.array(recorded["spikes"][:, sample])  # [T, ...] of the sample
-    v_seq, h_seq = np.array(layer.v_seq[:, sample]), np.array(layer.h_seq[:, sample])
+    v_seq, h_seq = np.array(recorded_v[:, sample]), np.array(layer.h_seq[:, sample])
     if neurons is None:  # traces that show charging, crossing the threshold and the reset
         counts = np.count_nonzero(spikes.reshape(spikes.shape[0], -1), axis=0)
         always_or_never = (counts == 0) | (counts == spikes.shape[0])
@@ -151,7 +152,8 @@ def neuron_layer(model, x, layer_name, path=None, sample=0, neurons=None, title=
     fig = Figure(figsize=(8, 6), layout="constrained")
     top, bottom = fig.subplots(2, 1, sharex=True)
     raster(spikes, ax=top)
-    membrane(v_seq, layer.v_threshold, neurons, ax=bottom, h_seq=h_seq)
+    # one dashed line for one threshold (none for a threshold per neuron, snnTorch's neurons')
+    membrane(v_seq, layer.v_threshold if np.ndim(layer.v_threshold) == 0 else None, neurons, ax=bottom, h_seq=h_seq)
     fig.suptitle(title or f"layer {layer_name} ({type(layer).__name__}), sample {sample}")
     if path is not None:
         fig.savefig(path, dpi=120)

@@ -175,3 +175,20 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="keys"):
         n.forward(np.zeros((2, 1, 4)), state={"mem": np.zeros((1, 4))})
     assert "leaky" in refsnn.neurons.NEURONS and "synaptic" in refsnn.neurons.NEURONS
+
+
+def test_the_membrane_output_and_the_plot_take_the_membrane():
+    """MembraneOutput returned Synaptic's first state sequence, its current I (syn_seq), as the
+    membrane; refsnn.plot read v_seq, which snnTorch's neurons do not have (mem_seq)."""
+    from refsnn.layers import Linear
+    from refsnn.module import Sequential
+    from refsnn.models import MembraneOutput
+    x = inputs()
+    out = MembraneOutput(Synaptic(store_v_seq=True).to(np.float64))
+    np.testing.assert_array_equal(out.forward(x), out.children["neuron"].mem_seq)
+    assert not np.array_equal(out.forward(x), out.children["neuron"].syn_seq)
+    pytest.importorskip("matplotlib")
+    from refsnn import plot
+    model = Sequential(Linear(2, 2, rng=np.random.default_rng(0)), Leaky(threshold=[0.5, 1.0])).to(np.float64)
+    fig = plot.neuron_layer(model, x, "1")
+    assert len(fig.axes) == 2

@@ -170,7 +170,9 @@ def pair_rows(neuron, pair):
             suffix = tensor[tensor.index("["):] if "[" in tensor else ""
             scale = reduction_scale(neuron, pair.x, pair.v_seq, pair.mine["grad_x" + suffix],
                                     tensor[len("grad_"):len(tensor) - len(suffix)], pair.mine["spikes"])
-            row = compare_reduction(pair.label, pair.framework, shown, value, theirs, scale, n_excluded)
+            row = compare_reduction(pair.label, pair.framework, shown, value, theirs, scale, n_excluded,
+                                    "rel. to Σ|terms|" if isinstance(neuron, (PLIF, RLeaky)) else
+                                    "rel. to max(|grad|, 1)")  # scale 1 (Leaky, Synaptic): stricter
         if not np.all(np.isfinite(theirs)) and np.all(np.isfinite(value)):
             row = dataclasses.replace(row, note=(row.note + "; " if row.note else "")
                                       + f"{pair.framework} returned NaN/Inf, refsnn finite")
@@ -250,7 +252,7 @@ def rleaky_reduction_scale(name, mem_seq, grad_x, spikes):
     return float(gb.sum())
 
 
-def compare_reduction(component, framework, tensor, mine, theirs, scale, ties=0):
+def compare_reduction(component, framework, tensor, mine, theirs, scale, ties=0, note="rel. to Σ|terms|"):
     """A row for a summed (parameter) gradient: relative error against max(|theirs|, scale)."""
     mine, theirs = np.asarray(mine), np.asarray(theirs, dtype=np.asarray(mine).dtype)
     max_abs = float(np.max(np.abs(mine - theirs)))
@@ -258,7 +260,7 @@ def compare_reduction(component, framework, tensor, mine, theirs, scale, ties=0)
     max_rel = max_abs / denominator if denominator > 0 else (0.0 if max_abs == 0 else np.inf)
     finite = bool(np.all(np.isfinite(mine)) and np.all(np.isfinite(theirs)))
     return Row(component, framework, str(mine.dtype), tensor, max_abs, max_rel, ties,
-               finite and max_rel <= TOLERANCE[mine.dtype], "rel. to Σ|terms|")
+               finite and max_rel <= TOLERANCE[mine.dtype], note)
 
 
 def worst(rows):

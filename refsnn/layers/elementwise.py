@@ -157,13 +157,15 @@ class Scale(Module):
 class Threshold(Module):
     """NIR's ``Threshold``: z = Θ(x − θ), 1{x > θ} (``strict``, NIR's) or 1{x >= θ}, with an array
     ``threshold`` (a buffer) broadcast over the feature shape. Backward: dz/dx = g'(u)·c, the
-    surrogate's derivative at u = c·(x − θ) (c = 1, or 1/θ for boxcar; refsnn.surrogate)."""
+    surrogate's derivative at u = c·(x − θ) (c = 1, or 1/θ for boxcar; refsnn.surrogate). ``smooth``
+    (gradient checks, as the neurons'): z = φ(u), the surrogate's primitive, whose derivative that is."""
 
     def __init__(self, threshold, surrogate="sigmoid", alpha=None, beta=1.0, strict=True, dtype=np.float32):
         super().__init__()
         self.buffers["threshold"] = _feature_array(threshold, "Threshold: threshold", dtype)
         self.surrogate = Surrogate(surrogate, alpha, beta)
         self.strict = check_flag(strict, "strict")
+        self.smooth = False
         self._saved = None
 
     def forward(self, x):
@@ -173,6 +175,8 @@ class Threshold(Module):
         scale = self.surrogate.argument_scale(threshold.astype(np.float64))
         u = (x - threshold) * scale                               # [T, N, ...]
         save_for_backward(self, x.shape, x.dtype, u, scale)
+        if self.smooth:
+            return self.surrogate.primitive(u).astype(x.dtype)
         return (u > 0 if self.strict else u >= 0).astype(x.dtype)
 
     def backward(self, grad_out):

@@ -252,7 +252,7 @@ class EulerNeuron(BaseNeuron):
             self.v_threshold = float(np.mean(arrays["v_threshold"]))
         dtype = np.dtype(dtype)
         for name, value in arrays.items():
-            self.buffers[name] = np.ascontiguousarray(np.broadcast_to(value, shape), dtype=dtype)
+            self.buffers[name] = np.array(np.broadcast_to(value, shape), dtype=dtype)  # a writable copy
         self.state_names = ("v", "i") if self.synapse else ("v",)
 
     def rest_value(self, name):

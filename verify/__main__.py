@@ -6,8 +6,8 @@ detach_reset, decay_input, strict threshold, surrogates) × framework × dtype �
 whose scale ranges from mostly silent to mostly firing, and prints one table: max abs and max
 relative error of spikes, membrane and every gradient, tie count, pass/fail (tolerances in
 verify/compare.py). Configurations a framework cannot express exactly are listed with the reason.
-Then the NIR agreement table (verify/nir_table.py; ``--nir off`` skips it, ``--nir only`` prints it
-alone). Exit status 1 on any failure. ``--user MODULE:FACTORY`` checks your own PyTorch module
+Then the NIR agreement table (verify/nir_table.py; ``--nir off`` or a ``--component`` choice
+leaves it out, ``--nir only`` prints it alone). Exit status 1 on any failure. ``--user MODULE:FACTORY`` checks your own PyTorch module
 instead (verify/user.py).
 
 Kernels: by default refsnn runs its generic kernel compilation, one per dtype for every
@@ -110,9 +110,9 @@ def parse_args(argv=None):
     p.add_argument("--examples", type=int, default=3, metavar="N",
                    help="random inputs per cell; the table shows the worst (default 3)")
     p.add_argument("--seed", type=int, default=0, help="seed of the inputs and projections (default 0)")
-    p.add_argument("--nir", choices=("on", "off", "only"), default="on",
-                   help="the NIR agreement table after the matrix (on, where nir is installed), not (off), or it "
-                        "alone (only); verify/nir_table.py")
+    p.add_argument("--nir", choices=("on", "off", "only"),
+                   help="the NIR agreement table (verify/nir_table.py) after the matrix (on, where nir is installed), "
+                        "not (off), or it alone (only); default: on for the whole matrix, off with --component")
     p.add_argument("--kernels", choices=("generic", "specialized"), default="generic",
                    help="refsnn kernel compilation to check (default generic; see above)")
     args = p.parse_args(argv)
@@ -141,7 +141,8 @@ def main(argv=None):
         print("error: nothing was compared (every cell was skipped; the frameworks come with "
               'pip install "refsnn[verify]")', file=sys.stderr)
         return 2
-    nir_code = nir_section(args.framework, args.seed) if args.nir == "on" else 0
+    whole = args.component == list(CONFIGS)  # a --component run is about those neurons, not NIR
+    nir_code = nir_section(args.framework, args.seed) if args.nir == "on" or (args.nir is None and whole) else 0
     return 0 if all(r.passed for r in rows) and not nir_code else 1
 
 

@@ -218,13 +218,13 @@ WRITE_ERRORS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EIO}
 
 
 def cmd_train(args):
+    from . import distributed
     from .train import Run, TrainConfig, resume_run, summary_table
     from .train.checkpoint import check_writable, refuse_existing_run
     given, origins = _given_options(args, TrainConfig)
     if args.resume and args.overwrite:
         raise ValueError("--resume and --overwrite contradict each other: pick one")
     if args.resume:
-    from . import distributed
         out_dir = given.pop("out_dir", TrainConfig.out_dir)
         args.places = [(out_dir, "epoch")]  # what an interruption or a failed write reports
         run, notes = _from_origins(lambda: resume_run(out_dir, given), origins)
@@ -462,13 +462,6 @@ def build_parser():
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if not argv:
-        argv = ["train"]  # the main job: `refsnn train` with its defaults
-    from .train import TrainingDiverged
-    args = build_parser().parse_args(argv)
-    args.argv, args.places = argv, None  # places: run directories a command writes (see _stopped)
-    handlers = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
     """The command line; under ``mpiexec -n N`` (refsnn.distributed) every process runs it, process
     0 alone prints to stdout, and an error in any process ends them all (exit code kept)."""
     from . import distributed
@@ -486,6 +479,13 @@ def main(argv=None):
 
 
 def _main(argv):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv:
+        argv = ["train"]  # the main job: `refsnn train` with its defaults
+    from .train import TrainingDiverged
+    args = build_parser().parse_args(argv)
+    args.argv, args.places = argv, None  # places: run directories a command writes (see _stopped)
+    handlers = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
     # NumPy's overflow/invalid warnings would print source lines before the one error line: the
     # trainer and the layers check for NaN/Inf themselves and name where they arose
     errstate = np.errstate(over="ignore", invalid="ignore", divide="ignore")

@@ -192,3 +192,22 @@ def test_the_membrane_output_and_the_plot_take_the_membrane():
     model = Sequential(Linear(2, 2, rng=np.random.default_rng(0)), Leaky(threshold=[0.5, 1.0])).to(np.float64)
     fig = plot.neuron_layer(model, x, "1")
     assert len(fig.axes) == 2
+
+
+def test_snntorch_float64_immediate_reset_gradient_is_float32_accurate():
+    """Why the float64 mirror of reset_delay=False takes snnTorch's surrogate with a float64 spike
+    (verify/frameworks.leaky_mirror): snnTorch's own float64 Leaky returns float32 spikes, so autograd
+    rounds the gradient its immediate reset sends to them, dL/dS = A − dL/dU·thr, to float32."""
+    snntorch = pytest.importorskip("snntorch")
+    import torch
+    neuron = Leaky(beta=0.9, reset_delay=False).to(np.float64)
+    x = inputs((6, 4, 8))
+    a = np.random.default_rng(2).standard_normal(x.shape).astype(np.float32).astype(np.float64)
+    node = snntorch.Leaky(beta=torch.tensor(float(np.float32(0.9)), dtype=torch.float64),
+                          threshold=torch.tensor([1.0], dtype=torch.float64), reset_delay=False)
+    xt = torch.tensor(x, requires_grad=True)
+    spikes = torch.stack([node(xt[t])[0] for t in range(len(x))])
+    (spikes * torch.from_numpy(a)).sum().backward()
+    np.testing.assert_array_equal(spikes.detach().numpy(), neuron.forward(x))
+    error = np.abs(neuron.backward(a) - xt.grad.numpy()).max() / np.abs(xt.grad.numpy()).max()
+    assert 1e-10 < error < 1e-6, error  # float32 rounding, not a different derivative

@@ -134,7 +134,8 @@ def main(argv=None):
         rows, skipped = run_matrix(args.component, args.framework, args.dtype, args.examples, args.seed)
     print(format_table(rows))
     print("labels: reset hard (to 0) | hard<v_reset> | soft; det = detach_reset; nodi = decay_input=False; "
-          "> = strict threshold; surrogate with α(,β)")
+          "> = strict threshold; surrogate with α(,β); snnTorch's neurons: reset sub | zero | none, "
+          "now = reset_delay=False, L<a|b|t> = learned alpha, beta, threshold, [] = per-neuron arrays")
     if skipped:
         print(format_skipped(skipped, args.dtype))
     if not rows:  # e.g. no framework installed: "0 passed" would read as a pass

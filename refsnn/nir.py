@@ -30,6 +30,7 @@ from .neurons.euler import KINDS
 from .neurons.lif import LIFFamily
 
 DEFAULT_DT = 1e-4  # seconds: SpikingJelly's and snnTorch's NIR exchange use it too (norse: 1e-3)
+MAX_ARRAY_BYTES = 1 << 30  # what a NIR file's arrays may hold in all, decompressed (checked before nir.read)
 NEURON_NODES = ("LIF", "IF", "LI", "CubaLIF", "CubaLI")
 REFSNN_NEURONS = {"LIF": LIF, "IF": IF, "PLIF": PLIF}
 # what to_nir writes into a refsnn neuron's node metadata (and all from_nir accepts there)
@@ -60,15 +61,33 @@ def read_graph(graph_or_path):
         if not os.path.isfile(path):
             raise ValueError(f"{path}: no such NIR file")
         try:
-            graph = nir.read(path)
+            size = _array_bytes(path)
+            graph = nir.read(path) if size <= MAX_ARRAY_BYTES else None
         except Exception as e:  # h5py's OSError, nir's KeyError/AssertionError/ValueError on a foreign file
             raise ValueError(f"{path}: not a NIR graph that nir {nir.__version__} reads "
                              f"({type(e).__name__}: {e})") from None
+        if graph is None:
+            raise ValueError(f"{path}: its arrays hold {size:,} bytes, over the {MAX_ARRAY_BYTES:,}-byte limit "
+                             "(refsnn.nir.MAX_ARRAY_BYTES)")
     else:
         graph = graph_or_path
     if not isinstance(graph, nir.NIRGraph):
         raise TypeError(f"from_nir expects a nir.NIRGraph or the path of a NIR file, got {type(graph).__name__}")
     return graph
+
+
+def _array_bytes(path):
+    """The bytes an HDF5 file's arrays hold decompressed, from its headers alone: checked against
+    MAX_ARRAY_BYTES before nir.read allocates them (a few bytes of gzip can declare gigabytes)."""
+    import h5py   # nir's own dependency
+    total = [0]
+
+    def count(_, item):
+        if isinstance(item, h5py.Dataset):
+            total[0] += int(np.prod(item.shape, dtype=np.float64)) * item.dtype.itemsize
+    with h5py.File(path, "r") as f:
+        f.visititems(count)
+    return total[0]
 
 
 def _chain(graph):

@@ -412,6 +412,13 @@ def test_from_nir_refuses_recurrent_unknown_and_corrupt_graphs(tmp_path):
     garbage.write_bytes(b"\x89HDF not really" * 10)
     with pytest.raises(ValueError, match=r"garbage.nir: not a NIR graph"):
         refsnn.from_nir(str(garbage))
+    huge = tmp_path / "huge.nir"   # a valid graph whose weight declares 4 GB, stored in a few bytes
+    nir.write(huge, nir.NIRGraph.from_list(nir.Affine(weight=np.ones((3, 2)), bias=np.zeros(3))))
+    with h5py.File(huge, "a") as f:
+        del f["node/nodes/affine/weight"]
+        f.create_dataset("node/nodes/affine/weight", shape=(1 << 16, 1 << 13), dtype="f8", compression="gzip")
+    with pytest.raises(ValueError, match=r"huge.nir: its arrays hold 4,294,967,\d+ bytes, over the"):
+        refsnn.from_nir(str(huge))
     foreign = tmp_path / "foreign.h5"
     with h5py.File(foreign, "w") as f:
         f["data"] = np.arange(3)

@@ -25,17 +25,18 @@ from .layers import (AvgPool2d, BatchNorm1d, BatchNorm2d, Conv1d, Conv2d, Dropou
 from .layers.pool import AdaptiveAvgPool2d
 from .models import Chain
 from .module import Module, OptionError, Sequential, check_real, float_dtype
-from .neurons import IF, LIF, PLIF, EulerNeuron
+from .neurons import IF, LIF, PLIF, EulerNeuron, SingleStep
 from .neurons.euler import KINDS
 from .neurons.lif import LIFFamily
 
 DEFAULT_DT = 1e-4  # seconds: SpikingJelly's and snnTorch's NIR exchange use it too (norse: 1e-3)
 MAX_ARRAY_BYTES = 1 << 30  # what a NIR file's arrays may hold in all, decompressed (checked before nir.read)
 NEURON_NODES = ("LIF", "IF", "LI", "CubaLIF", "CubaLI")
-REFSNN_NEURONS = {"LIF": LIF, "IF": IF, "PLIF": PLIF}
+REFSNN_NEURONS = {"LIF": LIF, "IF": IF, "PLIF": PLIF, "SingleStep": SingleStep}
 # what to_nir writes into a refsnn neuron's node metadata (and all from_nir accepts there)
 DESCRIBED = {"class", "tau", "w", "decay_input", "v_threshold", "v_reset", "surrogate", "alpha", "beta", "detach_reset",
              "strict"}
+SURROGATE_OPTIONS = ("surrogate", "alpha", "beta", "detach_reset")   # an EulerNeuron's, in its node's metadata
 
 
 class NIRUnavailable(ImportError, ValueError):
@@ -209,8 +210,12 @@ def _import_layer(name, node, shape, options):
     if isinstance(node, nir.Scale):
         return Scale(_broadcast(name, node, "scale", shape), dtype=dtype), shape
     if isinstance(node, nir.Threshold):
-        return Threshold(_broadcast(name, node, "threshold", shape), surrogate=options["surrogate"],
-                         alpha=options["alpha"], strict=_strict(node, options), dtype=dtype), shape
+        threshold = _broadcast(name, node, "threshold", shape)
+        exact = _refsnn_neuron(node, {"threshold": threshold}, shape, options)   # an S²NN neuron refsnn wrote
+        if exact is not None:
+            return exact, shape
+        return Threshold(threshold, surrogate=options["surrogate"], alpha=options["alpha"],
+                         strict=_strict(node, options), dtype=dtype), shape
     if kind in NEURON_NODES and isinstance(node, getattr(nir, kind)):
         return _import_neuron(name, node, shape, options), shape
     if isinstance(node, (nir.Input, nir.Output)):
@@ -280,8 +285,13 @@ def _import_neuron(name, node, shape, options):
     exact = _refsnn_neuron(node, fields, shape, options)
     if exact is not None:
         return exact
-    return EulerNeuron(kind, dt=options["dt"], surrogate=options["surrogate"], alpha=options["alpha"],
-                       strict=_strict(node, options), dtype=options["dtype"], **fields)
+    surrogate = dict(surrogate=options["surrogate"], alpha=options["alpha"])
+    described = (node.metadata or {}).get("refsnn") if options["from_refsnn"] else None
+    if isinstance(described, dict) and described.get("class") == "EulerNeuron":   # an EulerNeuron refsnn wrote
+        surrogate = {k: v.item() if isinstance(v, np.generic) else v for k, v in described.items()
+                     if k in SURROGATE_OPTIONS}
+    return EulerNeuron(kind, dt=options["dt"], strict=_strict(node, options), dtype=options["dtype"], **surrogate,
+                       **fields)
 
 
 def _refsnn_neuron(node, fields, shape, options):
@@ -373,6 +383,8 @@ def _neuron_fields(neuron, dt, shape):
     (docs/nir.md §5's table)."""
     full = lambda value: np.full(shape, float(value))  # noqa: E731
     vr, vth = neuron.v_reset, neuron.v_threshold
+    if isinstance(neuron, SingleStep):   # one step of IF from rest: S = Θ(X − V_th), NIR's Threshold
+        return "Threshold", dict(threshold=full(vth))
     if isinstance(neuron, IF):
         return "IF", dict(r=full(1.0 / dt), v_threshold=full(vth), v_reset=full(vr))
     steps = neuron.tau if isinstance(neuron, LIF) else 1.0 / neuron.k   # the time constant in steps
@@ -387,11 +399,14 @@ def _export_neuron(name, neuron, dt, shape):
         if neuron.dt != dt:
             raise ValueError(f"to_nir: {name!r} is a NIR neuron run at dt = {neuron.dt:g}, exported at dt = {dt:g}: "
                              "export at its own dt")
-        return getattr(nir, neuron.kind)(**fields, metadata={"firing": ">" if neuron.strict else ">="})
+        described = {"class": "EulerNeuron", "surrogate": neuron.surrogate.name, "alpha": neuron.surrogate.alpha,
+                     "beta": neuron.surrogate.beta, "detach_reset": neuron.detach_reset}
+        return getattr(nir, neuron.kind)(**fields, metadata={"firing": ">" if neuron.strict else ">=",
+                                                             "refsnn": described})
     if not isinstance(neuron, LIFFamily) or type(neuron) not in REFSNN_NEURONS.values():
         reason = {"CLIF": "its complementary potential m has no NIR node",
-                  "SingleStep": "the single-step neuron (s2nn) has no NIR node",
-                  "ConvertedNeuron": "the converted neuron's leak and amplitude have no NIR node"}
+                  "ConvertedNeuron": "the converted neuron resets by subtraction (soft reset), which NIR's neurons "
+                                     "cannot state"}
         raise ValueError(f"to_nir: {name!r} ({type(neuron).__name__}) is not exported: "
                          f"{reason.get(type(neuron).__name__, 'to_nir maps IF, LIF, PLIF and EulerNeuron')}")
     if neuron.v_reset is None:
@@ -401,9 +416,10 @@ def _export_neuron(name, neuron, dt, shape):
         raise ValueError(f"to_nir: {name!r} runs in smooth mode (a gradient-check device), which NIR cannot state")
     kind, fields = _neuron_fields(neuron, dt, shape)
     s = neuron.surrogate
-    described = {"class": type(neuron).__name__, "v_threshold": neuron.v_threshold, "v_reset": neuron.v_reset,
-                 "surrogate": s.name, "alpha": s.alpha, "beta": s.beta, "detach_reset": neuron.detach_reset,
-                 "strict": neuron.strict}
+    described = {"class": type(neuron).__name__, "v_threshold": neuron.v_threshold, "surrogate": s.name,
+                 "alpha": s.alpha, "beta": s.beta, "strict": neuron.strict}
+    if not isinstance(neuron, SingleStep):
+        described.update(v_reset=neuron.v_reset, detach_reset=neuron.detach_reset)
     if not isinstance(neuron, IF):
         described["decay_input"] = neuron.decay_input
     if isinstance(neuron, LIF):
@@ -486,7 +502,7 @@ def to_nir(model, dt=DEFAULT_DT, input_shape=None):
     ``model``: a Sequential (nested Sequentials included) of the layers the module docstring lists.
     ``dt`` (seconds): the step the graph's time constants are stated at (docs/nir.md §5: LIF's tau =
     tau_steps·dt; IF's r = 1/dt). ``input_shape``: one sample's shape (``[C, H, W]`` or ``[F]``),
-    needed unless the first layer is a Linear. Node names are the layers' qualified names (the
+    needed unless the first layer is a Linear or the model came from from_nir (``model.input_shape``). Node names are the layers' qualified names (the
     state-dict prefixes). Raises ValueError naming the layer and the reason for anything NIR cannot
     state exactly (soft reset, CLIF, max-pooling... docs/nir.md §4); NIRUnavailable without nir.
     """
@@ -497,6 +513,8 @@ def to_nir(model, dt=DEFAULT_DT, input_shape=None):
     layers = [(name, layer) for name, layer in _leaves(model) if not isinstance(layer, Dropout)]
     if not layers:
         raise ValueError("to_nir: the model has no layers")
+    if input_shape is None:
+        input_shape = getattr(model, "input_shape", None)   # a network from_nir built knows it
     if input_shape is None:
         if not isinstance(layers[0][1], Linear):
             raise OptionError("to_nir: input_shape (one sample's shape, e.g. (1, 28, 28)) is needed when the first "

@@ -196,6 +196,26 @@ def test_round_trip_of_a_trained_network_is_bit_identical(tmp_path):
         np.testing.assert_array_equal(outs[0][2][k], outs[1][2][k], err_msg=k)
 
 
+def test_round_trip_keeps_s2nn_and_a_nir_neurons_surrogate(tmp_path):
+    """The single-step S²NN neuron goes out as NIR's Threshold and comes back as itself; an EulerNeuron
+    keeps the surrogate it was given (NIR states neither)."""
+    rng = np.random.default_rng(9)
+    s2nn = refsnn.Sequential(Linear(4, 6, rng=rng), refsnn.SingleStep(v_threshold=0.3, beta=0.5), Linear(6, 2, rng=rng))
+    graph = refsnn.to_nir(s2nn)
+    assert type(graph.nodes["1"]).__name__ == "Threshold"
+    nir.write(tmp_path / "s2nn.nir", graph)
+    back = refsnn.from_nir(str(tmp_path / "s2nn.nir"))
+    assert type(back[1]).__name__ == "SingleStep" and back[1].surrogate.beta == 0.5
+    x, g = rng.standard_normal((1, 5, 4)).astype(np.float32), rng.standard_normal((1, 5, 2)).astype(np.float32)
+    np.testing.assert_array_equal(s2nn.forward(x), back.forward(x))
+    np.testing.assert_array_equal(s2nn.backward(g), back.backward(g))
+    lif = nir.LIF(tau=np.full(3, 3 * DT), r=np.ones(3), v_leak=np.zeros(3), v_threshold=np.ones(3), v_reset=np.zeros(3))
+    model = refsnn.from_nir(nir.NIRGraph.from_list(lif), surrogate="atan", alpha=3.0)
+    nir.write(tmp_path / "lif.nir", refsnn.to_nir(model))
+    again = refsnn.from_nir(str(tmp_path / "lif.nir"))
+    assert repr(again[0].surrogate) == repr(model[0].surrogate) == "Surrogate('atan', alpha=3.0)"
+
+
 def test_batchnorm_is_folded_and_nir_equations_reproduce_refsnn_lif(tmp_path):
     """A conv net with BatchNorm (eval, trained running statistics) and average pooling: the folded
     graph, run by NIR's equations (the refsnn neuron description removed from the metadata), gives

@@ -385,6 +385,8 @@ class LeakyFamily(BaseNeuron):
         return beta, alpha, self._per_neuron("threshold", dtype), s_alpha, s_beta
 
     def _surrogate_args(self, dtype=None):
+        """BaseNeuron's (v_threshold, scale, alpha, beta) with the first two None: the threshold is per
+        neuron here (``_per_neuron``) and the scale 1 (no boxcar)."""
         s, c, w = self.surrogate, self._dtype.type, (dtype or self._dtype).type
         return None, None, w(c(s.alpha)), w(c(s.beta))
 

@@ -29,16 +29,16 @@ import numpy as np
 
 from .common import RESULTS_DIR, log
 
-RUN = ["-m", "refsnn.cli", "train", "--network", "cnn", "--neuron", "clif", "--no-progress"]
+RUN = ["train", "--network", "cnn", "--neuron", "clif"]
 LATENCY = 5e-6        # s per message on an ordinary cluster network (TCP: 10-50 µs, InfiniBand: 1-2 µs)
 NETWORKS = {"10 Gbit/s": 10e9 / 8, "100 Gbit/s": 100e9 / 8}   # bytes per second
 
 
-def train(processes, run_dir, *flags, threads=None):
-    """One ``refsnn train`` run (``threads``: NUMBA_NUM_THREADS of each process); its final arrays
-    and checkpoint metadata."""
-    command = ([] if processes == 1 else ["mpiexec", "-n", str(processes)]) + [sys.executable] + RUN + \
-        ["--out-dir", str(run_dir), *flags]
+def train(processes, run_dir, *flags, threads=None, command=RUN):
+    """One ``refsnn`` run (``command``: the subcommand and its first options; ``threads``:
+    NUMBA_NUM_THREADS of each process); its final arrays and checkpoint metadata."""
+    command = ([] if processes == 1 else ["mpiexec", "-n", str(processes)]) + [sys.executable, "-m", "refsnn.cli"] + \
+        command + ["--no-progress", "--out-dir", str(run_dir), *flags]
     log(("" if threads is None else f"NUMBA_NUM_THREADS={threads} ") + " ".join(command))
     env = None if threads is None else {**os.environ, "NUMBA_NUM_THREADS": str(threads)}
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env=env)
@@ -65,6 +65,25 @@ def equality(processes, tmp):
             assert meta["world_size"] == n
             difference, name = worst(arrays, reference)
             lines.append(f"| {what} | {n} | {difference:.2e} ({name}) |")
+    return lines
+
+
+def methods(tmp):
+    """DML, KD (a teacher trained first) and conversion fine-tuning (with its Dropout), 2 processes
+    against one, float64."""
+    lines = ["| run (float64) | largest relative difference, 2 processes against 1 (array) |", "|---|---|"]
+    flags = ["--dtype", "float64"]
+    train(1, tmp / "teacher", "--network", "mlp", "--epochs", "1", *flags, command=["train"])
+    runs = {"refsnn train --method dml --epochs 1": RUN + ["--method", "dml", "--epochs", "1"],
+            "refsnn train --method kd --teacher TEACHER --epochs 1": RUN + ["--method", "kd", "--teacher",
+                                                                           str(tmp / "teacher"), "--epochs", "1"],
+            "refsnn convert --dataset digits --network cnn --dnn-epochs 1 --finetune-epochs 2":
+                ["convert", "--dataset", "digits", "--network", "cnn", "--dnn-epochs", "1", "--finetune-epochs", "2"]}
+    for i, (name, command) in enumerate(runs.items()):
+        one, _ = train(1, tmp / f"method{i}-1", *flags, command=command)
+        two, _ = train(2, tmp / f"method{i}-2", *flags, command=command)
+        difference, array = worst(two, one)
+        lines.append(f"| `{name}` | {difference:.2e} ({array}) |")
     return lines
 
 
@@ -164,6 +183,7 @@ def main():
     if not args.skip_runs:
         with tempfile.TemporaryDirectory() as tmp:
             sections += ["## N processes against one", ""] + equality(args.processes, Path(tmp)) + [""]
+            sections += ["## The other methods, 2 processes against one", ""] + methods(Path(tmp)) + [""]
             sections += ["## Scaling on this machine", ""] + scaling(Path(tmp)) + [""]
     log("allreduce timing under mpiexec -n 2")
     out = subprocess.run(["mpiexec", "-n", "2", sys.executable, "-m", "experiments.distributed", "allreduce-worker"],

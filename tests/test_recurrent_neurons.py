@@ -1,11 +1,11 @@
-"""RLeaky (snnTorch's recurrent Leaky) and LSNN (norse's adaptive-threshold LIF): tier-1 checks of every
-gradient against central finite differences (smooth mode, float64: input, parameters, recurrent weights,
-initial state), float64 agreement with snnTorch's RLeaky and norse's LSNN themselves, and one error for
-each bad option or input."""
+"""RLeaky (snnTorch's recurrent Leaky), LSNN (norse's adaptive-threshold LIF) and KLIF (SpikingJelly's
+K-based LIF): tier-1 checks of every gradient against central finite differences (smooth mode, float64:
+input, parameters, recurrent weights, initial state), float64 agreement with snnTorch's RLeaky, norse's
+LSNN and SpikingJelly's KLIFNode themselves, and one error for each bad option or input."""
 import numpy as np
 import pytest
 
-from refsnn.neurons import LSNN, RLeaky, generic_kernels
+from refsnn.neurons import KLIF, LSNN, RLeaky, generic_kernels
 from refsnn.neurons.lsnn import EXAMPLES as LSNN_EXAMPLES
 from verify.gradcheck import check_directional, gradcheck
 
@@ -99,6 +99,24 @@ def test_the_recurrence_carries_the_spikes():
     assert not np.array_equal(neuron.forward(x), out)
 
 
+KLIF_CASES = [  # k away from its initial 1 so that the ReLU's scale matters; no detach_reset (finite
+    # differences cannot see a detach; python -m verify compares those with SpikingJelly)
+    (dict(), 1.3),
+    (dict(scale_reset=True, tau=2.5, v_reset=None, surrogate="atan"), 0.8),
+    (dict(scale_reset=True, decay_input=False, v_reset=-0.2, surrogate="fast_sigmoid", alpha=1.0), 1.2),
+]
+
+
+@pytest.mark.parametrize("options, k", KLIF_CASES, ids=["hard", "scale-soft", "scale-hard"])
+def test_klif_gradcheck(options, k):
+    neuron = KLIF(**options).to(np.float64)
+    neuron.params["k"][...] = k
+    report = gradcheck(neuron, inputs(), elementwise=True)
+    assert report.passed, f"{neuron!r}\n{report}"
+    assert set(report.errors) == {"input", "k"}
+    check_state_gradient(neuron, inputs(seed=2))
+
+
 # ---- float64 agreement with the frameworks' own modules -----------------------------------
 @pytest.mark.parametrize("options", RLEAKY, ids=[str(i) for i in range(len(RLEAKY))])
 def test_rleaky_agrees_with_snntorch(options):
@@ -115,6 +133,17 @@ def test_lsnn_agrees_with_norse(options):
     from verify.neurons_check import check_neuron
     rows = check_neuron(LSNN(**options), "norse", inputs((6, 3, 4), scale=3.0))
     assert rows and all(r.passed for r in rows), rows
+
+
+@pytest.mark.parametrize("options, k", KLIF_CASES + [(dict(v_reset=None, detach_reset=True), 0.9)],
+                         ids=["hard", "scale-soft", "scale-hard", "soft-detached"])
+def test_klif_agrees_with_spikingjelly(options, k):
+    pytest.importorskip("spikingjelly")
+    from verify.neurons_check import check_neuron
+    neuron = KLIF(**options)
+    neuron.params["k"][...] = k
+    rows = check_neuron(neuron, "spikingjelly", inputs((6, 3, 4)))
+    assert rows and all(r.passed for r in rows) and "grad_k" in {r.tensor for r in rows}, rows
 
 
 def test_snntorch_float64_rleaky_gradients_are_float32_accurate():
@@ -149,6 +178,8 @@ def test_snntorch_float64_rleaky_gradients_are_float32_accurate():
     (lambda: LSNN(tau_mem_inv=1000.0), "dt·tau_mem_inv"),
     (lambda: LSNN(dt=0.0), "dt"),
     (lambda: LSNN(surrogate="boxcar"), "boxcar"),
+    (lambda: KLIF(tau=1.0), "tau"),
+    (lambda: KLIF(scale_reset="yes"), "scale_reset"),
 ])
 def test_bad_options(factory, match):
     with pytest.raises((ValueError, TypeError), match=match):

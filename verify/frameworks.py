@@ -7,8 +7,8 @@ None where the framework does not expose one); ``Mirror.parameters`` maps refsnn
 to the framework's tensors, and ``Mirror.parameter_grad(name)`` reads their gradient in refsnn's
 parametrization after ``backward``.
 
-SpikingJelly (docs/neurons.md): ``LIFNode``, ``ParametricLIFNode``, ``IFNode`` and
-``ComplementaryLIFNode`` are refsnn's LIF, PLIF, IF/SingleStep and CLIF operation for operation,
+SpikingJelly (docs/neurons.md): ``LIFNode``, ``ParametricLIFNode``, ``IFNode``, ``KLIFNode`` and
+``ComplementaryLIFNode`` are refsnn's LIF, PLIF, IF/SingleStep, KLIF and CLIF operation for operation,
 firing on ``>=`` (so ``strict=True`` has no equivalent there). Surrogates: atan -> ``ATan``,
 sigmoid -> ``Sigmoid``, rect -> ``Rect``, s2nn -> ``S2NN``, same α (and β); fast_sigmoid only at
 α = 1, where ``SuperSpike(alpha=1)`` is the same function; boxcar has none.
@@ -42,6 +42,7 @@ import numpy as np
 
 from refsnn.neurons import CLIF, IF, LIF, PLIF, SingleStep
 from refsnn.neurons.leaky import LeakyFamily
+from refsnn.neurons.klif import KLIF
 from refsnn.neurons.lsnn import LSNN
 from refsnn.neurons.rleaky import RLeaky
 
@@ -141,6 +142,12 @@ def spikingjelly_mirror(neuron, dtype):
         with torch.no_grad():  # copy w after the cast, so a float64 w is not rounded to float32
             node.w.copy_(torch.from_numpy(np.asarray(neuron.params["w"], dtype=np.float64)))
         params["w"] = node.w
+    elif isinstance(neuron, KLIF):
+        node = sj.KLIFNode(scale_reset=neuron.scale_reset, tau=float(neuron.tau), decay_input=neuron.decay_input,
+                           **common).to(tdt)
+        with torch.no_grad():  # copy k after the cast, as PLIF's w
+            node.k.copy_(torch.from_numpy(np.asarray(neuron.params["k"], dtype=np.float64)))
+        params["k"] = node.k
     elif isinstance(neuron, IF):  # SingleStep included: an IF neuron run for one step
         node = sj.IFNode(**common)
     else:

@@ -7,13 +7,14 @@ base.py is the forward/backward template every neuron runs; compile.py builds th
 
 This is the registry, the one list of neurons. Adding a neuron is its file and one line here.
 """
-from . import clif, converted, euler, leaky, lif, lsnn, rleaky, single_step, synaptic
+from . import clif, converted, euler, klif, leaky, lif, lsnn, rleaky, single_step, synaptic
 from .base import BaseNeuron
 from .clif import CLIF
 from .compile import BLOCK, generic_kernels
 from .converted import ConvertedNeuron, clamp_lam
 from .leaky import Leaky
 from .euler import EulerNeuron
+from .klif import KLIF
 from .lif import IF, LIF, PLIF
 from .lsnn import LSNN
 from .rleaky import RLeaky
@@ -22,12 +23,12 @@ from .synaptic import Synaptic
 
 # The neurons a network is built from, by name (make_neuron, the models, the CLI, the verifier).
 NEURONS = {"lif": LIF, "plif": PLIF, "if": IF, "clif": CLIF, "s2nn": SingleStep, "leaky": Leaky, "synaptic": Synaptic,
-           "rleaky": RLeaky, "lsnn": LSNN}
+           "rleaky": RLeaky, "lsnn": LSNN, "klif": KLIF}
 
 # Every neuron layer, with the configurations (constructor options) its file gives as examples.
 ALL_NEURONS = {**NEURONS, "converted": ConvertedNeuron, **dict.fromkeys(euler.EXAMPLES, EulerNeuron)}
 EXAMPLES = {**lif.EXAMPLES, **clif.EXAMPLES, **single_step.EXAMPLES, **converted.EXAMPLES, **euler.EXAMPLES,
-            **leaky.EXAMPLES, **synaptic.EXAMPLES, **rleaky.EXAMPLES, **lsnn.EXAMPLES}
+            **leaky.EXAMPLES, **synaptic.EXAMPLES, **rleaky.EXAMPLES, **lsnn.EXAMPLES, **klif.EXAMPLES}
 
 
 def make_neuron(name, **options):
@@ -44,5 +45,5 @@ def examples(names=None):
             for name in (names or ALL_NEURONS) for i, options in enumerate(EXAMPLES[name])]
 
 
-__all__ = ["ALL_NEURONS", "BLOCK", "BaseNeuron", "CLIF", "ConvertedNeuron", "EXAMPLES", "EulerNeuron", "IF", "LIF", "LSNN", "Leaky", "NEURONS",
+__all__ = ["ALL_NEURONS", "BLOCK", "BaseNeuron", "CLIF", "ConvertedNeuron", "EXAMPLES", "EulerNeuron", "IF", "KLIF", "LIF", "LSNN", "Leaky", "NEURONS",
            "PLIF", "RLeaky", "SingleStep", "Synaptic", "clamp_lam", "examples", "generic_kernels", "make_neuron"]

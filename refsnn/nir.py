@@ -330,6 +330,7 @@ def from_nir(graph_or_path, dt=None, dtype=np.float32, surrogate="sigmoid", alph
     naming the node and the reason for anything refsnn cannot run exactly (docs/nir.md §4); NIRUnavailable
     without the nir package.
     """
+    nir = _nir()
     graph = read_graph(graph_or_path)
     metadata = graph.metadata if isinstance(graph.metadata, dict) else {}
     from_refsnn = metadata.get("source") == "refsnn"
@@ -347,7 +348,10 @@ def from_nir(graph_or_path, dt=None, dtype=np.float32, surrogate="sigmoid", alph
     for name in order:
         node = graph.nodes[name]
         declared = _declared(node, "input_type")
-        if declared is not None and declared != shape:
+        # a neuron's, Scale's or Threshold's input type is its parameters' shape, which need only broadcast
+        # to the layer's (checked by _broadcast): per-channel [C, 1, 1] or one value for all
+        by_parameters = type(node).__name__ in NEURON_NODES or isinstance(node, (nir.Scale, nir.Threshold))
+        if declared is not None and declared != shape and not by_parameters:
             raise ValueError(f"NIR graph: node {name!r} ({type(node).__name__}) declares input shape {declared}, "
                              f"but the node before it gives {shape}")
         try:
@@ -499,11 +503,11 @@ def to_nir(model, dt=DEFAULT_DT, input_shape=None):
     """A ``nir.NIRGraph`` of a refsnn network, as in eval mode (BatchNorm folded with its running
     statistics, Dropout the identity).
 
-    ``model``: a Sequential (nested Sequentials included) of the layers the module docstring lists.
-    ``dt`` (seconds): the step the graph's time constants are stated at (docs/nir.md §5: LIF's tau =
-    tau_steps·dt; IF's r = 1/dt). ``input_shape``: one sample's shape (``[C, H, W]`` or ``[F]``),
-    needed unless the first layer is a Linear or the model came from from_nir (``model.input_shape``). Node names are the layers' qualified names (the
-    state-dict prefixes). Raises ValueError naming the layer and the reason for anything NIR cannot
+    ``model``: a Sequential or models.Chain (nested ones included) of the layers the module docstring
+    lists. ``dt`` (seconds): the step the graph's time constants are stated at (docs/nir.md §5: LIF's
+    tau = tau_steps·dt; IF's r = 1/dt). ``input_shape``: one sample's shape (``[C, H, W]`` or ``[F]``),
+    needed unless the first layer is a Linear or the model came from from_nir (``model.input_shape``).
+    Node names are the layers' qualified names (the state-dict prefixes). Raises ValueError naming the layer and the reason for anything NIR cannot
     state exactly (soft reset, CLIF, max-pooling... docs/nir.md §4); NIRUnavailable without nir.
     """
     nir = _nir()

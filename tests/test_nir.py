@@ -155,6 +155,29 @@ def test_conv1d_graph_gives_the_spikes_of_nir_equations_and_round_trips(tmp_path
     np.testing.assert_array_equal(again.forward(x), want)
 
 
+def test_neuron_parameters_broadcast_per_channel_or_as_one_value():
+    """NIR parameters broadcast over the layer's shape (graphs built without NIR's type check, as some
+    exporters write them): per channel [C, 1, 1] and one value [] give the per-neuron results."""
+    rng = np.random.default_rng(10)
+    conv = nir.Conv2d(input_shape=(4, 4), weight=rng.standard_normal((2, 1, 3, 3)), stride=1, padding=1, dilation=1,
+                      groups=1, bias=np.zeros(2))
+    def run(shape_of, per_neuron, tau=np.array([2.0, 3.0]) * DT, v_th=np.array([0.3, 0.6])):
+        lif = nir.LIF(tau=per_neuron(tau), r=np.ones(shape_of), v_leak=np.zeros(shape_of),
+                      v_threshold=per_neuron(v_th), v_reset=np.zeros(shape_of))
+        nodes = {"input": nir.Input(input_type={"input": np.array([1, 4, 4])}), "conv": conv, "lif": lif,
+                 "output": nir.Output(output_type={"output": np.array([2, 4, 4])})}
+        graph = nir.NIRGraph(nodes=nodes, edges=[("input", "conv"), ("conv", "lif"), ("lif", "output")],
+                             type_check=False)
+        return refsnn.from_nir(graph, dtype=np.float64).forward(x)
+    x = rng.random((6, 2, 1, 4, 4)) * 2
+    full = run((2, 4, 4), lambda a: np.broadcast_to(a[:, None, None], (2, 4, 4)).copy())
+    np.testing.assert_array_equal(run((2, 1, 1), lambda a: a[:, None, None]), full)
+    assert 0 < full.mean() < 1
+    same = dict(tau=np.full(2, 2 * DT), v_th=np.full(2, 0.5))   # one value for every neuron
+    np.testing.assert_array_equal(run((), lambda a: np.array(a[0]), **same),
+                                  run((2, 4, 4), lambda a: np.full((2, 4, 4), a[0]), **same))
+
+
 # ------------------------------------------------------------------------------------------
 # Round trips
 # ------------------------------------------------------------------------------------------
@@ -392,8 +415,8 @@ def test_from_nir_network_passes_tier1_finite_differences():
     model = refsnn.from_nir(graph, dtype=np.float64)
     report = gradcheck(model, rng.random((5, 2, 2, 7)) * 1.5, tolerance=1e-6)
     assert report.passed, str(report)
-    assert set(report.errors) == {"input", "conv1d.weight", "conv1d.bias", "affine.weight", "affine.bias", "scale.scale",
-                                  "affine_1.weight", "affine_1.bias"}
+    assert set(report.errors) == {"input", "conv1d.weight", "conv1d.bias", "affine.weight", "affine.bias",
+                                  "scale.scale", "affine_1.weight", "affine_1.bias"}
 
 
 # ------------------------------------------------------------------------------------------
@@ -423,8 +446,15 @@ def test_from_nir_refuses_recurrent_unknown_and_corrupt_graphs(tmp_path):
         refsnn.from_nir(delay)
     bad_shape = nir.NIRGraph.from_list(nir.Affine(weight=np.ones((3, 2)), bias=np.zeros(3)),
                                        nir.LIF(**{k: v[:2] for k, v in lif.items()}), type_check=False)
-    with pytest.raises(ValueError, match=r"node 'lif'.*input shape \(2,\).*gives \(3,\)"):
+    with pytest.raises(ValueError, match=r"node 'lif' \(LIF\): tau of shape \(2,\) does not fit the input shape"):
         refsnn.from_nir(bad_shape)
+    bad_output = nir.NIRGraph(
+        nodes={"input": nir.Input(input_type={"input": np.array([2])}),
+               "affine": nir.Affine(weight=np.ones((3, 2)), bias=np.zeros(3)),
+               "output": nir.Output(output_type={"output": np.array([5])})},
+        edges=[("input", "affine"), ("affine", "output")], type_check=False)
+    with pytest.raises(ValueError, match=r"node 'output' \(Output\) declares input shape \(5,\).*gives \(3,\)"):
+        refsnn.from_nir(bad_output)
     nan = nir.NIRGraph.from_list(nir.LIF(**{**lif, "tau": np.array([3 * DT, np.nan, DT])}))
     with pytest.raises(ValueError, match=r"node 'lif' \(LIF\): tau contains NaN"):
         refsnn.from_nir(nan)

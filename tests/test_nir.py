@@ -387,6 +387,11 @@ def test_scale_and_threshold_nodes_forward_and_backward_as_torch():
     assert list(grads) == ["affine.weight", "affine.bias", "scale.scale", "affine_1.weight", "affine_1.bias"]
     for (name, grad), param in zip(grads.items(), T[1:]):
         np.testing.assert_allclose(grad, param.grad.numpy(), rtol=1e-10, atol=1e-12, err_msg=name)
+    before = model.state_dict()
+    Adam(model.named_parameters(), lr=0.01).step()   # refsnn's optimizers train it like any network
+    after = model.state_dict()
+    assert all(not np.array_equal(before[k], after[k]) for k in grads)
+    assert all(np.array_equal(before[k], after[k]) for k in before if k not in grads)   # NIR's constants stay
 
 
 def test_from_nir_network_passes_tier1_finite_differences():

@@ -59,10 +59,11 @@ def compare(component, framework, tensor, mine, theirs, ties=None, tolerance=Non
 
 
 def format_table(rows):
-    head = f"{'component':<28}{'framework':<14}{'dtype':<9}{'tensor':<16}{'max abs':>11}{'max rel':>11}{'ties':>7}  result"
+    w = max([28] + [len(r.component) + 2 for r in rows])  # a long label keeps a gap before the framework
+    head = f"{'component':<{w}}{'framework':<14}{'dtype':<9}{'tensor':<16}{'max abs':>11}{'max rel':>11}{'ties':>7}  result"
     lines = [head, "-" * len(head)]
     for r in rows:
-        lines.append(f"{r.component:<28}{r.framework:<14}{r.dtype:<9}{r.tensor:<16}{r.max_abs:>11.2e}"
+        lines.append(f"{r.component:<{w}}{r.framework:<14}{r.dtype:<9}{r.tensor:<16}{r.max_abs:>11.2e}"
                      f"{r.max_rel:>11.2e}{r.ties:>7}  {'pass' if r.passed else 'FAIL'}"
                      + (f"  ({r.note})" if r.note else ""))
     failed = sum(not r.passed for r in rows)

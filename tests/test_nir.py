@@ -424,6 +424,24 @@ def test_from_nir_network_passes_tier1_finite_differences():
                                   "scale.scale", "affine_1.weight", "affine_1.bias"}
 
 
+@pytest.mark.parametrize("kernel, stride, padding", [(2, 2, 0), (3, 1, 1), (3, 2, 1)])
+def test_sum_pool_is_torch_average_pool_with_divisor_one(kernel, stride, padding):
+    """SumPool2d (NIR's) forward and backward as torch's avg_pool2d(divisor_override=1), float64."""
+    torch = pytest.importorskip("torch")
+    from refsnn.layers import SumPool2d
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((2, 3, 2, 7, 7))
+    pool = SumPool2d(kernel, stride, padding)
+    y = pool.forward(x)
+    g = rng.standard_normal(y.shape)
+    xt = torch.tensor(x.reshape(6, 2, 7, 7), requires_grad=True)
+    yt = torch.nn.functional.avg_pool2d(xt, kernel, stride, padding, divisor_override=1)
+    (yt * torch.tensor(g.reshape(yt.shape))).sum().backward()
+    # float64 sums of the same terms in another order (overlapping windows add several g into one pixel)
+    np.testing.assert_allclose(y.reshape(yt.shape), yt.detach().numpy(), rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(pool.backward(g).reshape(xt.shape), xt.grad.numpy(), rtol=1e-13, atol=1e-13)
+
+
 # ------------------------------------------------------------------------------------------
 # Refusals: one clear error naming the layer or node and the reason
 # ------------------------------------------------------------------------------------------

@@ -67,6 +67,7 @@ class LeakyOptions(NamedTuple):
     strict: bool         # always True: snnTorch fires on U > thr (read by base.fire_reference)
     store_v: bool        # write U[t] and I[t] into mem_seq and syn_seq
     has_grad_v: bool     # an upstream gradient on mem_seq is given
+    learn: bool          # some parameter is learned: sum dL/dβ, dL/dα, dL/dthr (backward)
 
 
 # ------------------------------------------------------------------------------------------
@@ -178,7 +179,7 @@ def leaky_forward(frozen, wide):
                       spikes, h_seq, mem_seq, syn_seq, mem_final, syn_final, options):
         """Writes spikes, h_seq, mem_seq and syn_seq (store_v) [T, n], mem_final and syn_final [n]."""
         # the options by name, in the NamedTuple's order (frozen: a plain tuple of compile-time constants)
-        synaptic, reset, reset_delay, surrogate, smooth, strict, store_v, has_grad_v = (
+        synaptic, reset, reset_delay, surrogate, smooth, strict, store_v, has_grad_v, learn = (
             options if frozen is None else frozen)  # compile.py
         T, n_all = x.shape
         one = x.dtype.type(1)
@@ -216,7 +217,7 @@ def leaky_backward(frozen, wide):
         """Writes grad_x [T, n], grad_mem_init and grad_syn_init [n], and the per-neuron float64
         sums g_beta, g_alpha, g_thr [n]."""
         # the options by name, in the NamedTuple's order (frozen: a plain tuple of compile-time constants)
-        synaptic, reset, reset_delay, surrogate, smooth, strict, store_v, has_grad_v = (
+        synaptic, reset, reset_delay, surrogate, smooth, strict, store_v, has_grad_v, learn = (
             options if frozen is None else frozen)  # compile.py
         T, n_all = x.shape
         one, zero = x.dtype.type(1), x.dtype.type(0)
@@ -265,14 +266,16 @@ def leaky_backward(frozen, wide):
                     else:
                         ds_dh = fire_grad(h, th[j], one, surrogate, s_alpha, s_beta)
                     gh = g * du_dh + gs * ds_dh
-                    gt[j] += np.float64(-gs * ds_dh + g * du_dthr - (gh * r if reset == SUBTRACT else zero))
                     keep = one - r if reset == ZERO else one
-                    gb[j] += np.float64(gh * (keep * m))
+                    if learn:  # a compile-time constant when specialized: no sums without learned parameters
+                        gt[j] += np.float64(-gs * ds_dh + g * du_dthr - (gh * r if reset == SUBTRACT else zero))
+                        gb[j] += np.float64(gh * (keep * m))
                     gc = gh * keep if synaptic else gh
                     if synaptic:
                         gi = gy[j] + gc
                         gxt[j] = gi
-                        ga[j] += np.float64(gi * y)
+                        if learn:
+                            ga[j] += np.float64(gi * y)
                         gy[j] = gi * al[j]
                     else:
                         gxt[j] = gc
@@ -357,7 +360,8 @@ class LeakyFamily(BaseNeuron):
         """The forward kernel's options (``has_grad_v`` None) or the backward's."""
         forward = has_grad_v is None
         return LeakyOptions(self.synaptic, RESET_MECHANISMS[self.reset_mechanism], self.reset_delay,
-                            self.surrogate.code, self.smooth, True, self.store_v_seq and forward, bool(has_grad_v))
+                            self.surrogate.code, self.smooth, True, self.store_v_seq and forward, bool(has_grad_v),
+                            bool(self.params) and not forward)
 
     def _per_neuron(self, name, dtype, clamp=False):
         """Parameter ``name`` broadcast to every neuron, [n] in ``dtype`` (β and α clamped to [0, 1])."""

@@ -269,7 +269,11 @@ class EulerNeuron(BaseNeuron):
     def _per_feature(self, array, dtype):
         """A buffer broadcast to the feature shape of the input, flat [F], in ``dtype``."""
         features = self._shape[2:]
-        if np.broadcast_shapes(array.shape, features) != tuple(features):
+        try:
+            fits = np.broadcast_shapes(array.shape, features) == tuple(features)
+        except ValueError:
+            fits = False
+        if not fits:
             raise ValueError(f"NIR {self.kind}: parameters of shape {array.shape} do not broadcast to the "
                              f"input's feature shape {tuple(features)}")
         return np.ascontiguousarray(np.broadcast_to(array, features).reshape(-1), dtype=dtype)

@@ -17,7 +17,7 @@ setup(
     package_data={"refsnn.data_files": ["*.gz", "README.md"]},
     install_requires=["numpy", "numba", "scipy", "tqdm", "threadpoolctl", 'tomli; python_version < "3.11"'],
     extras_require={  # README.md, "Dependencies, and why", gives the reason for each
-        "test": ["pytest", "hypothesis"],
+        "test": ["pytest", "pytest-xdist", "hypothesis"],
         "verify": ["torch==2.13.0", "spikingjelly==2.0.0", "snntorch", "safetensors", "nir==1.0.8", "nirtorch==2.6",
                    "norse==1.1.0"],
         "plot": ["matplotlib"],

@@ -182,6 +182,15 @@ def global_batch(n):
         _BATCH = None
 
 
+def batch_share():
+    """This process's part ``(hi − lo) / n`` of the global batch being trained (1 outside a
+    data-parallel step): the weight the training loop gives its mean loss and gradient."""
+    if _BATCH is None:
+        return 1.0
+    n, lo, hi = _BATCH
+    return (hi - lo) / n
+
+
 def step_world():
     """The processes a layer's batch statistics span (BatchNorm): all of them inside a
     data-parallel step (``global_batch``), this one alone anywhere else."""

@@ -2,7 +2,8 @@
 
 The README puts commands in ```sh blocks and Python in ```python blocks. The commands run in order
 in one scratch directory (so `runs/latest` and the other paths they name are shared as a reader
-would share them), and each must exit 0; the Python blocks run too. Only these are shortened:
+would share them) holding a copy of the repository's data/ (for the commands run from the
+repository's root), and each must exit 0; the Python blocks run too. Only these are shortened:
 `refsnn train` / `convert` train one epoch (`--epochs 1`, or `--dnn-epochs 1 --finetune-epochs 1`),
 except where `--resume --epochs N` extends a run; `python -m bench` gets `--quick` and one
 benchmark (a full run takes tens of minutes). Of a `pip install ... && command` line only the
@@ -11,6 +12,7 @@ command runs (the install is CI's own step), and the test command itself is not 
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -68,14 +70,16 @@ def runnable(line):
     if not line or "pytest" in line:
         return None
     argv = shlex.split(line)
-    if argv[0] in ("refsnn", "python"):
-        return shlex.join(shortened(argv))
+    launcher = argv[:3] if argv[0] == "mpiexec" else []  # mpiexec -n N refsnn ...: the refsnn part shortened
+    if argv[len(launcher)] in ("refsnn", "python"):
+        return shlex.join(launcher + shortened(argv[len(launcher):]))
     return line
 
 
 @pytest.mark.slow
 def test_every_readme_command_runs_as_written(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT), PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    shutil.copytree(ROOT / "data", tmp_path / "data")  # "from the repository's root": data/SYNTHETIC-*
     for line in commands():
         command = runnable(line)
         if command is None:

@@ -77,15 +77,14 @@ def training_loss(cfg):
         functools.partial(mse_count_loss, correct_rate=cfg.correct_rate, incorrect_rate=cfg.incorrect_rate)
     if not cfg.rate_reg:
         return count
-    if distributed.world().size > 1:
-        raise ValueError("rate_reg under mpiexec is not supported: snnTorch's penalty is a sum over the batch, "
-                         "which the per-process shares of refsnn.distributed (means over the batch) do not split; "
-                         "train with rate_reg on one process")
 
     def regularized(out, y):  # L + λ·Σ spikes (snnTorch's sum: it grows with the batch size)
         loss, grad = count(out, y)
         penalty, grad_penalty = l1_rate_sparsity(out, cfg.rate_reg)
-        return loss + penalty, grad + grad_penalty
+        # under mpiexec the loop weighs this process's loss by its share of the global batch, right
+        # for a mean; the penalty is a sum, so it is divided by the share (1 in one process)
+        share = distributed.batch_share()
+        return loss + penalty / share, grad + grad_penalty / share
     return regularized
 
 

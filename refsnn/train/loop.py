@@ -155,10 +155,10 @@ def evaluate(model, batches, encode, loss, meter=None, progress=False):
     with meter if meter is not None else contextlib.nullcontext():
         for x, y in tqdm(batches, desc="test", disable=not progress or distributed.world().rank != 0, leave=False):
             n = len(y)
-            lo, hi = world.shard(n)
-            out = model.forward(encode(x[lo:hi], seen + lo))
-            batch_loss, correct = map(float, world.sum(np.array([loss(out, y[lo:hi])[0] * (hi - lo),
-                                                                 accuracy(out, y[lo:hi]) * (hi - lo)])))
+            with distributed.global_batch(n) if world.size > 1 else contextlib.nullcontext((0, n)) as (lo, hi):
+                out = model.forward(encode(x[lo:hi], seen + lo))
+                batch_loss, correct = map(float, world.sum(np.array([loss(out, y[lo:hi])[0] * (hi - lo),
+                                                                     accuracy(out, y[lo:hi]) * (hi - lo)])))
             total_loss += batch_loss
             total_correct += correct
             seen += n

@@ -6,6 +6,7 @@ gradient says where the two backwards first part (layer, time step) and whether 
 constant. The torch modules here are plain loops written from the equations (the reference
 side); the refsnn side is built by name, from a run directory, or is one neuron layer.
 """
+import json
 import os
 import re
 import subprocess
@@ -84,6 +85,110 @@ def test_the_membrane_row_says_which_membrane(tmp_path):
     assert [r.tensor for r in after] == ["spikes", "V after reset", "grad_x"] and all(r.passed for r in after)
     assert [r.tensor for r in before] == ["spikes", "H before reset", "grad_x"] and all(r.passed for r in before)
     assert "before the reset" in before[1].note
+
+
+def test_the_membrane_row_reads_and_names_every_registry_neurons_membrane():
+    """The row reads each neuron's membrane state (BaseNeuron.membrane: "v", or snnTorch's "mem" for
+    Leaky, Synaptic, RLeaky) and names it: snnTorch's mem is pre-reset with reset_delay=True,
+    post-reset without, and then the charged H is the fallback."""
+    from refsnn.neurons import EXAMPLES, NEURONS, Leaky, generic_kernels
+    from refsnn.verify.compare import compare
+    neurons = {name: NEURONS[name](**EXAMPLES[name][0]) for name in NEURONS}
+    neurons["leaky, reset_delay=False"] = Leaky(reset_delay=False)
+
+    def membrane_row(neuron, membrane, label):   # your module returning ``membrane``
+        return user._membrane_row(neuron, membrane, None, lambda tensor, a, b, ties=None, note="": compare(
+            label, "torch", tensor, a, b, ties=ties, note=note))
+    names = {}
+    with generic_kernels():
+        for label, neuron in neurons.items():
+            x = np.random.default_rng(0).normal(0.8, 1.0, (1 if label == "s2nn" else 4, 2, 8))
+            neuron = neuron.to(np.float64)
+            neuron.store_v_seq = True
+            neuron.forward(x)
+            state = getattr(neuron, neuron.membrane + "_seq")
+            row = membrane_row(neuron, state, label)
+            assert row.passed, label
+            names[label] = row.tensor
+    snntorch = {"leaky", "synaptic", "rleaky"}
+    assert names == {**{name: "U (snnTorch mem, before reset)" if name in snntorch else "V after reset"
+                        for name in NEURONS}, "leaky, reset_delay=False": "U (snnTorch mem, after reset)"}
+    assert (neuron.h_seq != state).any()   # the last one spiked: its H differs from its post-reset U
+    row = membrane_row(neuron, neuron.h_seq, "leaky")
+    assert row.tensor == "H before reset" and row.passed
+
+
+SNNTORCH = """
+import torch, snntorch as snn
+
+class MultiStepLeaky(snn.Leaky):           # snnTorch's own neuron, stepped over the time axis
+    def forward(self, x):
+        mem = self.init_leaky(); spk_rec, mem_rec = [], []
+        for x_t in x:
+            spk, mem = super().forward(x_t, mem); spk_rec.append(spk); mem_rec.append(mem)
+        return torch.stack(spk_rec), torch.stack(mem_rec)
+
+class Wrapped(torch.nn.Module):            # holds a Synaptic as self.lif: its state dict names are lif.*
+    def __init__(self, **options):
+        super().__init__()
+        self.lif = snn.Synaptic(**options)
+
+    def forward(self, x):
+        syn, mem = self.lif.init_synaptic(); spk_rec, mem_rec = [], []
+        for x_t in x:
+            spk, syn, mem = self.lif(x_t, syn, mem); spk_rec.append(spk); mem_rec.append(mem)
+        return torch.stack(spk_rec), torch.stack(mem_rec)
+
+def leaky(): return MultiStepLeaky(beta=0.9)
+def leaky_zero(): return MultiStepLeaky(beta=0.8, reset_mechanism="zero")
+def leaky_graded(): return MultiStepLeaky(beta=0.9, graded_spikes_factor=2.0)
+def synaptic(): return Wrapped(alpha=0.7, beta=0.85)
+"""
+
+
+@pytest.mark.parametrize("factory, network, options", [
+    ("leaky", "leaky", {}),
+    ("leaky_zero", "leaky", {"beta": 0.8, "reset_mechanism": "zero"}),
+    ("synaptic", "synaptic", {"alpha": 0.7, "beta": 0.85}),
+])
+def test_snntorchs_own_neurons_pass_and_their_membrane_is_named(tmp_path, factory, network, options):
+    """snnTorch keeps beta, threshold, graded_spikes_factor and reset_mechanism_val as buffers (lif.* when
+    wrapped): they are checked against the refsnn neuron's configuration, not copied, and the membrane
+    row is snnTorch's mem (pre-reset with its default reset_delay=True). In float32: snnTorch's spikes
+    are float32 in any dtype, so in a float64 run its gradients are float32-accurate, which the failing
+    row says."""
+    pytest.importorskip("snntorch")
+    from refsnn.neurons import generic_kernels
+    (tmp_path / "snn_user.py").write_text(SNNTORCH)
+    check = dict(network=network, neuron_options=options, input_shape=(4, 16), T=8, input_mean=0.8)
+    with generic_kernels():
+        rows = user.verify_user(f"{tmp_path}/snn_user.py:{factory}", dtype=np.float32, **check)
+        wide = user.verify_user(f"{tmp_path}/snn_user.py:{factory}", dtype=np.float64, **check)
+    assert [r.tensor for r in rows] == ["spikes", "U (snnTorch mem, before reset)", "grad_x"], user.print_table(rows)
+    assert all(r.passed for r in rows), user.print_table(rows)
+    assert 0.05 < float(rows[0].note.split(",")[0].split()[1]) < 0.95   # "rate 0.xx": the neurons fire
+    assert [r.passed for r in wide] == [True, True, False] and user.FLOAT32_OUTPUT in wide[2].note
+    assert wide[2].max_rel < 1e-6   # float32's rounding, no more
+
+
+@pytest.mark.parametrize("factory, network, options, tensor, message", [
+    ("leaky", "leaky", {"reset_mechanism": "zero"}, "reset_mechanism_val",
+     "your reset is 'subtract', refsnn's Leaky has reset_mechanism='zero'"),
+    ("leaky", "leaky", {"beta": 0.8}, "beta", "yours is 0.899999976, refsnn's Leaky has beta = 0.800000012"),
+    ("synaptic", "synaptic", {"alpha": 0.5, "beta": 0.85}, "lif.alpha", "refsnn's Synaptic has alpha = 0.5"),
+    ("leaky_graded", "leaky", {}, "graded_spikes_factor", "yours is 2, refsnn's Leaky has graded_spikes_factor = 1"),
+])
+def test_a_different_snntorch_configuration_fails_naming_it(tmp_path, capsys, factory, network, options, tensor,
+                                                             message):
+    pytest.importorskip("snntorch")
+    from refsnn.neurons import generic_kernels
+    (tmp_path / "snn_user.py").write_text(SNNTORCH)
+    argv = ["--user", f"{tmp_path}/snn_user.py:{factory}", "--network", network, "--neuron-options",
+            json.dumps(options), "--input-shape", "4,16", "--T", "8", "--input-mean", "0.8"]
+    with generic_kernels():
+        assert user.main(argv) == 1
+    line = next(line for line in capsys.readouterr().out.splitlines() if f" {tensor} " in line)
+    assert "FAIL" in line and message in line, line
 
 
 MLP = """

@@ -50,7 +50,15 @@ A failing gradient row's note says where the two backwards first part: the layer
 first gives a different gradient (going backwards), the time step (the latest that differs: BPTT
 runs from t = T−1 down) and whether refsnn/torch is one constant ratio there (a surrogate's
 scale). A membrane your module returns is compared in a row named for it: ``V after reset`` (or
-``H before reset``, the charged potential, when that is what it returns).
+``H before reset``, the charged potential, when that is what it returns); for snnTorch's neurons
+(refsnn's Leaky, Synaptic, RLeaky) it is their ``mem``, "U (snnTorch mem, before reset)" with
+reset_delay=True (snnTorch's default) and "U (snnTorch mem, after reset)" without.
+
+A neuron's configuration that your module keeps in its state dict, as snnTorch does (``beta``,
+``alpha``, ``threshold`` unless learned, ``reset_mechanism_val``, ``graded_spikes_factor``; under a
+prefix such as ``lif.`` when your module wraps one), is compared with the refsnn neuron's and
+never copied: each that differs is one failing row naming the entry and both values (e.g. your
+reset 'subtract' against refsnn's reset_mechanism='zero'; graded spikes other than 1).
 
 ``verify_user(torch_module, network=... | run=... | nir_file=...)`` builds the refsnn side from a
 network or neuron name, a run directory or a NIR file, copies the weights by name and runs
@@ -69,6 +77,7 @@ downstream; compare ``verify.networks.compare_network`` for the layer-by-layer c
 """
 import argparse
 import copy
+import dataclasses
 import importlib.util
 import os
 import re
@@ -76,7 +85,8 @@ import sys
 
 import numpy as np
 
-from refsnn.neurons import BaseNeuron
+from refsnn.neurons import BaseNeuron, RLeaky
+from refsnn.neurons.leaky import RESET_MECHANISMS
 
 from .compare import TOLERANCE, Row, compare, format_table, tie_mask
 from .networks import FRAMEWORK as SPIKINGJELLY
@@ -95,6 +105,9 @@ def check_against(refsnn_module, torch_module=None, weights=None, inputs=None, d
                    ``(spikes, membrane)`` for a neuron layer. None: the SpikingJelly twin.
     weights        a weight file path or a state dict (PyTorch names) loaded into both; None: the
                    torch module's own weights are copied into refsnn (strict names and shapes).
+                   A neuron's configuration in the state dict (snnTorch's beta, threshold,
+                   reset_mechanism_val...) is compared instead, in both cases: one row per
+                   difference (module docstring).
     inputs         the input array ``[T, N, ...]``; or None with ``input_shape`` for a standard
                    normal draw from ``seed``.
     dtype          np.float64 (tolerance 1e-10 relative) or np.float32 (1e-5).
@@ -118,24 +131,30 @@ def check_against(refsnn_module, torch_module=None, weights=None, inputs=None, d
     if weights is not None:
         state = weights if hasattr(weights, "items") else load_weights(weights)
         load_into(mine, state)
+    component = component or type(refsnn_module).__name__
+    single_neuron = isinstance(mine, BaseNeuron)
+    prefix, config_rows = "", []
     if torch_module is None:
         theirs = torch_twin(mine, dtype)
         framework = framework or SPIKINGJELLY
     else:
+        framework = framework or "torch"
         theirs = copy.deepcopy(torch_module).to(torch_dtype(dtype))
+        prefix = _wrapper_prefix(mine, theirs) if single_neuron else ""
+        config_rows, config = _configuration(mine, theirs.state_dict(), prefix, component, framework, dtype)
+        layers = dict(mine.modules())
+        mine_config = {name for name, _ in mine.named_buffers() if _configuration_of(layers, name) is not None}
         if state is not None:
-            _load_torch(theirs, state)
+            _load_torch(theirs, {name: v for name, v in state.items() if name not in mine_config}, prefix, config)
         else:
             try:
-                load_into(mine, theirs.state_dict())
+                copied = {name[len(prefix):]: v for name, v in theirs.state_dict().items() if name not in config}
+                load_into(mine, copied, skip=mine_config)
             except ValueError as e:
                 raise ValueError(f"copying your torch module's weights into refsnn's {type(mine).__name__}: {e}") from None
         mine.train(theirs.training)
-        framework = framework or "torch"
     check_deterministic(mine)
-    component = component or type(refsnn_module).__name__
     x = _inputs(inputs, input_shape, rng, dtype)
-    single_neuron = isinstance(mine, BaseNeuron)
     if single_neuron:
         mine.store_v_seq = True
     recorder = _GradRecorder(mine, theirs)
@@ -164,22 +183,31 @@ def check_against(refsnn_module, torch_module=None, weights=None, inputs=None, d
     def row(tensor, a, b, ties=None, note=""):
         return compare(component, framework, tensor, a, b, ties=ties, note=note)
 
-    rows = []
+    forward, gradients = list(config_rows), []
     grad_x_t = _numpy(x_t.grad, x.shape)
     if single_neuron:
         ties, _ = tie_mask(mine.h_seq, mine.v_threshold, 4 if tie_ulps is None else tie_ulps)
         spikes_t = _numpy(out_t)
-        rows.append(row("spikes", out, spikes_t, ties, "smooth" if mine.smooth else _spike_note(out, spikes_t, ties)))
+        note = "smooth" if mine.smooth else _spike_note(out, spikes_t, ties)
+        forward.append(row("spikes", out, spikes_t, ties, note))
         if membrane_t is not None:
-            rows.append(_membrane_row(mine, _numpy(membrane_t), ties, row))
-        rows.append(row("grad_x", grad_x, grad_x_t, ties))
+            forward.append(_membrane_row(mine, _numpy(membrane_t), ties, row))
+        gradients.append(row("grad_x", grad_x, grad_x_t, ties))
     else:
         hidden = _hidden_ties(mine, network_tie_ulps(dtype) if tie_ulps is None else tie_ulps)
         note = f"{hidden} neuron(s) inside at threshold ties" if hidden else ""
-        rows.append(row("output", out, _numpy(out_t), note=note))
-        rows.append(row("grad_x", grad_x, grad_x_t, note=note))
-    rows += _parameter_rows(mine, theirs, component, framework, dtype)
-    return _locate_gradient_failures(rows, recorder, grad_x, grad_x_t, TOLERANCE[dtype])
+        forward.append(row("output", out, _numpy(out_t), note=note))
+        gradients.append(row("grad_x", grad_x, grad_x_t, note=note))
+    gradients += _parameter_rows(mine, theirs, component, framework, dtype, prefix)
+    gradients = _locate_gradient_failures(forward, gradients, recorder, grad_x, grad_x_t, TOLERANCE[dtype])
+    if dtype == np.float64 and out_t.dtype == torch.float32:   # snnTorch's spikes are float32 in any dtype
+        gradients = [r if r.passed else dataclasses.replace(r, note="; ".join(filter(None, (r.note, FLOAT32_OUTPUT))))
+                     for r in gradients]
+    return forward + gradients
+
+
+FLOAT32_OUTPUT = ("your module's output is float32 in a float64 run (snnTorch's spikes are, in any dtype), so "
+                  "the gradient through it is rounded to float32: check with --dtype float32")
 
 
 def print_table(rows, file=None):
@@ -233,8 +261,8 @@ def _hidden_ties(module, tie_ulps):
     return total
 
 
-def _parameter_rows(mine, theirs, component, framework, dtype):
-    params_t = dict(theirs.named_parameters())
+def _parameter_rows(mine, theirs, component, framework, dtype, prefix=""):
+    params_t = {name[len(prefix):]: p for name, p in theirs.named_parameters()}
     grads = {name: g for name, _, g in mine.named_parameters()}
     grads_t = {name: _numpy(p.grad, tuple(p.shape)) for name, p in params_t.items()}
     largest = max((float(np.max(np.abs(g))) for g in grads_t.values() if g.size), default=0.0)
@@ -262,30 +290,124 @@ def _run_torch(what, call):
         raise ValueError(f"the torch module's {what} raised {type(e).__name__}: {first}") from None
 
 
-def _load_torch(torch_module, state):
-    """Copy ``state`` into the torch module by name; ValueError naming every missing, unexpected
-    or misshapen tensor (torch's own RuntimeError would be a traceback's worth of text)."""
+def _load_torch(torch_module, state, prefix="", skip=()):
+    """Copy ``state`` (refsnn's names; ``prefix`` put before each) into the torch module by name,
+    leaving its entries named in ``skip`` (its configuration) as they are; ValueError naming every
+    missing, unexpected or misshapen tensor (torch's own RuntimeError would be a traceback's worth
+    of text)."""
     import torch
-    own = torch_module.state_dict()
-    arrays = {name: _as_numpy(name, value) for name, value in state.items()}
+    own = {name: value for name, value in torch_module.state_dict().items() if name not in skip}
+    arrays = {prefix + name: _as_numpy(name, value) for name, value in state.items()}
     problems = [f"missing from the weights: {name}" for name in own if name not in arrays]
     problems += [f"not in your torch module: {name}" for name in arrays if name not in own]
     problems += [f"shape mismatch: {name} is {arrays[name].shape} in the weights, {tuple(own[name].shape)} in "
                  "your torch module" for name in own if name in arrays and arrays[name].shape != tuple(own[name].shape)]
     if problems:
         raise ValueError("weights do not fit your torch module: " + "; ".join(problems))
-    torch_module.load_state_dict({name: torch.as_tensor(array) for name, array in arrays.items()}, strict=True)
+    torch_module.load_state_dict({name: torch.as_tensor(array) for name, array in arrays.items()}, strict=False)
+
+
+def _membranes(neuron):
+    """``[(row name, [T, N, ...] sequence, note)]``: the membranes of a neuron layer your module may
+    return, its membrane state first (``neuron.membrane``: "v", or snnTorch's "mem")."""
+    state = getattr(neuron, neuron.membrane + "_seq")
+    before = "your module returns the membrane before the reset"
+    if neuron.membrane == "mem":   # snnTorch's neurons: U, pre-reset with reset_delay (then U = H), else post-reset
+        if neuron.reset_delay:
+            return [("U (snnTorch mem, before reset)", state, "")]
+        return [("U (snnTorch mem, after reset)", state, ""), ("H before reset", neuron.h_seq, before)]
+    return [("V after reset", state, ""), ("H before reset", neuron.h_seq, before)]
 
 
 def _membrane_row(mine, membrane_t, ties, row):
-    """The membrane your module returns, against refsnn's V[t] after the reset; if it is instead
-    the charged potential H[t] before the reset (and V does not match), the row compares H and
-    says so. The row's name says which: "V after reset" or "H before reset"."""
-    after = row("V after reset", mine.v_seq, membrane_t, ties)
-    if after.passed:
-        return after
-    before = row("H before reset", mine.h_seq, membrane_t, ties, "your module returns the membrane before the reset")
-    return before if before.passed else after
+    """The membrane your module returns, against refsnn's membrane state (V[t] after the reset; for
+    snnTorch's neurons U[t], its ``mem``); if it is instead the charged potential H[t] before the
+    reset (and the state does not match), the row compares H and says so. The row's name says
+    which: "V after reset", "U (snnTorch mem, before reset)", "H before reset"..."""
+    rows = [row(name, seq, membrane_t, ties, note) for name, seq, note in _membranes(mine)]
+    return next((r for r in rows if r.passed), rows[0])
+
+
+# snnTorch keeps a neuron's configuration in its state dict (buffers, unless learned): under these names
+# it is compared with the refsnn neuron's configuration, never copied (the refsnn side states the claim)
+CONFIGURATION = ("beta", "alpha", "threshold", "reset_mechanism_val", "graded_spikes_factor")
+
+
+def _configuration_of(layers, name):
+    """The refsnn neuron (of ``layers``, {qualified name: module}) whose configuration the state-dict
+    entry ``name`` is, or None (a weight, or a learned parameter)."""
+    path, _, leaf = name.rpartition(".")
+    neuron = layers.get(path)
+    if leaf in CONFIGURATION and isinstance(neuron, BaseNeuron) and leaf not in neuron.params:
+        return neuron
+    return None
+
+
+def _configured(neuron, leaf):
+    """The refsnn ``neuron``'s value of the configuration entry ``leaf`` (snnTorch's names), or None
+    if it has no such option."""
+    if leaf == "graded_spikes_factor":
+        return np.float64(1.0)   # refsnn's spikes are 0/1 (snnTorch's graded spikes are not offered)
+    if leaf == "reset_mechanism_val":
+        mechanism = getattr(neuron, "reset_mechanism", None)
+        return None if mechanism is None else np.float64(RESET_MECHANISMS[mechanism])
+    if leaf in neuron.buffers:
+        return neuron.buffers[leaf]
+    if leaf == "threshold":
+        return np.float64(neuron.v_threshold) if np.ndim(neuron.v_threshold) == 0 else neuron.v_threshold
+    if leaf == "beta" and isinstance(neuron, RLeaky):
+        return np.float64(neuron.beta)   # fixed: a float (clamped to [0, 1], as the forward uses it)
+    return None
+
+
+def _configuration(mine, torch_state, prefix, component, framework, dtype):
+    """``(rows, names)`` for your module's state dict: ``names`` are its entries that are a refsnn
+    neuron's configuration (``_configuration_of``; your names, ``prefix`` before refsnn's), which are
+    compared here and copied neither way; ``rows`` holds one failing row, naming the entry and both
+    values, for each that differs (β and α compared clamped to [0, 1], as both forwards use them)."""
+    layers = dict(mine.modules())
+    rows, names = [], set()
+    for name, value in torch_state.items():
+        neuron = _configuration_of(layers, name[len(prefix):]) if name.startswith(prefix) else None
+        if neuron is None:
+            continue
+        names.add(name)
+        leaf, cls = name.rpartition(".")[2], type(neuron).__name__
+        theirs, expected = _as_numpy(name, value).astype(np.float64), _configured(neuron, leaf)
+        if expected is None:
+            note = f"configuration: refsnn's {cls} has no {leaf} option"
+        elif leaf == "reset_mechanism_val":
+            yours = {v: k for k, v in RESET_MECHANISMS.items()}.get(float(theirs), f"code {float(theirs):g}")
+            note = (f"configuration: your reset is {yours!r}, refsnn's {cls} has reset_mechanism="
+                    f"{neuron.reset_mechanism!r}") if yours != neuron.reset_mechanism else ""
+        else:
+            expected = np.asarray(expected, dtype)
+            if leaf in ("beta", "alpha"):
+                expected, theirs = np.clip(expected, 0, 1), np.clip(theirs, 0, 1)
+            try:
+                differ = not compare(component, framework, name, *np.broadcast_arrays(expected, theirs)).passed
+            except ValueError:   # shapes that do not broadcast
+                differ = True
+            note = (f"configuration: yours is {_shown(theirs)}, refsnn's {cls} has {leaf} = {_shown(expected)}"
+                    + (" (refsnn's spikes are 0/1)" if leaf == "graded_spikes_factor" else "")) if differ else ""
+        if note:
+            rows.append(Row(component, framework, str(np.dtype(dtype)), name, np.nan, np.nan, 0, False, note))
+    return rows, names
+
+
+def _shown(value):
+    value = np.asarray(value)
+    return f"{float(value.reshape(-1)[0]):.9g}" if value.size == 1 else f"an array {value.shape}"
+
+
+def _wrapper_prefix(neuron, torch_module):
+    """``"lif."`` when your module holds all its state in one submodule (``self.lif = snn.Leaky(...)``)
+    and is checked against one refsnn neuron layer, whose names lack it; else ``""``."""
+    names = [name.split(".")[:-1] for name in torch_module.state_dict()]
+    common = os.path.commonprefix(names) if names else []
+    own = [name for name, *_ in neuron.named_parameters()] + [name for name, _ in neuron.named_buffers()]
+    prefix = ".".join(common) + "." if common else ""
+    return prefix if prefix and not any(name.startswith(prefix) for name in own) else ""
 
 
 class _GradRecorder:
@@ -348,15 +470,15 @@ def _parting(mine, theirs, tol):
     return t, f"ratio refsnn/torch not constant ({low:.3g} .. {high:.3g})"
 
 
-def _locate_gradient_failures(rows, recorder, grad_x, grad_x_t, tol):
-    """Add to each failing gradient row where the two backwards first part: the layer whose
+def _locate_gradient_failures(forward, gradients, recorder, grad_x, grad_x_t, tol):
+    """The ``gradients`` rows, adding to each failing one where the two backwards first part: the layer whose
     backward first gives a different gradient (going backwards, in the order refsnn's backward
     visits the layers), the time step (the latest one that differs, since BPTT runs from t = T−1
     down to 0) and whether refsnn/torch is one constant ratio there (which points at a
     surrogate's scale). Nothing to say if the forward already differs: then so does everything."""
-    failing = [r for r in rows if not r.passed and r.tensor not in ("spikes", "output", "V after reset")]
-    if not failing or any(not r.passed for r in rows if r.tensor in ("spikes", "output")):
-        return rows
+    failing = [r for r in gradients if not r.passed]
+    if not failing or any(not r.passed for r in forward if r.tensor in ("spikes", "output")):
+        return gradients
     where, previous = None, None
     for name in recorder.order:
         theirs = recorder.torch_grad(name, recorder.mine[name].shape)
@@ -371,11 +493,11 @@ def _locate_gradient_failures(rows, recorder, grad_x, grad_x_t, tol):
         if parted is not None:
             where = (f" in the backward of layer {previous}" if previous else "", *parted)
     if where is None:
-        return rows
+        return gradients
     note = f"gradients first part{where[0]} at t = {where[1]} (going backwards); {where[2]}"
     failing = {id(r) for r in failing}
     return [Row(r.component, r.framework, r.dtype, r.tensor, r.max_abs, r.max_rel, r.ties, r.passed,
-                "; ".join(n for n in (r.note, note) if n)) if id(r) in failing else r for r in rows]
+                "; ".join(n for n in (r.note, note) if n)) if id(r) in failing else r for r in gradients]
 
 
 # ------------------------------------------------------------------------------------------

@@ -112,19 +112,22 @@ def save_weights(path, state_dict):
 # ------------------------------------------------------------------------------------------
 # into a refsnn module
 # ------------------------------------------------------------------------------------------
-def load_into(module, source, strict=True):
+def load_into(module, source, strict=True, skip=()):
     """Copy a state dict into a refsnn ``Module`` by name; returns the module.
 
     ``source`` is a weight file path (``.safetensors``/``.npz``) or a mapping name -> array
     (numpy arrays or torch tensors, e.g. ``torch_model.state_dict()``). Values are cast to
     the dtype of the module's arrays. With ``strict`` every parameter and buffer of the module
     must be in ``source`` and every entry of ``source`` must be one of them. Shapes must match
-    exactly. On any mismatch nothing is copied and a ValueError lists every offending name."""
+    exactly. On any mismatch nothing is copied and a ValueError lists every offending name.
+    ``skip``: names of the module's entries left as they are and not required in ``source``
+    (a neuron's configuration, which verify.user compares instead of copying)."""
     state = load_weights(source) if isinstance(source, (str, os.PathLike)) else source
     _check_names(state)
     state = {name: _as_numpy(name, value) for name, value in state.items()}
     targets = {name: param for name, param, _ in module.named_parameters()}
     targets.update(module.named_buffers())
+    targets = {name: array for name, array in targets.items() if name not in skip}
     problems = []
     if strict:
         missing = [name for name in targets if name not in state]

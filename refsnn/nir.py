@@ -9,7 +9,8 @@ refsnn cannot run are refused naming the node and the reason.
 
 to_nir: a ``Sequential`` or ``models.Chain`` (nested ones included) of Linear, Conv1d, Conv2d, BatchNorm
 (folded into the layer before it with its running statistics), AvgPool2d, SumPool2d, Flatten, Dropout (the
-identity in eval mode), Scale, Threshold and the neurons IF/LIF/PLIF with hard reset and EulerNeuron. The conventions
+identity in eval mode), Scale, Threshold and the neurons IF/LIF/PLIF with hard reset, snnTorch's Leaky (as NIR's LIF)
+and Synaptic (as CubaLIF) with zero reset, and EulerNeuron. The conventions
 (dt, firing on > or >=, hard reset, refsnn's version) go into the graph's metadata, and each refsnn
 neuron's exact options into its node's metadata, so that from_nir rebuilds the very same neuron
 (docs/nir.md §5).
@@ -25,9 +26,11 @@ from .layers import (AvgPool2d, BatchNorm1d, BatchNorm2d, Conv1d, Conv2d, Dropou
 from .layers.pool import AdaptiveAvgPool2d
 from .models import Chain
 from .module import Module, OptionError, Sequential, check_real, float_dtype
-from .neurons import IF, LIF, PLIF, EulerNeuron, SingleStep
+from .neurons import IF, LIF, PLIF, EulerNeuron, Leaky, SingleStep, Synaptic
 from .neurons.euler import KINDS
+from .neurons.leaky import LeakyFamily
 from .neurons.lif import LIFFamily
+from .surrogate import Surrogate
 
 DEFAULT_DT = 1e-4  # seconds: SpikingJelly's and snnTorch's NIR exchange use it too (norse: 1e-3)
 MAX_ARRAY_BYTES = 1 << 30  # what a NIR file's arrays may hold in all, decompressed (checked before nir.read)
@@ -37,6 +40,10 @@ REFSNN_NEURONS = {"LIF": LIF, "IF": IF, "PLIF": PLIF, "SingleStep": SingleStep}
 DESCRIBED = {"class", "tau", "w", "decay_input", "v_threshold", "v_reset", "surrogate", "alpha", "beta", "detach_reset",
              "strict"}
 SURROGATE_OPTIONS = ("surrogate", "alpha", "beta", "detach_reset")   # an EulerNeuron's, in its node's metadata
+SNNTORCH_NEURONS = {"Leaky": Leaky, "Synaptic": Synaptic}
+# what to_nir writes into a Leaky's or Synaptic's node metadata (their options, snnTorch's names)
+SNNTORCH_DESCRIBED = {"class", "beta", "alpha", "threshold", "spike_grad", "spike_grad_alpha", "spike_grad_beta",
+                      "learn_beta", "learn_alpha", "learn_threshold", "reset_mechanism", "reset_delay"}
 
 
 class NIRUnavailable(ImportError, ValueError):
@@ -298,6 +305,8 @@ def _refsnn_neuron(node, fields, shape, options):
     """The refsnn neuron a node's metadata describes, if this graph came from refsnn's to_nir at this dt
     and the node's fields are exactly what to_nir writes for it (else None: NIR's equations run)."""
     described = (node.metadata or {}).get("refsnn") if options["from_refsnn"] else None
+    if isinstance(described, dict) and described.get("class") in SNNTORCH_NEURONS:
+        return _rebuild_leaky(node, described, fields, shape, options)
     if not isinstance(described, dict) or described.get("class") not in REFSNN_NEURONS or \
             not set(described) <= DESCRIBED:
         return None
@@ -315,6 +324,29 @@ def _refsnn_neuron(node, fields, shape, options):
             not all(np.array_equal(np.broadcast_to(fields[k], shape), written[k]) for k in fields):
         return None
     return neuron.to(options["dtype"])
+
+
+def _rebuild_leaky(node, described, fields, shape, options):
+    """The Leaky or Synaptic a node's metadata describes, if its NIR fields are exactly those to_nir writes
+    for it at this dt (else None: NIR's equations run), with its β, α and threshold as exported."""
+    if not set(described) <= SNNTORCH_DESCRIBED:
+        return None
+    kwargs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in described.items()}
+    cls = SNNTORCH_NEURONS[kwargs.pop("class")]
+    try:
+        values = {k: np.asarray(kwargs[k], np.float64) for k in ("alpha", "beta", "threshold") if k in kwargs}
+        kind, written = _leaky_fields(cls is Synaptic, values, options["dt"], shape)
+        spike_grad = Surrogate(*(kwargs.pop(k) for k in ("spike_grad", "spike_grad_alpha", "spike_grad_beta")))
+        neuron = cls(spike_grad=spike_grad, **kwargs).to(options["dtype"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if type(node).__name__ != kind or set(written) != set(fields) or \
+            not all(np.array_equal(np.broadcast_to(fields[k], shape), written[k]) for k in fields):
+        return None
+    arrays = {**neuron.buffers, **neuron.params}
+    for k, value in values.items():   # the exported values, rounded once to the dtype (not via float32)
+        arrays[k][...] = value
+    return neuron
 
 
 def from_nir(graph_or_path, dt=None, dtype=np.float32, surrogate="sigmoid", alpha=None):
@@ -396,8 +428,59 @@ def _neuron_fields(neuron, dt, shape):
                        v_threshold=full(vth), v_reset=full(vr))
 
 
+def _leaky_fields(synaptic, values, dt, shape):
+    """(NIR node type, {field: float64 array of ``shape``}) of snnTorch's Leaky (Synaptic: ``synaptic``) with
+    zero reset, ``values`` its beta, threshold (and alpha), at step dt (docs/nir.md §5): τ_mem = dt/(1 − β)
+    and R = τ_mem/dt make Euler's V + (dt/τ_mem)·((0 − V) + R·I) snnTorch's β·V + I; τ_syn = dt/(1 − α)
+    and w_in = τ_syn/dt make I + (dt/τ_syn)·(−I + w_in·X) its α·I + X (snnTorch's export_to_nir maps
+    them so too). β and α are clamped to [0, 1] as the forward uses them; ValueError for 1 (no decay)."""
+    full = lambda value: np.broadcast_to(np.asarray(value, np.float64), shape).copy()  # noqa: E731
+    decays = {k: np.clip(full(values[k]), 0, 1) for k in (("alpha", "beta") if synaptic else ("beta",))}
+    for k, decay in decays.items():
+        if np.any(decay == 1):
+            raise ValueError(f"{k} = 1 (no decay) has no finite NIR time constant")
+    tau_mem = dt / (1 - decays["beta"])
+    fields = dict(r=tau_mem / dt, v_leak=full(0.0), v_threshold=full(values["threshold"]), v_reset=full(0.0))
+    if not synaptic:
+        return "LIF", dict(tau=tau_mem, **fields)
+    tau_syn = dt / (1 - decays["alpha"])
+    return "CubaLIF", dict(tau_syn=tau_syn, tau_mem=tau_mem, w_in=tau_syn / dt, **fields)
+
+
+def _export_leaky(name, neuron, dt, shape):
+    """snnTorch's Leaky with zero reset as NIR's LIF, Synaptic with zero reset and reset_delay=False as
+    CubaLIF (the same spikes: docs/nir.md §5); refuses the rest naming the reason."""
+    nir, cls = _nir(), type(neuron).__name__
+    if neuron.reset_mechanism != "zero":
+        raise ValueError(f"to_nir: {name!r} ({cls}) " + (
+            "resets by subtracting the threshold (reset_mechanism='subtract', snnTorch's default), which NIR's "
+            "neurons cannot state: they reset to v_reset" if neuron.reset_mechanism == "subtract" else
+            "never resets (reset_mechanism='none'), which NIR's firing neurons cannot state"))
+    if neuron.synaptic and neuron.reset_delay:
+        raise ValueError(f"to_nir: {name!r} (Synaptic) with reset_delay=True zeroes its membrane one step after a "
+                         "spike with that step's input current included, which NIR's CubaLIF (v ← v_reset at the "
+                         "spike, then v = I) cannot state; Synaptic(reset_mechanism='zero', reset_delay=False) is "
+                         "CubaLIF")
+    if neuron.smooth:
+        raise ValueError(f"to_nir: {name!r} runs in smooth mode (a gradient-check device), which NIR cannot state")
+    arrays = {**neuron.buffers, **neuron.params}
+    values = {k: arrays[k].astype(np.float64) for k in ("alpha", "beta", "threshold") if k in arrays}
+    try:
+        kind, fields = _leaky_fields(neuron.synaptic, values, dt, shape)
+    except ValueError as e:
+        raise ValueError(f"to_nir: {name!r} ({cls}): {e}") from None
+    s = neuron.surrogate
+    described = {"class": cls, **{k: v.item() if v.ndim == 0 else v for k, v in values.items()},
+                 **{f"learn_{k}": k in neuron.params for k in values}, "spike_grad": s.name,
+                 "spike_grad_alpha": s.alpha, "spike_grad_beta": s.beta, "reset_mechanism": "zero",
+                 "reset_delay": neuron.reset_delay}
+    return getattr(nir, kind)(**fields, metadata={"firing": ">", "refsnn": described})
+
+
 def _export_neuron(name, neuron, dt, shape):
     nir = _nir()
+    if isinstance(neuron, LeakyFamily):
+        return _export_leaky(name, neuron, dt, shape)
     if isinstance(neuron, EulerNeuron):
         fields = {k: np.broadcast_to(v.astype(np.float64), shape).copy() for k, v in neuron.buffers.items()}
         if neuron.dt != dt:
@@ -409,10 +492,13 @@ def _export_neuron(name, neuron, dt, shape):
                                                              "refsnn": described})
     if not isinstance(neuron, LIFFamily) or type(neuron) not in REFSNN_NEURONS.values():
         reason = {"CLIF": "its complementary potential m has no NIR node",
+                  "RLeaky": "its recurrent connection makes a cycle, which to_nir does not write",
+                  "LSNN": "its adaptive threshold has no NIR node",
                   "ConvertedNeuron": "the converted neuron resets by subtraction (soft reset), which NIR's neurons "
                                      "cannot state"}
+        maps = "to_nir maps IF, LIF, PLIF, Leaky, Synaptic and EulerNeuron"
         raise ValueError(f"to_nir: {name!r} ({type(neuron).__name__}) is not exported: "
-                         f"{reason.get(type(neuron).__name__, 'to_nir maps IF, LIF, PLIF and EulerNeuron')}")
+                         f"{reason.get(type(neuron).__name__, maps)}")
     if neuron.v_reset is None:
         raise ValueError(f"to_nir: {name!r} ({type(neuron).__name__}) has soft reset (v_reset None): NIR's neurons "
                          "reset to v_reset (hard reset) only")

@@ -14,7 +14,7 @@ import refsnn
 from refsnn.cli import main
 from refsnn.layers import BatchNorm2d, Conv2d, Flatten, Linear, MaxPool2d, AvgPool2d
 from refsnn.losses import cross_entropy
-from refsnn.neurons import CLIF, IF, LIF, PLIF, generic_kernels
+from refsnn.neurons import CLIF, IF, LIF, PLIF, Leaky, Synaptic, generic_kernels
 from refsnn.optim import Adam
 
 nir = pytest.importorskip("nir")
@@ -206,7 +206,12 @@ def test_round_trip_of_a_trained_network_is_bit_identical(tmp_path):
     back = refsnn.from_nir(str(path))
     assert [type(m).__name__ for m in back] == [type(m).__name__ for m in model]
     x = (rng.random((6, 5, 1, 4, 4)) < 0.5).astype(np.float32)
-    g = rng.standard_normal((6, 5, 3)).astype(np.float32)
+    assert_same_outputs_and_gradients(model, back, x, rng.standard_normal((6, 5, 3)).astype(np.float32))
+
+
+def assert_same_outputs_and_gradients(model, back, x, g):
+    """Identical outputs, dL/dx and parameter gradients (it trains the same); returns the outputs and
+    the parameter names."""
     outs = []
     for net in (model, back):
         net.zero_grad()
@@ -217,6 +222,7 @@ def test_round_trip_of_a_trained_network_is_bit_identical(tmp_path):
     assert outs[0][2].keys() == outs[1][2].keys()
     for k in outs[0][2]:
         np.testing.assert_array_equal(outs[0][2][k], outs[1][2][k], err_msg=k)
+    return outs[0][0], set(outs[0][2])
 
 
 def test_round_trip_keeps_s2nn_and_a_nir_neurons_surrogate(tmp_path):
@@ -443,12 +449,82 @@ def test_sum_pool_is_torch_average_pool_with_divisor_one(kernel, stride, padding
 
 
 # ------------------------------------------------------------------------------------------
+# snnTorch's Leaky and Synaptic with zero reset: NIR's LIF and CubaLIF
+# ------------------------------------------------------------------------------------------
+def leaky_synaptic_net(rng, dtype, leaky, synaptic):
+    """Linear → Leaky(zero, ``leaky``) → Linear → Synaptic(zero, reset_delay=False, ``synaptic``)."""
+    return refsnn.Sequential(Linear(10, 12, rng=rng, dtype=dtype), Leaky(reset_mechanism="zero", **leaky),
+                             Linear(12, 6, rng=rng, dtype=dtype),
+                             Synaptic(reset_mechanism="zero", reset_delay=False, **synaptic)).to(dtype)
+
+
+def test_round_trip_of_leaky_and_synaptic_is_bit_identical(tmp_path):
+    """Learned β, per-neuron α and a learned threshold come back exactly: same outputs, same gradients."""
+    rng = np.random.default_rng(6)
+    model = leaky_synaptic_net(rng, np.float32, dict(beta=0.9, learn_beta=True, spike_grad="fast_sigmoid"),
+                               dict(alpha=rng.uniform(0.3, 0.9, 6), beta=0.8, threshold=0.75, learn_threshold=True))
+    model[1].params["beta"][...] = 0.8731   # as if trained
+    for layer in (model[0], model[2]):
+        layer.params["weight"][...] *= 3   # both layers fire
+    graph = refsnn.to_nir(model, dt=DT)
+    assert [type(n).__name__ for n in graph.nodes.values()] == ["Input", "Affine", "LIF", "Affine", "CubaLIF", "Output"]
+    nir.write(tmp_path / "snn.nir", graph)
+    back = refsnn.from_nir(str(tmp_path / "snn.nir"))
+    assert [repr(m) for m in back] == [repr(m) for m in model]
+    x = (rng.random((8, 5, 10)) < 0.5).astype(np.float32)
+    out, names = assert_same_outputs_and_gradients(model, back, x, rng.standard_normal((8, 5, 6)).astype(np.float32))
+    assert names == {"0.weight", "0.bias", "1.beta", "2.weight", "2.bias", "3.threshold"}
+    assert 0.05 < out.mean() < 0.95 and 0.05 < model[1].forward(model[0].forward(x)).mean() < 0.95
+
+
+def test_leaky_and_synaptic_as_nir_lif_and_cubalif_give_snntorchs_spikes():
+    """The exported graph run by NIR's equations alone (refsnn's metadata stripped) gives the spikes of
+    snnTorch's own Leaky(reset_mechanism="zero") and Synaptic(reset_mechanism="zero", reset_delay=False)
+    on the same input, float64. Dyadic weights, spike inputs and decays (Leaky β = 7/8: dt/τ = 1/8 and
+    R = 8 exactly; Synaptic α = 1/2, β = 3/4) keep every sum exact over the 10 steps (the membranes'
+    denominators stay at most 2^30), so the spikes must be identical, not close."""
+    torch = pytest.importorskip("torch")
+    snn = pytest.importorskip("snntorch")
+    rng = np.random.default_rng(7)
+    model = leaky_synaptic_net(rng, np.float64, dict(beta=0.875), dict(alpha=0.5, beta=0.75, threshold=0.5))
+    for layer in (model[0], model[2]):
+        for name, array in layer.params.items():
+            array[...] = dyadic(rng, array.shape) * (3 if name == "weight" else 1)
+    graph = refsnn.to_nir(model, dt=DT)
+    for node in graph.nodes.values():
+        node.metadata.pop("refsnn", None)   # NIR's fields alone
+    by_nir = refsnn.from_nir(graph, dtype=np.float64)
+    assert [type(m).__name__ for m in by_nir] == ["Linear", "EulerNeuron", "Linear", "EulerNeuron"]
+    x = (rng.random((10, 6, 10)) < 0.5).astype(np.float64)
+    fc1, fc2 = torch.nn.Linear(10, 12).double(), torch.nn.Linear(12, 6).double()
+    with torch.no_grad():
+        for fc, layer in ((fc1, model[0]), (fc2, model[2])):
+            fc.weight.copy_(torch.from_numpy(layer.params["weight"]))
+            fc.bias.copy_(torch.from_numpy(layer.params["bias"]))
+        lif = snn.Leaky(beta=0.875, reset_mechanism="zero").double()
+        cuba = snn.Synaptic(alpha=0.5, beta=0.75, threshold=0.5, reset_mechanism="zero", reset_delay=False).double()
+        mem1, (syn2, mem2), hidden, out = lif.init_leaky(), cuba.init_synaptic(), [], []
+        for x_t in torch.from_numpy(x):
+            spk1, mem1 = lif(fc1(x_t), mem1)
+            spk2, syn2, mem2 = cuba(fc2(spk1.double()), syn2, mem2)   # snnTorch's spikes are float32
+            hidden.append(spk1.double())
+            out.append(spk2.double())
+    hidden, out = torch.stack(hidden).numpy(), torch.stack(out).numpy()
+    assert 0.05 < hidden.mean() < 0.95 and 0.05 < out.mean() < 0.95
+    np.testing.assert_array_equal(by_nir[1].forward(by_nir[0].forward(x)), hidden)
+    np.testing.assert_array_equal(by_nir.forward(x), out)
+    np.testing.assert_array_equal(model.forward(x), out)   # and refsnn's own Leaky and Synaptic
+
+
+# ------------------------------------------------------------------------------------------
 # Refusals: one clear error naming the layer or node and the reason
 # ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("layer, message", [
     (LIF(v_reset=None), "soft reset"),
     (CLIF(), "complementary potential"),
     (MaxPool2d(2), "max-pooling"),
+    (Leaky(), "resets by subtracting the threshold"),
+    (Synaptic(reset_mechanism="zero"), "with reset_delay=True zeroes its membrane one step after a spike"),
 ])
 def test_to_nir_refuses_what_nir_cannot_state(layer, message):
     model = refsnn.Sequential(Conv2d(1, 2, 3, padding=1), layer, Flatten(), Linear(32, 2))

@@ -77,6 +77,15 @@ def test_a_surrogate_off_by_a_constant_factor_is_located(tmp_path):
     assert "at t = 7 (going backwards); ratio refsnn/torch not constant" in rows[1].note
 
 
+def test_a_ratio_of_one_is_called_a_precision_difference_not_a_scale():
+    """A gradient off by rounding only (snnTorch's float32 spikes in a float64 run) is constant
+    ratio 1: that is no surrogate's scale."""
+    theirs = np.random.default_rng(0).standard_normal((4, 5))
+    assert user._parting(theirs * (1 + 1e-9), theirs, 1e-10)[1] == \
+        "ratio refsnn/torch 1 to rounding there (a precision difference, not a scale)"
+    assert user._parting(theirs * 4, theirs, 1e-10)[1] == "ratio refsnn/torch constant 4 there (a surrogate's scale?)"
+
+
 def test_the_membrane_row_says_which_membrane(tmp_path):
     after = user.verify_user(f"{lif_file(tmp_path, 'v.py', membrane='v')}:MyLIF", network="lif",
                              input_shape=(4, 16), T=8, input_mean=0.8)

@@ -466,6 +466,8 @@ def _parting(mine, theirs, tol):
     ratio = a[usable] / b[usable]
     low, high = float(ratio.min()), float(ratio.max())
     if high - low <= 1e3 * tol * max(abs(low), abs(high)):  # constant to rounding: a scaled gradient
+        if abs(low - 1) <= 1e3 * tol:  # ... unless the scale is 1: a precision difference
+            return t, "ratio refsnn/torch 1 to rounding there (a precision difference, not a scale)"
         return t, f"ratio refsnn/torch constant {low:.6g} there (a surrogate's scale?)"
     return t, f"ratio refsnn/torch not constant ({low:.3g} .. {high:.3g})"
 

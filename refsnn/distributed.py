@@ -33,6 +33,7 @@ exactly as without this module. A process that dies (killed, out of memory) make
 import contextlib
 import os
 import sys
+import time
 
 import numpy as np
 
@@ -114,6 +115,9 @@ class World:
         """End every process with exit code ``code`` (after what this one printed)."""
         sys.stdout.flush()
         sys.stderr.flush()
+        # MPICH's Abort ends the job at once, and output still on its way to mpiexec is lost (seen
+        # under load: an error line missing): give mpiexec a moment to forward it
+        time.sleep(0.5)
         self.comm.Abort(code)
 
 

@@ -23,7 +23,7 @@ if sys.version_info >= (3, 11):
 else:  # Python 3.10: the same parser, as the tomli package (setup.py installs it there)
     import tomli as tomllib
 
-from .train.checkpoint import read_regular_file
+from .train.checkpoint import _umask, read_regular_file
 from .energy import ActivityMeter
 
 
@@ -281,35 +281,64 @@ def cmd_eval(args):
     from .train.checkpoint import identify
     if args.checkpoint.endswith(".nir"):
         return cmd_eval_nir(args)
-    if args.dataset is not None or args.T is not None or args.dt is not None:
-        raise ValueError("--dataset, --T and --dt are for a NIR graph (FILE.nir); a run is evaluated on its own "
-                         "data set with its own T")
+    nir_only = ("dataset", "T", "dt", "encoding", "event_bins", "event_downsample")
+    if any(getattr(args, name) is not None for name in nir_only):
+        raise ValueError("--dataset, --T, --dt, --encoding, --event-bins and --event-downsample are for a NIR graph "
+                         "(FILE.nir); a run is evaluated on its own data set with its own inputs")
     print(f"{args.checkpoint}: {EVAL_REPORTS[identify(args.checkpoint)](args.checkpoint, args.data_dir)}")
     return 0
 
 
 def cmd_eval_nir(args):
-    """refsnn eval FILE.nir --dataset NAME: a NIR graph run by refsnn (docs/nir.md)."""
+    """refsnn eval FILE.nir [--dataset NAME]: a NIR graph run by refsnn, fed the inputs its refsnn export
+    recorded (docs/nir.md §6)."""
     from .nir import evaluate_nir
-    if args.dataset is None:
-        raise ValueError(f"{args.checkpoint}: a NIR graph is evaluated on the data set --dataset names")
-    T = 4 if args.T is None else args.T
-    loss, acc, n = evaluate_nir(args.checkpoint, args.dataset, args.data_dir, T=T, dt=args.dt)
-    print(f"{args.checkpoint}: NIR graph on {args.dataset}: test accuracy {acc * 100:.2f}%  (loss {loss:.4f}, "
-          f"{n} samples, T = {T}, direct input)")
+    loss, acc, n, inputs = evaluate_nir(args.checkpoint, args.dataset, args.data_dir, T=args.T, dt=args.dt,
+                                        encoding=args.encoding, event_bins=args.event_bins,
+                                        event_downsample=args.event_downsample)
+    print(f"{args.checkpoint}: NIR graph on {inputs['dataset']}: test accuracy {acc * 100:.2f}%  (loss {loss:.4f}, "
+          f"{n} samples, inputs: " + ", ".join(f"{k} {v}" for k, v in inputs.items() if k != "dataset") + ")")
     return 0
 
 
+def _write_atomically(path, write):
+    """``write(temporary path)`` then rename it over ``path``, in process 0 only under mpiexec (the
+    others would write the same file at once): a reader sees the old file or the whole new one."""
+    import tempfile
+
+    from . import distributed
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise ValueError(f"{path}: the folder {path.parent} does not exist")
+    if distributed.world().rank != 0:
+        return
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        raise
+
+
 def cmd_export_nir(args):
-    from .nir import export_run
-    graph = export_run(args.run, args.out, dt=args.dt)
+    from .nir import _nir, export_run
+    nir = _nir()
+    graph = export_run(args.run, dt=args.dt)
+    _write_atomically(args.out, lambda tmp: nir.write(tmp, graph))
     print(f"wrote {args.out}: NIR graph of {len(graph.nodes)} nodes, dt = {graph.metadata['dt']:g} s, firing on "
           f"{graph.metadata['firing']} (docs/nir.md)")
     return 0
 
 
 def cmd_export_ternary(args):
+    from . import distributed
     from .train import export_ternary_run
+    if distributed.world().rank != 0:   # process 0 writes the file (atomically)
+        return 0
     sizes = export_ternary_run(args.run_dir, args.out)
     print(f"wrote {args.out}: ternary weights {sizes['ternary_bytes']:,} bytes (int8 codes + scales), "
           f"the same network in float32 {sizes['float32_bytes']:,} bytes "
@@ -398,7 +427,7 @@ def cmd_plot(args):
     out = Path(args.out)
     if not out.suffix:  # matplotlib then writes PNG and adds the suffix itself: say the name it writes
         out = out.with_name(out.name + ".png")
-    plot.neuron_layer(run.model, x, layer, out, title=what)
+    _write_atomically(out, lambda tmp: plot.neuron_layer(run.model, x, layer, tmp, title=what))
     print(f"wrote {out}: {what}")
     return 0
 
@@ -427,10 +456,18 @@ def build_parser():
     _train_parser(sub)
     p = sub.add_parser("eval", help="evaluate a checkpoint (or a NIR graph) on its test set")
     p.add_argument("checkpoint", help="run directory (refsnn train or refsnn convert), its checkpoint.json, "
-                                      "a ternary export (.npz), or a NIR graph (.nir, with --dataset)")
+                                      "a ternary export (.npz), or a NIR graph (.nir)")
     p.add_argument("--data-dir", help="where the data set is now, if not where the run was trained")
-    p.add_argument("--dataset", help="with a NIR graph (FILE.nir): the data set to evaluate it on")
-    p.add_argument("--T", type=int, help="with a NIR graph: time steps per sample (default: 4)")
+    p.add_argument("--dataset", help="with a NIR graph (FILE.nir): the data set to evaluate it on (default: the "
+                                     "one a refsnn export recorded)")
+    p.add_argument("--T", type=int, help="with a NIR graph: time steps per sample (default: the T a refsnn "
+                                         "export recorded, else 4)")
+    p.add_argument("--encoding", help="with a NIR graph: how images become inputs, as refsnn train's --encoding "
+                                      "(default: the one a refsnn export recorded, else direct)")
+    p.add_argument("--event-bins", help="with a NIR graph of event data: time | count (default: as recorded, "
+                                        "else time)")
+    p.add_argument("--event-downsample", type=int, help="with a NIR graph of event data: pool f x f pixels into "
+                                                        "one (default: as recorded, else 1)")
     p.add_argument("--dt", type=float, help="with a NIR graph: the Euler step in seconds (default: the dt a refsnn "
                                             "export recorded, else 1e-4)")
     p = sub.add_parser("export-nir", help="write a trained run's network as a NIR graph (HDF5; needs "
@@ -511,6 +548,9 @@ def _main(argv):
         print(f"error: {_os_error(e)}{where}", file=sys.stderr)
         return 2
     except ValueError as e:  # refsnn's own errors are ValueErrors (ConfigError, NonFiniteError, ...)
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except ImportError as e:  # a missing optional dependency (h5py, nir, matplotlib, mpi4py, torch...)
         print(f"error: {e}", file=sys.stderr)
         return 2
     except MemoryError:

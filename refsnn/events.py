@@ -99,6 +99,10 @@ def _nmnist_split(root, split):
     if not folder.is_dir():
         raise FileNotFoundError(f"no N-MNIST {split}/ folder in {root} (expected {split}/<digit>/<id>.bin)")
     files, labels = [], []
+    others = sorted(d.name for d in folder.iterdir() if d.is_dir() and d.name not in map(str, range(10)))
+    if others:  # a class folder out of range is an error, not a folder left out
+        raise ValueError(f"{folder}: class folder {others[0]!r} is not a digit 0-9 (N-MNIST's labels; expected "
+                         f"{split}/<digit>/<id>.bin)")
     for digit in range(10):
         sub = folder / str(digit)
         found = sorted(sub.glob("*.bin")) if sub.is_dir() else []

@@ -57,7 +57,7 @@ def small_cnn(in_shape, num_classes, neuron="clif", neuron_options=None, channel
     the small CNN of docs/performance.md.
     """
     rng = np.random.default_rng(0) if rng is None else rng
-    c_in, h, w = in_shape
+    c_in, h, w = _image_shape(in_shape, "cnn")
     if channels is None:
         channels = (16, 32) if max(h, w) <= 8 else (32, 64)
     layers = []
@@ -405,18 +405,18 @@ def recurrent_mlp(in_shape, num_classes, neuron="rleaky", neuron_options=None, h
 
     ``neuron`` must be "rleaky" (``refsnn.neurons.RLeaky``); ``neuron_options`` are its keyword
     arguments (``beta`` is required, as in snnTorch) except ``linear_features``, which is ``hidden``.
-    For a feed-forward network on the same data use ``mlp`` (``hidden=(256,)`` by default). Not in
-    ``NETWORKS`` (so not a ``refsnn train --network``): the config's neuron check cannot build an
-    RLeaky without its ``linear_features``; build it with this function.
+    For a feed-forward network on the same data use ``mlp`` (``hidden=(256,)`` by default). In
+    ``NETWORKS`` as ``recurrent_mlp``: ``refsnn train --network recurrent_mlp --neuron rleaky
+    --neuron-options '{"beta": 0.9}'``.
     """
     if neuron != "rleaky":
-        raise ValueError(f"the network 'rsnn' is built around the recurrent neuron 'rleaky', got {neuron!r}")
+        raise ValueError(f"the network recurrent_mlp is built around the recurrent neuron 'rleaky', got {neuron!r}")
     options = dict(neuron_options or {})
     if "linear_features" in options:
-        raise ValueError("rsnn sets the RLeaky layer's linear_features to its hidden width; do not pass it")
+        raise ValueError("recurrent_mlp sets the RLeaky layer's linear_features to its hidden width; do not pass it")
     if "beta" not in options:
-        raise ValueError("rsnn needs the RLeaky decay beta in neuron_options (snnTorch has no default), e.g. "
-                         "{\"beta\": 0.9}")
+        raise ValueError("recurrent_mlp needs the RLeaky decay beta in neuron_options (snnTorch has no default), "
+                         "e.g. {\"beta\": 0.9}")
     rng = np.random.default_rng(0) if rng is None else rng
     hidden = check_int(hidden, "hidden width", 1)
     units = int(np.prod(in_shape))
@@ -491,12 +491,12 @@ def skip_input_gradient(network):
 
 
 NETWORKS = {"mlp": spiking_mlp, "cnn": small_cnn, "vgg11": vgg11, "resnet18": resnet18,
-            "resnet19": resnet19, "resnet20": resnet20, "event_cnn": event_cnn}
+            "resnet19": resnet19, "resnet20": resnet20, "event_cnn": event_cnn, "recurrent_mlp": recurrent_mlp}
 
 
 def build_network(name, in_shape, num_classes, neuron="clif", neuron_options=None, seed=0, output="logits",
                   **options):
-    """A network by name ("mlp", "cnn", "vgg11", "resnet18", "resnet19", "resnet20", "event_cnn")
+    """A network by name ("mlp", "cnn", "vgg11", "resnet18", "resnet19", "resnet20", "event_cnn", "recurrent_mlp")
     initialized from ``seed``; ``options`` go to the builder (``hidden``, ``channels``, ``width``,
     ``dropout``, ``bn_per_step``). ``output``: "logits" (the default), or "spikes" / "membrane" of
     an appended output neuron layer (``with_output``)."""
@@ -504,4 +504,6 @@ def build_network(name, in_shape, num_classes, neuron="clif", neuron_options=Non
         raise ValueError(f"unknown network {name!r}; choose one of {sorted(NETWORKS)}")
     network = NETWORKS[name](tuple(in_shape), num_classes, neuron=neuron, neuron_options=neuron_options,
                              rng=np.random.default_rng(seed), **options)
+    if neuron == "rleaky" and (neuron_options or {}).get("all_to_all", True):
+        neuron_options = {**neuron_options, "linear_features": num_classes}  # an output RLeaky's feedback width
     return with_output(network, output, neuron, neuron_options)

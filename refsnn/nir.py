@@ -66,17 +66,27 @@ def read_graph(graph_or_path):
     nir = _nir()
     if isinstance(graph_or_path, (str, os.PathLike)):
         path = os.fspath(graph_or_path)
-        if not os.path.isfile(path):
+        if not os.path.lexists(path):
             raise ValueError(f"{path}: no such NIR file")
+        if not os.path.isfile(path):   # a directory, FIFO, device or a link to one: never opened
+            raise ValueError(f"{path}: not a regular file (a NIR graph is an HDF5 file)")
+        types, edges = {}, []
         try:
             size = _array_bytes(path)
+            types, edges = _file_nodes(path)
             graph = nir.read(path) if size <= MAX_ARRAY_BYTES else None
         except Exception as e:  # h5py's OSError, nir's KeyError/AssertionError/ValueError on a foreign file
-            raise ValueError(f"{path}: not a NIR graph that nir {nir.__version__} reads "
-                             f"({type(e).__name__}: {e})") from None
+            unknown = sorted(f"{n!r} ({t})" for n, t in types.items() if not isinstance(getattr(nir, t, None), type))
+            why = f"node {', '.join(unknown)}: type unknown to NIR" if unknown else f"{type(e).__name__}: {e}"
+            raise ValueError(f"{path}: not a NIR graph that nir {nir.__version__} reads ({why})") from None
         if graph is None:
             raise ValueError(f"{path}: its arrays hold {size:,} bytes, over the {MAX_ARRAY_BYTES:,}-byte limit "
                              "(refsnn.nir.MAX_ARRAY_BYTES)")
+        if set(graph.nodes) != set(types):   # nir.read added Input/Output nodes to loose ends
+            ins, outs = {d for _, d in edges}, {s for s, _ in edges}
+            loose = [f"{n!r} (no {' and no '.join(w for w, on in (('input edge', ins), ('output edge', outs)) if n not in on)})"
+                     for n, t in types.items() if (n not in ins and t != "Input") or (n not in outs and t != "Output")]
+            raise ValueError(f"{path}: nodes not connected by the graph's edges: {', '.join(loose)}")
     else:
         graph = graph_or_path
     if not isinstance(graph, nir.NIRGraph):
@@ -96,6 +106,24 @@ def _array_bytes(path):
     with h5py.File(path, "r") as f:
         f.visititems(count)
     return total[0]
+
+
+def _file_nodes(path):
+    """``({node name: its type}, [(source, destination)])`` of a NIR file's top-level graph, read from its
+    HDF5 ``type`` fields and ``edges`` (what a message names when nir.read fails or adds nodes)."""
+    import h5py
+    types, edges = {}, []
+    with h5py.File(path, "r") as f:
+        nodes, pairs = f.get("node/nodes"), f.get("node/edges")
+        for name, group in (nodes.items() if isinstance(nodes, h5py.Group) else ()):
+            kind = group.get("type") if isinstance(group, h5py.Group) else None
+            if isinstance(kind, h5py.Dataset) and kind.shape == ():
+                value = kind[()]
+                types[name] = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+        if isinstance(pairs, h5py.Dataset) and pairs.ndim == 2 and pairs.shape[1] == 2 and pairs.size < 1 << 20:
+            edges = [tuple(v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in e)
+                     for e in pairs[()]]
+    return types, edges
 
 
 def _chain(graph):
@@ -154,6 +182,9 @@ def _chain(graph):
 def _array(node_name, node, field):
     """A node's field as a finite float64 array."""
     value = getattr(node, field)
+    if np.iscomplexobj(value):   # NumPy would drop the imaginary part with a warning
+        raise ValueError(f"NIR node {node_name!r} ({type(node).__name__}): {field} holds complex numbers; NIR's "
+                         "parameters are real")
     try:
         value = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
@@ -161,6 +192,15 @@ def _array(node_name, node, field):
     if not np.all(np.isfinite(value)):
         raise ValueError(f"NIR node {node_name!r} ({type(node).__name__}): {field} contains NaN or Inf")
     return value
+
+
+def _choice(metadata, key, allowed, where):
+    """Refuses ``metadata[key]``, if present, unless it is one of ``allowed``."""
+    value = metadata.get(key, allowed[0])
+    value = value.decode() if isinstance(value, bytes) else value.item() if isinstance(value, np.generic) else value
+    if value not in allowed:
+        raise ValueError(f"NIR graph: {where} says {key}={value!r}; a graph from refsnn states one of "
+                         f"{', '.join(map(repr, allowed))}")
 
 
 def _declared(node, key):
@@ -366,6 +406,9 @@ def from_nir(graph_or_path, dt=None, dtype=np.float32, surrogate="sigmoid", alph
     graph = read_graph(graph_or_path)
     metadata = graph.metadata if isinstance(graph.metadata, dict) else {}
     from_refsnn = metadata.get("source") == "refsnn"
+    if from_refsnn:   # the conventions refsnn's to_nir writes, and nothing else
+        _choice(metadata, "firing", (">", ">=", "per node"), "the graph's metadata")
+        _choice(metadata, "reset", ("hard",), "the graph's metadata")
     if dt is None and from_refsnn and "dt" in metadata:
         dt = check_real(metadata["dt"], "the dt recorded in the graph's metadata", low=0, low_open=True)
     options = dict(dt=check_real(DEFAULT_DT if dt is None else dt, "dt", low=0, low_open=True),
@@ -379,6 +422,8 @@ def from_nir(graph_or_path, dt=None, dtype=np.float32, surrogate="sigmoid", alph
     model = Sequential()
     for name in order:
         node = graph.nodes[name]
+        if from_refsnn:
+            _choice(node.metadata or {}, "firing", (">", ">="), f"node {name!r}'s metadata")
         declared = _declared(node, "input_type")
         # a neuron's, Scale's or Threshold's input type is its parameters' shape, which need only broadcast
         # to the layer's (checked by _broadcast): per-channel [C, 1, 1] or one value for all
@@ -643,48 +688,84 @@ def to_nir(model, dt=DEFAULT_DT, input_shape=None):
 # ------------------------------------------------------------------------------------------
 # the command line's two jobs: refsnn export-nir and refsnn eval FILE.nir
 # ------------------------------------------------------------------------------------------
-def export_run(path, out_path, dt=DEFAULT_DT):
-    """Write the network of a training run (its directory or checkpoint.json, or a ternary export) in
-    eval mode as a NIR file that ``nir.read`` reads; returns the graph."""
+# the options of refsnn.train.TrainConfig that make a run's inputs; export_run records them in the graph's
+# metadata and evaluate_nir feeds the graph the same inputs
+INPUT_OPTIONS = ("dataset", "T", "encoding", "event_bins", "event_downsample", "seed")
+INPUT_DEFAULTS = {"T": 4, "encoding": "direct", "event_bins": "time", "event_downsample": 1, "seed": 0}
+SHIPPED = ("digits", "mnist-t10k")   # the data sets refsnn.data reads without a data_dir
+
+
+def export_run(path, dt=DEFAULT_DT):
+    """The NIR graph of a training run's network (its directory or checkpoint.json, or a ternary
+    export) in eval mode, with the run's input pipeline (INPUT_OPTIONS) in the graph's metadata."""
     from .train import load_for_eval
     from .train.checkpoint import identify
-    nir = _nir()
     if identify(path) == "convert":
         raise ValueError(f"{path} is a converted-SNN run (refsnn convert): its neuron has no NIR node "
                          "(docs/nir.md §4)")
     run = load_for_eval(path)
     graph = to_nir(run.model.eval(), dt=dt, input_shape=tuple(run.info["input_shape"]))
-    nir.write(os.fspath(out_path), graph)
+    graph.metadata.update({name: getattr(run.cfg, name) for name in INPUT_OPTIONS})
     return graph
 
 
-def evaluate_nir(path, dataset, data_dir=None, T=4, dt=None, batch_size=256):
-    """``(loss, accuracy, n)`` of a NIR graph on the test split of ``dataset`` (refsnn.data.get_dataset's
-    names): images are given directly at every one of ``T`` steps, event data as its ``T`` frames;
-    cross-entropy and accuracy of the outputs averaged over time (spike counts, for a graph ending
-    in a neuron). The graph's input may be the sample's shape or its flattened size."""
-    from types import SimpleNamespace
+def input_pipeline(metadata, given):
+    """The inputs a graph is evaluated on: ``given`` (INPUT_OPTIONS, None where not given) over what a
+    refsnn export recorded in ``metadata`` over INPUT_DEFAULTS. A given value other than the recorded
+    one is refused naming both (the graph was trained on the recorded inputs)."""
+    recorded = {}
+    if metadata.get("source") == "refsnn":
+        recorded = {k: metadata[k] for k in INPUT_OPTIONS if k in metadata}
+        recorded = {k: v.decode() if isinstance(v, bytes) else v.item() if isinstance(v, np.generic) else v
+                    for k, v in recorded.items()}
+    for name, value in given.items():
+        if value is not None and name in recorded and value != recorded[name]:
+            raise ValueError(f"--{name.replace('_', '-')} {value} contradicts the graph's metadata: its run was "
+                             f"trained with {name} = {recorded[name]!r} (leave the option out to use it)")
+    return {**INPUT_DEFAULTS, **recorded, **{k: v for k, v in given.items() if v is not None}}
 
+
+def evaluate_nir(path, dataset=None, data_dir=None, T=None, dt=None, batch_size=256, encoding=None, event_bins=None,
+                 event_downsample=None):
+    """``(loss, accuracy, n, inputs)`` of a NIR graph on the test split of a data set (refsnn.data.get_dataset's
+    names), fed as ``refsnn eval RUN`` feeds the run: ``dataset``, ``T``, ``encoding``, ``event_bins`` and
+    ``event_downsample`` (refsnn.train.TrainConfig's meanings; Poisson draws from the recorded ``seed``)
+    default to what refsnn's export recorded in the graph's metadata, else INPUT_DEFAULTS; ``inputs``
+    is the dict used. Cross-entropy and accuracy of the outputs averaged over time (spike counts, for a
+    graph ending in a neuron). The graph's input may be the sample's shape or its flattened size.
+    Raises ValueError for an option contradicting the metadata, a missing data set or a shape mismatch."""
     from .data import Batches, get_dataset
     from .losses import cross_entropy
     from .module import check_int
+    from .train import TrainConfig
     from .train.build import encode
+    from .train.config import ConfigError, dataset_key
     from .train.loop import evaluate
-    model = from_nir(path, dt=dt)
-    T = check_int(T, "T", 1)
-    _, _, test_x, test_y, info = get_dataset(dataset, data_dir, T)
+    graph = read_graph(path)
+    metadata = graph.metadata if isinstance(graph.metadata, dict) else {}
+    inputs = input_pipeline(metadata, dict(dataset=dataset, T=T, encoding=encoding, event_bins=event_bins,
+                                           event_downsample=event_downsample))
+    if "dataset" not in inputs:
+        raise ValueError(f"{path}: a NIR graph without refsnn's metadata is evaluated on the data set --dataset names")
+    try:
+        cfg = TrainConfig.from_dict({**inputs, "data_dir": data_dir})
+    except ConfigError as e:
+        raise ValueError(f"--{e.option.replace('_', '-')}: {e}") from None
+    if data_dir is None and dataset_key(cfg.dataset) not in SHIPPED:
+        raise ValueError(f"{cfg.dataset} is not shipped with refsnn: pass --data-dir (the folder holding its files)")
+    model = from_nir(graph, dt=dt)
+    _, _, test_x, test_y, info = get_dataset(cfg.dataset, data_dir, cfg.T, cfg.event_bins, cfg.event_downsample)
     sample = tuple(info["input_shape"])
     if int(np.prod(model.input_shape)) != int(np.prod(sample)):
-        raise ValueError(f"{path}: the graph takes inputs of shape {model.input_shape}, {dataset} has samples of "
-                         f"shape {sample}")
+        raise ValueError(f"{path}: the graph takes inputs of shape {model.input_shape}, {cfg.dataset} has samples "
+                         f"of shape {sample}")
     if model.output_shape != (info["num_classes"],):
-        raise ValueError(f"{path}: the graph's output has shape {model.output_shape}, {dataset} has "
+        raise ValueError(f"{path}: the graph's output has shape {model.output_shape}, {cfg.dataset} has "
                          f"{info['num_classes']} classes")
-    cfg = SimpleNamespace(dtype=np.float32, dataset=dataset, encoding="direct", T=T, seed=0)
 
-    def inputs(x, first):
+    def feed(x, first):
         x = encode(cfg, x, None, first)                     # [T, N, ...]
         return x.reshape(x.shape[:2] + tuple(model.input_shape))
     batches = Batches(test_x, test_y, check_int(batch_size, "batch_size", 1), shuffle=False)
-    loss, acc = evaluate(model, batches, inputs, cross_entropy)
-    return loss, acc, len(test_y)
+    loss, acc = evaluate(model, batches, feed, cross_entropy)
+    return loss, acc, len(test_y), inputs

@@ -361,3 +361,51 @@ def test_verify_without_the_frameworks_is_an_error_not_a_pass():
             "sys.exit(main(['--component', 'lif', '--examples', '1']))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 2 and "error: nothing was compared" in done.stderr, done.stderr[-2000:]
+
+
+# -- tester's defects of the 13th round --------------------------------------------------------------
+SHD = ROOT / "data" / "SYNTHETIC-shd"
+
+
+def test_missing_optional_dependency_is_one_error_line(tmp_path, capsys, monkeypatch):
+    data = tmp_path / "shd"
+    data.mkdir()
+    for name in ("shd_train.h5", "shd_test.h5", "SYNTHETIC.txt"):  # no cached frames: the files must be read
+        (data / name).write_bytes((SHD / name).read_bytes())
+    monkeypatch.setitem(sys.modules, "h5py", None)  # `import h5py` raises ImportError, as when not installed
+    code, out, err = run_cli(capsys, "train", "--dataset", "shd", "--data-dir", data, "--network", "mlp",
+                             "--T", "3", "--no-progress", "--out-dir", tmp_path / "run")
+    assert code == 2 and err == "error: reading SHD/SSC needs h5py: pip install refsnn[events]\n", err
+
+
+def test_a_network_no_gradient_reaches_is_refused_at_the_first_step(tmp_path, capsys):
+    # CLIF's rect surrogate is zero away from the threshold: an output layer that never fires passes nothing back
+    code, out, err = run_cli(capsys, "train", "--network", "mlp", "--loss", "ce_count", "--T", "2", "--epochs", "1",
+                             "--no-progress", "--out-dir", tmp_path)
+    assert code == 2 and "no gradient reaches the weights" in err and "rect" in err, err
+    assert len(err.splitlines()) == 1
+
+
+def test_recurrent_mlp_trains_on_shd_from_the_command_line(tmp_path, capsys):
+    argv = ["train", "--network", "recurrent_mlp", "--neuron", "rleaky", "--dataset", "shd", "--data-dir", SHD,
+            "--T", "10", "--epochs", "1", "--batch-size", "64", "--no-progress", "--out-dir", tmp_path / "run"]
+    code, out, err = run_cli(capsys, *argv, "--neuron-options", '{"beta": 0.9}')
+    assert code == 0 and "test accuracy" in out and "RLeaky" in out, err
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2 and err == "error: neuron rleaky needs the option 'beta' (it has no default), " \
+                                "e.g. --neuron-options '{\"beta\": ...}'\n", err
+    code, out, err = run_cli(capsys, *argv[:4], "lif", *argv[5:])
+    assert code == 2 and "recurrent_mlp is built around the recurrent neuron rleaky" in err, err
+    code, out, err = run_cli(capsys, "train", "--network", "mlp", "--neuron", "rleaky", "--neuron-options",
+                             '{"beta": 0.9}', "--no-progress", "--out-dir", tmp_path / "r2")
+    assert code == 2 and "use --network recurrent_mlp" in err, err
+
+
+@pytest.mark.parametrize("options, expected", [
+    (dict(loss="mse_count", correct_rate=1.5), "correct_rate is a firing rate (spikes per step): it must be in [0, 1]"),
+    (dict(loss="mse_count", incorrect_rate=2.0), "incorrect_rate is a firing rate"),
+    (dict(neuron="lsnn", neuron_options={"beta": -1}), "beta must be")])
+def test_unreachable_rates_and_negative_adaptation_are_refused_by_name(tmp_path, options, expected):
+    from refsnn.train import ConfigError
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        small(tmp_path, **options)

@@ -134,7 +134,9 @@ def test_optimizers_schedules_losses_and_dtypes(capsys, tmp_path, options):
 # ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("network", sorted(NETWORKS))
 def test_every_network_family_trains_and_evaluates(capsys, tmp_path, cifar_dir, network):
-    train_and_eval(capsys, tmp_path / "run", "--network", network, "--neuron", "lif", "--T", "1",
+    # recurrent_mlp is built around the recurrent neuron RLeaky (beta has no default, as in snnTorch)
+    neuron = ["rleaky", "--neuron-options", '{"beta": 0.9}'] if network == "recurrent_mlp" else ["lif"]
+    train_and_eval(capsys, tmp_path / "run", "--network", network, "--neuron", *neuron, "--T", "1",
                    "--dataset", "cifar10", "--data-dir", cifar_dir, "--batch-size", "24")
 
 

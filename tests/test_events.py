@@ -358,3 +358,12 @@ def test_cli_trains_above_chance_on_the_synthetic_nmnist(tmp_path, capsys):
     assert code == 0 and "SYNTHETIC stand-in" in out
     accuracy = float(out.split("test accuracy ")[1].split("%")[0])
     assert accuracy > 40, out   # chance is 10%; 2 epochs of the MLP reach about 70%
+
+
+@pytest.mark.parametrize("folder", ["12", "cat"])
+def test_nmnist_class_folder_out_of_range_is_an_error_naming_it(tmp_path, folder):
+    root = nmnist_folder(tmp_path)
+    (root / "Train" / folder).mkdir()
+    (root / "Train" / folder / "1.bin").write_bytes(nmnist_bytes([(0, 1, 1, 1)]))
+    with pytest.raises(ValueError, match=f"class folder '{folder}' is not a digit 0-9"):
+        ev.load_event_dataset("nmnist", root, T=2)

@@ -11,6 +11,8 @@ Neuron for every check: LIF with the sigmoid surrogate (α = 4) and V_th = 0.5. 
 spike is σ(4(H − 0.5)); with V_th = 1 most smooth spikes sit near σ(−4), BatchNorm then divides
 by tiny batch deviations, and the nets become needlessly ill-conditioned for finite differences.
 """
+import re
+
 import numpy as np
 import pytest
 
@@ -469,3 +471,11 @@ def test_errors():
     block.backward(np.ones_like(out))
     with pytest.raises(ValueError, match="second time"):
         block.backward(np.ones_like(out))
+
+
+@pytest.mark.parametrize("name", sorted(set(NETWORKS) - {"mlp", "recurrent_mlp"}))
+def test_every_image_network_checks_its_input_shape_by_name(name):
+    """The conv networks take (channels, height, width); SHD's (700,) is refused naming the network."""
+    with pytest.raises(ValueError, match=re.escape(f"{name} takes images: in_shape must be (channels, height, "
+                                                   "width), got (700,)")):
+        build_network(name, (700,), 20, neuron="lif")

@@ -3,6 +3,8 @@ refsnn give the spikes of an independent NumPy simulation of NIR's equations wri
 trained refsnn network survives to_nir → nir.write → nir.read → from_nir bit for bit; the CLI
 writes files nir.read accepts; a from_nir network's gradients are torch autograd's on the same
 equations; what NIR or refsnn cannot state is refused in one clear error."""
+import os
+import shutil
 import subprocess
 import sys
 
@@ -288,8 +290,108 @@ def test_export_nir_cli_writes_a_file_nir_reads(tmp_path, capsys):
     run_line = capsys.readouterr().out
     accuracy = run_line.split("test accuracy ")[1].split("%")[0]
     assert f"test accuracy {accuracy}%" in nir_line, (nir_line, run_line)
+    graph.metadata = {k: v for k, v in graph.metadata.items() if k != "dataset"}   # a graph that does not say
+    nir.write(str(out), graph)
     assert main(["eval", str(out)]) == 2
     assert "--dataset" in capsys.readouterr().err
+
+
+def test_export_nir_records_the_input_pipeline_and_eval_uses_it(tmp_path, capsys):
+    """A Poisson-encoded run: its .nir evaluates as the run does (the same draws from the recorded seed);
+    an option contradicting the recorded pipeline is refused; under mpiexec process 0 alone writes the
+    file, atomically (both wrote it at once: one failed on HDF5's lock and aborted the other mid-write)."""
+    run_dir = tmp_path / "run"
+    assert main(["train", "--network", "mlp", "--neuron", "lif", "--T", "2", "--epochs", "1", "--no-progress",
+                 "--encoding", "poisson", "--seed", "5", "--out-dir", str(run_dir)]) == 0
+    out = tmp_path / "net.nir"
+    assert main(["export-nir", str(run_dir), str(out)]) == 0
+    assert {k: nir.read(str(out)).metadata[k] for k in ("dataset", "T", "encoding", "seed")} == \
+        {"dataset": "digits", "T": 2, "encoding": "poisson", "seed": 5}
+    capsys.readouterr()
+    assert main(["eval", str(run_dir)]) == 0
+    accuracy = capsys.readouterr().out.split("test accuracy ")[1].split("%")[0]
+    assert main(["eval", str(out)]) == 0
+    assert f"test accuracy {accuracy}%" in capsys.readouterr().out
+    assert main(["eval", str(out), "--encoding", "direct"]) == 2
+    assert "--encoding direct contradicts the graph's metadata: its run was trained with encoding = 'poisson'" \
+        in capsys.readouterr().err
+    assert main(["eval", str(out), "--dataset", "nmnist"]) == 2   # (contradicts the recorded digits)
+    assert main(["export-nir", str(run_dir), str(tmp_path / "nowhere" / "x.nir")]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+        f"error: {tmp_path / 'nowhere' / 'x.nir'}: the folder {tmp_path / 'nowhere'} does not exist"
+    if shutil.which("mpiexec") is None:
+        pytest.skip("mpiexec is not installed")
+    both = tmp_path / "both.nir"
+    p = subprocess.run(["mpiexec", "-n", "2", sys.executable, "-m", "refsnn", "export-nir", str(run_dir), str(both)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and p.stdout.count("wrote") == 1, p.stdout + p.stderr
+    assert sorted(os.listdir(tmp_path)) == ["both.nir", "net.nir", "run"]   # no temporary file left
+    assert nir.read(str(both)).metadata["encoding"] == "poisson"
+
+
+def test_eval_of_a_graph_without_metadata_takes_the_pipeline_as_options(tmp_path, capsys):
+    """A graph without refsnn's metadata: --dataset, --T, --encoding (latency here) as options; an
+    event data set without --data-dir names the CLI's option."""
+    rng = np.random.default_rng(0)
+    graph = nir.NIRGraph.from_list(nir.Flatten(input_type={"input": np.array([1, 8, 8])}, start_dim=0, end_dim=-1),
+                                   nir.Affine(weight=rng.standard_normal((10, 64)), bias=np.zeros(10)))
+    path = tmp_path / "plain.nir"
+    nir.write(str(path), graph)
+    assert main(["eval", str(path), "--dataset", "digits", "--T", "3", "--encoding", "latency"]) == 0
+    line = capsys.readouterr().out
+    assert "inputs: T 3, encoding latency" in line
+    model = refsnn.from_nir(str(path), dtype=np.float64)   # the same by hand: latency spikes, mean over time
+    from refsnn.data import get_dataset
+    from refsnn.encoding import latency
+    _, _, x, y, _ = get_dataset("digits")
+    acc = (model.forward(latency(x.astype(np.float64), 3, normalize=True, linear=True)).mean(0).argmax(1) == y).mean()
+    assert f"test accuracy {acc * 100:.2f}%" in line
+    assert main(["eval", str(path), "--dataset", "nmnist"]) == 2
+    assert "nmnist is not shipped with refsnn: pass --data-dir" in capsys.readouterr().err
+
+
+def test_files_that_are_not_graphs_are_named_for_what_they_are(tmp_path):
+    """Not a regular file (a directory, a FIFO, a link to /dev/zero); a node type NIR does not know,
+    named from the file's HDF5 ``type`` field; nodes the edges leave unconnected (nir.read would add
+    Input/Output nodes of its own to them)."""
+    (tmp_path / "dir.nir").mkdir()
+    os.mkfifo(tmp_path / "fifo.nir")
+    os.symlink("/dev/zero", tmp_path / "zero.nir")
+    for name in ("dir.nir", "fifo.nir", "zero.nir"):
+        with pytest.raises(ValueError, match=rf"{name}: not a regular file"):
+            refsnn.from_nir(str(tmp_path / name))
+    lif = dict(tau=np.full(2, 3 * DT), r=np.ones(2), v_leak=np.zeros(2), v_threshold=np.ones(2), v_reset=np.zeros(2))
+    path = str(tmp_path / "g.nir")
+    nir.write(path, nir.NIRGraph.from_list(nir.Affine(weight=np.eye(2), bias=np.zeros(2)), nir.LIF(**lif)))
+    with h5py.File(path, "a") as f:
+        del f["node/nodes/lif/type"]
+        f["node/nodes/lif/type"] = b"Banana"
+    with pytest.raises(ValueError, match=r"g.nir: not a NIR graph that nir .* reads \(node 'lif' \(Banana\): type "
+                                         r"unknown to NIR\)"):
+        refsnn.from_nir(path)
+    nir.write(path, nir.NIRGraph(nodes={"input": nir.Input(input_type={"input": np.array([2])}),
+                                        "a": nir.Affine(weight=np.eye(2), bias=np.zeros(2)), "l": nir.LIF(**lif),
+                                        "output": nir.Output(output_type={"output": np.array([2])})},
+                                 edges=[("input", "a"), ("l", "output")], type_check=False))
+    with pytest.raises(ValueError, match=r"g.nir: nodes not connected by the graph's edges: 'a' \(no output edge\), "
+                                         r"'l' \(no input edge\)$"):
+        refsnn.from_nir(path)
+
+
+def test_complex_arrays_and_invalid_refsnn_metadata_are_refused_by_name():
+    lif = dict(tau=np.full(2, 3 * DT), r=np.ones(2), v_leak=np.zeros(2), v_threshold=np.ones(2), v_reset=np.zeros(2))
+    graph = nir.NIRGraph.from_list(nir.Affine(weight=np.eye(2) * (1 + 1j), bias=np.zeros(2)), nir.LIF(**lif))
+    with pytest.raises(ValueError, match=r"node 'affine' \(Affine\): weight holds complex numbers"):
+        refsnn.from_nir(graph)
+    for key, value in (("firing", "banana"), ("reset", "soft")):
+        graph = refsnn.to_nir(refsnn.Sequential(Linear(2, 2), LIF()))
+        graph.metadata[key] = value
+        with pytest.raises(ValueError, match=rf"the graph's metadata says {key}='{value}'"):
+            refsnn.from_nir(graph)
+    graph = refsnn.to_nir(refsnn.Sequential(Linear(2, 2), LIF()))
+    graph.nodes["1"].metadata["firing"] = "banana"
+    with pytest.raises(ValueError, match=r"node '1''s metadata says firing='banana'"):
+        refsnn.from_nir(graph)
 
 
 # ------------------------------------------------------------------------------------------

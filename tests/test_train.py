@@ -142,3 +142,25 @@ def test_toml_config_and_flag_override(tmp_path):
     assert meta["config"]["neuron_options"] == {"surrogate": "atan"}
     config.write_text("epochz = 3\n")
     assert main(["train", "--config", str(config)]) == 2
+
+
+class _Communicator:
+    """Stands in for mpi4py's communicator of 3 processes (check_batches only asks its size)."""
+
+    def Get_rank(self):
+        return 0
+
+    def Get_size(self):
+        return 3
+
+
+def test_a_batch_size_below_the_number_of_processes_is_named_as_such():
+    from refsnn.data import Batches
+    from refsnn.distributed import World
+    from refsnn.train.loop import check_batches
+    images, labels = np.zeros((10, 4), np.float32), np.zeros(10, np.int64)
+    with pytest.raises(ValueError, match="the batch size 2 .* is smaller than the 3 processes"):
+        check_batches(Batches(images, labels, 2), World(_Communicator()))
+    with pytest.raises(ValueError, match="leaves at least 3 samples in the last batch"):  # 10 = 4 + 4 + 2
+        check_batches(Batches(images, labels, 4), World(_Communicator()))
+    check_batches(Batches(images, labels, 5), World(_Communicator()))

@@ -315,3 +315,32 @@ def test_the_refsnn_command_routes_to_it(capsys):
     from refsnn.cli import main
     assert main(["verify", "--user", "nocolon", "--network", "lif"]) == 2
     assert capsys.readouterr().err.startswith("error: --user wants MODULE:FACTORY")
+
+
+def test_a_nir_neurons_constants_are_configuration_not_weights(tmp_path):
+    """A one-node NIR LIF graph (NIR's own constants tau, r, v_leak, v_threshold, v_reset, no refsnn
+    metadata) against examples/my_lif.py's MyLIF, which has no buffers: the constants are not demanded
+    from the torch module (was: 'not in your torch module: lif.tau; ...'); the spikes agree."""
+    nir = pytest.importorskip("nir")
+    dt, n = 1e-4, 16   # tau = 2·dt, r = 1: v += (x − v)/2, MyLIF's charge (dyadic: exact in float64)
+    lif = nir.LIF(tau=np.full(n, 2 * dt), r=np.ones(n), v_leak=np.zeros(n), v_threshold=np.ones(n),
+                  v_reset=np.zeros(n))
+    nir.write(tmp_path / "lif.nir", nir.NIRGraph.from_list(lif))
+    rows = user.verify_user(f"{ROOT / 'examples' / 'my_lif.py'}:MyLIF", nir_file=str(tmp_path / "lif.nir"),
+                            input_shape=(4, n), T=8, input_mean=0.8, dt=dt)
+    assert [r.tensor for r in rows] == ["output", "grad_x"] and all(r.passed for r in rows), user.print_table(rows)
+
+
+def test_a_file_imports_modules_beside_it_and_a_non_python_file_is_named(tmp_path, capsys):
+    """--user DIR/FILE.py:F runs FILE with DIR first on sys.path (as `python DIR/FILE.py` would), and
+    restores sys.path; --user /etc/passwd:x is one line saying it is not a Python file."""
+    (tmp_path / "helper_beside_h13.py").write_text("import torch\nclass Same(torch.nn.Module):\n"
+                                                   "    def forward(self, x):\n        return x\n")
+    (tmp_path / "mine.py").write_text("from helper_beside_h13 import Same\n")
+    path = list(sys.path)
+    assert user.load_factory(f"{tmp_path}/mine.py:Same").__name__ == "Same"
+    assert sys.path == path
+    (tmp_path / "notes.txt").write_text("x = 1\n")
+    assert user.main(["--user", f"{tmp_path}/notes.txt:x", "--network", "lif"]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path}/notes.txt: not a Python file (MODULE:FACTORY wants a .py " \
+                                      "file)\n"

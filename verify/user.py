@@ -76,6 +76,7 @@ count of such neurons inside it is given in the note, because a flip there chang
 downstream; compare ``verify.networks.compare_network`` for the layer-by-layer check.
 """
 import argparse
+import contextlib
 import copy
 import dataclasses
 import importlib.util
@@ -335,10 +336,11 @@ CONFIGURATION = ("beta", "alpha", "threshold", "reset_mechanism_val", "graded_sp
 
 def _configuration_of(layers, name):
     """The refsnn neuron (of ``layers``, {qualified name: module}) whose configuration the state-dict
-    entry ``name`` is, or None (a weight, or a learned parameter)."""
+    entry ``name`` is, or None (a weight, or a learned parameter): snnTorch's CONFIGURATION names, and
+    every buffer of a refsnn neuron (a NIR neuron's tau, r, v_leak, v_threshold, v_reset...)."""
     path, _, leaf = name.rpartition(".")
     neuron = layers.get(path)
-    if leaf in CONFIGURATION and isinstance(neuron, BaseNeuron) and leaf not in neuron.params:
+    if isinstance(neuron, BaseNeuron) and leaf not in neuron.params and (leaf in CONFIGURATION or leaf in neuron.buffers):
         return neuron
     return None
 
@@ -508,6 +510,16 @@ def _locate_gradient_failures(forward, gradients, recorder, grad_x, grad_x_t, to
 _DOTTED = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 
 
+@contextlib.contextmanager
+def _first_on_path(folder):
+    """``folder`` first on ``sys.path`` inside the ``with`` block, removed after it."""
+    sys.path.insert(0, folder)
+    try:
+        yield
+    finally:
+        sys.path.remove(folder)
+
+
 def load_factory(spec):
     """The callable ``FACTORY`` of ``"MODULE:FACTORY"``.
 
@@ -529,14 +541,16 @@ def load_factory(spec):
                 raise ValueError(f"{module_name}: no such file")
             name = "refsnn_user_" + re.sub(r"\W", "_", os.path.splitext(os.path.basename(module_name))[0])
             file_spec = importlib.util.spec_from_file_location(name, module_name)
+            if file_spec is None:   # importlib takes .py (and .pyc, extension modules) files only
+                raise ValueError(f"{module_name}: not a Python file (MODULE:FACTORY wants a .py file)")
             module = importlib.util.module_from_spec(file_spec)
-            file_spec.loader.exec_module(module)
+            # the file's own folder first on sys.path while it runs, as `python file.py` has it: its
+            # imports of modules beside it work
+            with _first_on_path(os.path.dirname(os.path.abspath(module_name))):
+                file_spec.loader.exec_module(module)
         else:
-            sys.path.insert(0, os.getcwd())
-            try:
+            with _first_on_path(os.getcwd()):
                 module = importlib.import_module(module_name)
-            finally:
-                sys.path.remove(os.getcwd())
     except ValueError as e:
         if str(e).startswith(module_name):
             raise
@@ -605,7 +619,7 @@ def reference_side(network=None, run=None, nir_file=None, neuron="clif", neuron_
         return model, model.state_dict(), tuple(info["input_shape"]), cfg.T
     if nir_file:
         import refsnn
-        model = refsnn.from_nir(nir_file, dt=dt)
+        model = refsnn.from_nir(nir_file, dt=dt, dtype=np.float64)   # the file's constants unrounded (tau, r ...)
         model.train(mode == "train")
         return model, model.state_dict(), None, None
     from refsnn.models import NETWORKS, build_network

@@ -177,7 +177,8 @@ def lsnn_backward(frozen, wide):
 class LSNN(BaseNeuron):
     """norse ``LSNN`` (module docstring): ``LSNNParameters``' names and defaults (inverse time constants
     in 1/s, ``dt`` in s), state ``{"v", "i", "b"}`` (``[N, ...]`` each). ``v_th`` is also the
-    layer's ``v_threshold``. Raises ValueError for a non-positive rate or ``dt``, or rates for which a
+    layer's ``v_threshold``. Raises ValueError for a non-positive rate or ``dt``, a negative ``beta``
+    (the threshold's jump at a spike), or rates for which a
     decay factor leaves [0, 1) (dt·tau_mem_inv, dt·tau_syn_inv, dt·tau_adapt_inv must be < 1)."""
 
     state_names = ("v", "i", "b")
@@ -196,7 +197,9 @@ class LSNN(BaseNeuron):
                 raise OptionError(f"LSNN: dt·{name} = {self.dt * rate:g} must be < 1 (forward Euler decays)")
             setattr(self, name, rate)
         self.v_leak, self.v_reset = check_real(v_leak, "v_leak"), check_real(v_reset, "v_reset")
-        self.beta = check_real(beta, "beta")
+        # beta: how far a spike raises the threshold (norse's adaptation constant): a negative one would
+        # lower it, the opposite of adaptation
+        self.beta = check_real(beta, "beta", low=0)
 
     def rest_value(self, name):
         return {"v": self.v_leak, "i": 0.0, "b": self.v_threshold}[name]

@@ -76,12 +76,17 @@ def check_counts(cfg, positive, non_negative):
                 raise ConfigError(name, f"{name} must be {kind} integer, got {getattr(cfg, name)}")
 
 
-def check_neuron_options(neuron, options):
+def check_neuron_options(neuron, options, filled=None):
     """``options`` are keyword arguments of the neuron (or activation) ``neuron`` with the kinds of
-    their defaults (bool, string, else a number or null), and build it; ConfigError naming the
-    option otherwise."""
+    their defaults (bool, string, else a number or null), and build it (with ``filled``, the options
+    the network builder fills in, added); ConfigError naming the option otherwise, or naming a
+    required option (one without a default, such as RLeaky's beta) that is missing."""
     cls = NEURONS.get(neuron) or ANALOG_ACTIVATIONS[neuron]
     params = {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items() if k != "self"}
+    for key, default in params.items():
+        if default is inspect.Parameter.empty and key not in options:
+            raise ConfigError("neuron_options", f"neuron {neuron} needs the option {key!r} (it has no default), "
+                                                f"e.g. --neuron-options '{{\"{key}\": ...}}'")
     for key, value in options.items():
         if key not in params:
             raise ConfigError("neuron_options", f"unknown option {key!r} for neuron {neuron}; known: "
@@ -98,7 +103,7 @@ def check_neuron_options(neuron, options):
                 else "a number"
             raise ConfigError("neuron_options", f"neuron option {key} of {neuron} must be {kind}, got {value!r}")
     try:
-        cls(**options)
+        cls(**options, **(filled or {}))
     except (TypeError, ValueError) as e:
         raise ConfigError("neuron_options", f"neuron_options for {neuron}: {e}") from None
 
@@ -170,7 +175,7 @@ class TrainConfig:
             value = getattr(self, name)
             if not (low < value <= high if low_open else low <= value <= high):
                 raise ConfigError(name, f"{name} must be in {'(' if low_open else '['}{low}, {high}], got {value}")
-        check_neuron_options(self.neuron, self.neuron_options)
+        check_neuron_options(self.neuron, self.neuron_options, self._check_recurrent())
         if self.neuron == "s2nn" and self.T != 1:
             raise ConfigError("T", f"the s2nn neuron is single-step: T must be 1, got {self.T}")
         for name in ("out_dir", "data_dir", "teacher"):
@@ -178,6 +183,24 @@ class TrainConfig:
                 raise ConfigError(name, f"{name} must not be empty")
         self._check_methods()
         self._check_output_losses()
+
+    def _check_recurrent(self):
+        """``recurrent_mlp`` is built around RLeaky, whose all-to-all feedback needs the layer width
+        (``linear_features``): the builder fills it in, so it is checked with a width of 1 here, and
+        other networks cannot take that neuron. Returns the options the builder fills in."""
+        all_to_all = self.neuron == "rleaky" and self.neuron_options.get("all_to_all", True)
+        if self.network == "recurrent_mlp":
+            if self.neuron != "rleaky":
+                raise ConfigError("neuron", f"network recurrent_mlp is built around the recurrent neuron rleaky "
+                                            f"(--neuron rleaky), got {self.neuron!r}")
+            if "linear_features" in self.neuron_options:
+                raise ConfigError("neuron_options", "recurrent_mlp sets the RLeaky layer's linear_features to its "
+                                                    "hidden width: do not pass it")
+            return {"linear_features": 1} if all_to_all else None
+        if all_to_all:
+            raise ConfigError("neuron", f"the rleaky neuron's all-to-all feedback needs the layer width, which "
+                                        f"network {self.network} does not give it: use --network recurrent_mlp")
+        return None
 
     def _check_event_options(self):
         """Event data feeds its frames as they are; the image-only options do not apply to it."""
@@ -206,6 +229,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value < 0:
                 raise ConfigError(name, f"{name} must be >= 0, got {value}")
+            if name != "rate_reg" and value > 1:  # a firing rate: at most one spike per step
+                raise ConfigError(name, f"{name} is a firing rate (spikes per step): it must be in [0, 1], got {value}")
             if value != default and self.loss not in needs:
                 raise ConfigError(name, f"{name} applies to loss {' or '.join(needs)}, not {self.loss!r}")
 

@@ -99,6 +99,8 @@ def train_epoch(networks, batches, loss_and_grads, after_step=(), bounded="cross
                 model.zero_grad()
                 model.backward(grad * grad.dtype.type(share) if world.size > 1 else grad)
             sum_gradients([model for model, _, _ in networks], world)
+        if step == 0 and epoch == 0:
+            check_gradient_reaches(networks, grads, world)
         for (model, _, label) in networks:
             for name, _, g in model.named_parameters():
                 if not np.all(np.isfinite(g)):
@@ -112,6 +114,26 @@ def train_epoch(networks, batches, loss_and_grads, after_step=(), bounded="cross
         seen += n
         bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{total_correct / seen:.4f}")
     return total_loss / seen, total_correct / seen
+
+
+def check_gradient_reaches(networks, grads, world):
+    """After the first step of a run: ValueError when the loss has a gradient on a network's output
+    (dL/d out not all zero) but every parameter gradient of that network is exactly zero, so no step
+    will ever change it (a run that stays at its initial loss, silently). The usual cause is an output
+    neuron layer that never fires with a surrogate that is zero away from its threshold (CLIF's rect).
+    A network with any path from the loss to a parameter (any firing, a bias before the output, a
+    surrogate with full support) has a nonzero gradient there, so healthy runs never see it. Only the
+    first step of epoch 1 is checked: later, momentum or weight decay still move a silent network."""
+    for (model, _, label), (_, grad) in zip(networks, grads):
+        if not world.sum(np.array([float(np.any(grad != 0))]))[0]:
+            continue  # the loss is stationary in the output: nothing to reach the weights
+        if all(not np.any(g) for _, _, g in model.named_parameters()):
+            raise ValueError(f"no gradient reaches the weights of the {label}network: at the first step every "
+                             "parameter gradient is exactly zero, though the loss's gradient on the output is not, "
+                             "so training cannot change anything. Most likely the output neurons never fire and "
+                             "their surrogate gradient is zero away from the threshold (CLIF's default 'rect'): "
+                             "choose a surrogate with full support (e.g. --neuron-options '{\"surrogate\": "
+                             "\"atan\"}' where the neuron takes one) or another neuron (--neuron lif)")
 
 
 def sum_gradients(models, world):
@@ -132,6 +154,10 @@ def check_batches(batches, world):
     n = len(batches.images)
     smallest = min(batches.batch_size, n) if batches.drop_last or n % batches.batch_size == 0 else \
         n % batches.batch_size
+    if min(batches.batch_size, n) < world.size:
+        raise ValueError(f"the batch size {min(batches.batch_size, n)} (of {n} samples) is smaller than the {world.size} "
+                         f"processes: every batch needs a sample for each process; choose a batch size of at least "
+                         f"{world.size}, or fewer processes")
     if smallest < world.size:
         raise ValueError(f"a batch of {smallest} samples (of {n} in batches of {batches.batch_size}) cannot be "
                          f"shared by {world.size} processes: choose a batch size that leaves at least {world.size} "

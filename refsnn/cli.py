@@ -23,7 +23,7 @@ if sys.version_info >= (3, 11):
 else:  # Python 3.10: the same parser, as the tomli package (setup.py installs it there)
     import tomli as tomllib
 
-from .train.checkpoint import _umask, read_regular_file
+from .train.checkpoint import atomic_write, read_regular_file
 from .energy import ActivityMeter
 
 
@@ -304,24 +304,12 @@ def cmd_eval_nir(args):
 def _write_atomically(path, write):
     """``write(temporary path)`` then rename it over ``path``, in process 0 only under mpiexec (the
     others would write the same file at once): a reader sees the old file or the whole new one."""
-    import tempfile
-
     from . import distributed
     path = Path(path)
     if not path.parent.is_dir():
         raise ValueError(f"{path}: the folder {path.parent} does not exist")
-    if distributed.world().rank != 0:
-        return
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-        raise
+    if distributed.world().rank == 0:
+        atomic_write(path, write, suffix=f".tmp{path.suffix}")  # plot picks its format by the extension
 
 
 def cmd_export_nir(args):

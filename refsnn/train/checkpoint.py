@@ -78,23 +78,29 @@ class RunInUse(ValueError):
 # ------------------------------------------------------------------------------------------
 # bytes in and out
 # ------------------------------------------------------------------------------------------
-def atomic_write_bytes(path, data):
-    """Write ``data`` to ``path`` through a temporary file in the same directory (flushed,
-    fsynced, renamed over ``path``): a reader sees the old file or the new one, never a part.
-    The file gets the usual mode, 0o666 minus the umask (mkstemp alone gives 0o600)."""
+def atomic_write(path, write, suffix=".tmp"):
+    """``write(temporary path)``, a file in the same directory named ``.<name>.<random><suffix>``
+    (a writer that picks the format by extension wants ``suffix`` to end with it), then fsync it and
+    rename it over ``path``: a reader sees the old file or the new one, never a part. The file
+    gets the usual mode, 0o666 minus the umask (mkstemp alone gives 0o600)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
+        write(tmp)
+        with open(tmp, "rb+") as f:
             os.fchmod(f.fileno(), 0o666 & ~_umask())
-            f.write(data)
-            f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_bytes(path, data):
+    """Write ``data`` to ``path`` atomically (``atomic_write``)."""
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 def _umask():

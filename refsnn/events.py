@@ -47,12 +47,17 @@ def _inside(path, root):
     return path
 
 
-def _read_bounded(path, what):
-    """The bytes of ``path``, refused before reading when larger than ``MAX_FILE_BYTES``."""
+def _check_size(path, what):
+    """ValueError when ``path`` is larger than ``MAX_FILE_BYTES``, before anything is read."""
     size = path.stat().st_size
     if size > MAX_FILE_BYTES:
         raise ValueError(f"{path}: {size} bytes, over the {MAX_FILE_BYTES}-byte limit for one {what} file "
                          "(refsnn.data.MAX_FILE_BYTES)")
+
+
+def _read_bounded(path, what):
+    """The bytes of ``path``, refused before reading when larger than ``MAX_FILE_BYTES``."""
+    _check_size(path, what)
     try:
         return path.read_bytes()
     except OSError as err:
@@ -132,9 +137,7 @@ def read_hdf5_spikes(path, num_classes, units=700):
     except ImportError:
         raise ImportError("reading SHD/SSC needs h5py: pip install refsnn[events]") from None
     path = _data_file(path)
-    if path.stat().st_size > MAX_FILE_BYTES:
-        raise ValueError(f"{path}: {path.stat().st_size} bytes, over the {MAX_FILE_BYTES}-byte limit "
-                         "(refsnn.data.MAX_FILE_BYTES)")
+    _check_size(path, "SHD/SSC")
     try:
         with h5py.File(path, "r") as f:
             return _hdf5_spikes(f, path, num_classes, units)

@@ -17,12 +17,18 @@ from refsnn.neurons import BaseNeuron
 from refsnn.train import Run, TrainConfig
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+MAIN_DATASET = "mnist-t10k"   # the MNIST split (8,000 train / 2,000 test): big enough to separate the methods
+
+
+def results_suffix(dataset):
+    """``""`` for the main data set, ``"-<dataset>"`` for the others: ``methods.md``, ``methods-digits.md``."""
+    return "" if dataset == MAIN_DATASET else f"-{dataset}"
 
 
 def experiment_parser(description, epochs, batch_and_lr=True):
-    """The options every experiment takes: --dataset, --seeds, --epochs (and --batch-size, --lr)."""
+    """The options every experiment takes: --dataset (default the MNIST split), --seeds, --epochs (and --batch-size, --lr)."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default="digits")
+    parser.add_argument("--dataset", default=MAIN_DATASET)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=epochs)
     if batch_and_lr:

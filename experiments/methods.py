@@ -1,14 +1,14 @@
 """Twin network augmentation against the plain SNN, knowledge distillation and deep mutual
 learning, each with full-precision and ternary weights (docs/methods.md §1-3), plus a λ sweep for TNA.
 
-    nice -n 10 python -m experiments.methods [--dataset digits] [--seeds 3] [--epochs 5]
+    nice -n 10 python -m experiments.methods [--dataset mnist-t10k] [--seeds 3] [--epochs 5]
 
 Five epochs by default: at the trainer's 20 the plain CLIF CNN already reaches 98.9-99.7 % on the
 360 test digits (measured), a ceiling where no method can show a gain.
 
 KD teachers: one full-precision SNN of the same architecture per seed, trained first with its
 own seed (1000 + seed) so that it never shares the student's initialization.
-Writes ``experiments/results/methods.md`` (``methods-<dataset>.md`` for other data sets).
+Writes ``experiments/results/methods.md`` for the MNIST split (``methods-<dataset>.md`` for other data sets).
 """
 import sys
 import tempfile
@@ -20,7 +20,7 @@ import numpy as np
 from refsnn.quant import export_bytes, export_ternary, float32_bytes, ternary_layers
 from refsnn.train import Run, TrainConfig
 
-from .common import experiment_parser, log, mean_std, welch, train_and_measure, write_results
+from .common import experiment_parser, results_suffix, log, mean_std, welch, train_and_measure, write_results
 
 TEACHER_SEED_OFFSET = 1000
 METHODS = [("plain SNN", dict(method="plain")), ("KD (SNN teacher)", dict(method="kd")),
@@ -177,7 +177,7 @@ Test accuracy per seed:
 Per seed:
 {per_seed(sweep)}
 """
-    name = args.out or ("methods.md" if args.dataset == "digits" else f"methods-{args.dataset}.md")
+    name = args.out or f"methods{results_suffix(args.dataset)}.md"
     path = write_results(name, f"TNA vs plain SNN, KD and DML, full-precision and ternary weights ({args.dataset})",
                          command.strip(), header, table_rows(results), notes, seconds)
     print(path)

@@ -1,10 +1,10 @@
 """Neurons (CLIF paper, Huang et al. ICML 2024): LIF vs PLIF vs CLIF at several T, and the
 temporal gradient analysis (how much gradient reaches early time steps) for the same networks.
 
-    nice -n 10 python -m experiments.neurons [--dataset digits] [--seeds 3] [--epochs 20] [--T 2 4 6]
+    nice -n 10 python -m experiments.neurons [--dataset mnist-t10k] [--seeds 3] [--epochs 20] [--T 2 4 6]
 
 Writes ``experiments/results/neurons.md``, ``temporal_gradients.md`` and ``temporal_gradients.png``
-(with a ``-<dataset>`` suffix for data sets other than digits).
+(with a ``-<dataset>`` suffix for data sets other than the MNIST split).
 """
 import sys
 import time
@@ -17,7 +17,7 @@ from refsnn.data import get_dataset
 from refsnn.encoding import direct
 from refsnn.models import build_network
 
-from .common import RESULTS_DIR, experiment_parser, log, mean_std, train_and_measure, write_results
+from .common import RESULTS_DIR, experiment_parser, log, results_suffix, mean_std, train_and_measure, write_results
 
 # The CLIF paper's setup for all three neurons: tau = 2, no input decay, soft reset, the same
 # rectangular surrogate (its train.py default), so that LIF and PLIF differ from CLIF only by
@@ -167,7 +167,7 @@ def main(argv=None):
     _, _, test_x, test_y, info = get_dataset(args.dataset)
     profiles, layers = gradient_profiles(results, base, seeds, args.analysis_T, test_x[:ANALYSIS_SAMPLES],
                                          test_y[:ANALYSIS_SAMPLES], info)
-    suffix = "" if args.dataset == "digits" else f"-{args.dataset}"
+    suffix = results_suffix(args.dataset)
     png = RESULTS_DIR / f"temporal_gradients{suffix}.png"
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     plot(profiles, args.analysis_T, png)

@@ -1,16 +1,16 @@
 """S²NN (docs/methods.md §5): single-step spiking networks against other single-step neurons, a
 multi-step LIF network and the full-precision ReLU network, all the same small CNN.
 
-    nice -n 10 python -m experiments.s2nn [--dataset digits] [--seeds 3] [--epochs 20]
+    nice -n 10 python -m experiments.s2nn [--dataset mnist-t10k] [--seeds 3] [--epochs 20]
 
-Writes ``experiments/results/s2nn.md`` (``s2nn-<dataset>.md`` for other data sets).
+Writes ``experiments/results/s2nn.md`` for the MNIST split (``s2nn-<dataset>.md`` for other data sets).
 """
 import sys
 import time
 
 import numpy as np
 
-from .common import experiment_parser, log, mean_std, welch, train_and_measure, write_results
+from .common import experiment_parser, results_suffix, log, mean_std, welch, train_and_measure, write_results
 
 # (label, neuron, neuron options, T)
 ROWS = [
@@ -106,7 +106,7 @@ Test accuracy per seed:
 
 {verdict(results)}
 """
-    name = args.out or ("s2nn.md" if args.dataset == "digits" else f"s2nn-{args.dataset}.md")
+    name = args.out or f"s2nn{results_suffix(args.dataset)}.md"
     header = ["model", "T", "test acc (%)", "firing rate (%)", "SNN energy (nJ)", "SNN / DNN energy", "seconds / run"]
     path = write_results(name, f"S²NN vs other single-step neurons, LIF and ReLU ({args.dataset})", command.strip(),
                          header, table_rows(ROWS, results), notes, seconds)

@@ -18,7 +18,8 @@ contributes 0 to cross-entropy and KL terms, as torch's xlogy.
 
 | function       | loss                                                              |
 | cross_entropy  | CE(z, y), optional label smoothing                                |
-| tet_loss       | (1/T) Σ_t [(1-λ)·CE(out[t], y) + λ·mean((out[t] - φ)²)]   (TET)   |
+| tet_loss       | (1/T) Σ_t [(1-λ)·CE(out[t], y) + λ·mean((out[t] - g)²)]   (TET)   |
+|                | g = φ (target="constant") or onehot(y) (target="onehot")          |
 | mse_logits     | mean over N·K of (z_a - z_b)²                                     |
 | twin_loss      | CE(z_b, y) + CE(z_t, y) + λ·(1/N) Σ_n Σ_k (z_b - z_t)²   (TNA)    |
 | kd_loss        | (1-a)·CE(z_s, y) + a·τ²·KL(p_T ‖ p_s),  p = softmax(z/τ)          |
@@ -36,7 +37,7 @@ KL divergences are "batchmean": summed over classes, averaged over the batch.
 """
 import numpy as np
 
-from .module import NonFiniteError, check_flag, check_float_array, check_real
+from .module import NonFiniteError, OptionError, check_flag, check_float_array, check_real
 
 
 # -- validation ---------------------------------------------------------------------------
@@ -123,26 +124,43 @@ def cross_entropy(out, y, label_smoothing=0.0):
     return loss, _spread_over_time(grad_z, out)
 
 
-def tet_loss(out, y, lam=0.05, phi=1.0):
-    """Temporal efficient training (Deng et al. 2022), as used to train CLIF.
+TET_TARGETS = ("constant", "onehot")  # tet_loss's MSE target: φ everywhere, or the one-hot label
 
-        L = (1/T) Σ_t [(1-λ)·CE(out[t], y) + λ·(1/(N·K)) Σ (out[t] - φ)²]
-        dL/dout[t] = (1/T)·[(1-λ)·(p_t - onehot)/N + λ·2·(out[t] - φ)/(N·K)]
 
-    The MSE term is torch's ``F.mse_loss(out, full_like(out, φ))`` over all T·N·K elements.
-    Returns ``(loss, grad_out)``.
+def tet_loss(out, y, lam=0.05, phi=1.0, target="constant"):
+    """Temporal efficient training (Deng et al. 2022; Gus-Lab/temporal_efficient_training
+    functions.py:39-51 at f9bde41), as used to train CLIF; docs/losses.md §6.
+
+    The MSE term pulls every logit towards a target ``g`` [N, K]:
+
+        target="constant"  g = φ everywhere (TET's ``means``; the CLIF authors' default)
+        target="onehot"    g = onehot(y), φ unused (the CLIF authors' ``-mse_n_reg``, used for DVS
+                           data: HuuYuLong/Complementary-LIF train.py:467-474 at d76af59)
+
+        L = (1/T) Σ_t [(1-λ)·CE(out[t], y) + λ·(1/(N·K)) Σ (out[t] - g)²]
+        dL/dout[t] = (1/T)·[(1-λ)·(p_t - onehot(y))/N + λ·2·(out[t] - g)/(N·K)]
+
+    The MSE term is torch's ``F.mse_loss(out, g)`` over all T·N·K elements, as in both sources.
+    Returns ``(loss, grad_out)``. ValueError for λ outside [0, 1], a ``target`` other than the two,
+    or a φ other than 1 with ``target="onehot"`` (it would be ignored).
     """
     out = _check_logits(out)
     t, n, k = out.shape
     y = _check_labels(y, n, k)
     lam = check_real(lam, "lam", 0.0, 1.0)
     phi = check_real(phi, "phi")
+    if not isinstance(target, str) or target not in TET_TARGETS:
+        raise OptionError(f"target must be one of {', '.join(TET_TARGETS)}; got {target!r}")
+    if target == "onehot" and phi != 1.0:
+        raise OptionError(f"phi applies to target 'constant' only (the onehot target is 1 at the label, 0 "
+                          f"elsewhere); got phi={phi} with target 'onehot'")
+    goal = np.full((n, k), phi) if target == "constant" else np.eye(k)[y]   # g: [N, K], float64
     grad = np.empty_like(out)
     total = 0.0
     for step in range(t):
         logits = out[step].astype(np.float64)
         ce, grad_ce = _cross_entropy_logits(logits, y)
-        deviation = logits - phi
+        deviation = logits - goal
         total += (1.0 - lam) * ce + lam * float(np.sum(deviation * deviation)) / (n * k)
         grad[step] = ((1.0 - lam) * grad_ce + (2.0 * lam / (n * k)) * deviation) / t
     return total / t, grad

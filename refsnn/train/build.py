@@ -70,9 +70,11 @@ def training_loss(cfg):
     """The loss ``cfg.loss`` names, ``(out, y) -> (loss, dL/dout)``: cross-entropy of the
     time-averaged logits, TET, or a loss on the output neuron layer's spikes (ce_count, mse_count,
     plus ``cfg.rate_reg`` times their L1 rate penalty) or membrane (ce_max_membrane): refsnn.losses,
-    docs/losses.md §2-4."""
-    if cfg.loss in ("ce", "tet", "ce_max_membrane"):
-        return {"ce": cross_entropy, "tet": tet_loss, "ce_max_membrane": ce_max_membrane_loss}[cfg.loss]
+    docs/losses.md §2-4, §6."""
+    if cfg.loss == "tet":
+        return functools.partial(tet_loss, lam=cfg.tet_lambda, phi=cfg.tet_phi, target=cfg.tet_target)
+    if cfg.loss in ("ce", "ce_max_membrane"):
+        return {"ce": cross_entropy, "ce_max_membrane": ce_max_membrane_loss}[cfg.loss]
     count = ce_count_loss if cfg.loss == "ce_count" else \
         functools.partial(mse_count_loss, correct_rate=cfg.correct_rate, incorrect_rate=cfg.incorrect_rate)
     if not cfg.rate_reg:

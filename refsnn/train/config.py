@@ -13,6 +13,7 @@ import numpy as np
 
 from ..data import _AUGMENTATIONS, _CIFAR, _IDX_SETS
 from ..events import BINNINGS, EVENT_DATASETS
+from ..losses import TET_TARGETS
 from ..models import ANALOG_ACTIVATIONS, NETWORKS
 from ..module import OptionError, check_real
 from ..neurons import NEURONS
@@ -129,6 +130,9 @@ class TrainConfig:
     step_size: int = 10               # step schedule
     gamma: float = 0.1
     loss: str = "ce"                  # ce | tet | ce_count | mse_count | ce_max_membrane (docs/losses.md)
+    tet_lambda: float = 0.05          # tet: weight λ of the MSE term, 1 - λ on the cross-entropy (docs/losses.md §6)
+    tet_phi: float = 1.0              # tet: the constant target φ of the MSE term (tet_target constant)
+    tet_target: str = "constant"      # tet: MSE to φ (constant, Deng et al.) | to onehot(y) (CLIF's DVS runs)
     correct_rate: float = 1.0         # mse_count: target firing rate of the correct class (snnTorch's default)
     incorrect_rate: float = 0.0       # mse_count: target firing rate of the other classes
     rate_reg: float = 0.0             # ce_count/mse_count: λ of the L1 penalty on the output spikes
@@ -153,7 +157,7 @@ class TrainConfig:
     CHOICES = {"network": tuple(NETWORKS), "neuron": (*NEURONS, *ANALOG_ACTIVATIONS),
                "encoding": ("direct", "poisson", "latency", "delta"), "event_bins": BINNINGS,
                "optimizer": ("sgd", "adam", "adamw"), "schedule": ("cosine", "step", "none"),
-               "loss": ("ce", "tet", *LOSS_OUTPUTS), "augment": (None, *_AUGMENTATIONS),
+               "loss": ("ce", "tet", *LOSS_OUTPUTS), "tet_target": TET_TARGETS, "augment": (None, *_AUGMENTATIONS),
                "dtype": ("float32", "float64"), "method": ("plain", "tna", "kd", "dml"),
                "twin_precision": ("same", "full")}
 
@@ -170,6 +174,7 @@ class TrainConfig:
         for name, low, high, low_open in (("lr", 0.0, math.inf, True), ("momentum", 0.0, math.inf, False),
                                           ("weight_decay", 0.0, math.inf, False), ("gamma", 0.0, math.inf, True),
                                           ("tna_lambda", 0.0, math.inf, False), ("kd_alpha", 0.0, 1.0, False),
+                                          ("tet_lambda", 0.0, 1.0, False),
                                           ("kd_temperature", 0.0, math.inf, True),
                                           ("dml_temperature", 0.0, math.inf, True)):
             value = getattr(self, name)
@@ -217,13 +222,20 @@ class TrainConfig:
                                         f"{self.dataset!r}")
 
     def _check_output_losses(self):
-        """The spike-count and membrane losses need a spiking output neuron; their options only apply to them."""
+        """The spike-count and membrane losses need a spiking output neuron; each loss's options (TET's,
+        mse_count's rates, the rate penalty) only apply to it."""
         if self.loss in LOSS_OUTPUTS and self.neuron in ANALOG_ACTIVATIONS:
             raise ConfigError("loss", f"loss {self.loss!r} takes the {LOSS_OUTPUTS[self.loss]} of an output neuron "
                                       f"layer: the neuron must be a spiking one, not {self.neuron!r}")
         if self.loss == "ce_max_membrane" and "store_v_seq" not in inspect.signature(NEURONS[self.neuron]).parameters:
             raise ConfigError("loss", f"loss 'ce_max_membrane' takes the membrane sequence of the output neuron, which "
                                       f"the {self.neuron} neuron does not keep (no store_v_seq)")
+        if self.tet_target == "onehot" and self.tet_phi != 1.0:
+            raise ConfigError("tet_phi", f"tet_phi applies to tet_target 'constant' only (the onehot target is 1 at "
+                                         f"the label, 0 elsewhere); got tet_phi = {self.tet_phi}")
+        for name, default in (("tet_lambda", 0.05), ("tet_phi", 1.0), ("tet_target", "constant")):
+            if getattr(self, name) != default and self.loss != "tet":
+                raise ConfigError(name, f"{name} applies to loss tet, not {self.loss!r}")
         for name, default, needs in (("correct_rate", 1.0, ("mse_count",)), ("incorrect_rate", 0.0, ("mse_count",)),
                                      ("rate_reg", 0.0, ("ce_count", "mse_count"))):
             value = getattr(self, name)

@@ -365,6 +365,12 @@ def _convert_parser(sub):
              "surrogate": f"surrogate gradient, {_one_of(SURROGATES)} (boxcar on H/V_th - 1, as the authors)",
              "detach_reset": "no gradient through the reset's spike (the authors' code)",
              "train_amplitude": "learn the spike amplitude b·μ too",
+             "variant": "fine-tuning rules: exact (the exact gradient of refsnn's forward) | authors (the "
+                        "authors' code: amplitude tied to the threshold, their surrogate and threshold "
+                        "gradients, CE on logits summed over T, strict firing, lr ÷5 at 60/80/90%% of the "
+                        "epochs; docs/methods.md §4.1)",
+             "amplitude_factor": "--variant authors only: c in amplitude = c·(b/a)·V_th; their VGG 1.3 "
+                                 "(used when not given), their ResNet 1.5",
              "seed": "seed of the DNN, the calibration sample and dropout",
              "dtype": "float32 | float64",
              "out_dir": "DNN run in OUT_DIR/dnn, SNN checkpoints"}
@@ -388,7 +394,7 @@ def cmd_convert(args):
     args.places = [(cfg.out_dir, "fine-tuning epoch"), (Path(cfg.out_dir) / "dnn", "DNN epoch")]
     source = f"the DNN run {cfg.dnn_dir}" if cfg.dnn_dir else f"a {cfg.network} DNN trained {cfg.dnn_epochs} epochs"
     print(f"refsnn convert: {source} → SNN with T = {cfg.T}, fine-tuned for {cfg.finetune_epochs} epoch(s) "
-          f"(Adam/AMSGrad lr {cfg.finetune_lr}), seed {cfg.seed} → {cfg.out_dir}")
+          f"(Adam/AMSGrad lr {cfg.finetune_lr}, variant {cfg.variant}), seed {cfg.seed} → {cfg.out_dir}")
     results = run_conversion(cfg, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite)
     print(f"done in {results['seconds']:.1f} s\n")
     print(format_report(results, cfg))

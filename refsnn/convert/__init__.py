@@ -18,7 +18,10 @@ The pipeline (docs/methods.md §4):
    over T, so the logit is the accumulated output membrane divided by T (the DNN's scale).
 4. **Fine-tune** with surrogate gradients (``boxcar`` on H/V_th − 1), trainable threshold and
    λ (clamped to ≤ 1 after each optimizer step), Adam with AMSGrad, lr 1e-4, dropout
-   masks fixed across time steps.
+   masks fixed across time steps. ``variant="exact"`` (default) fine-tunes with the exact
+   gradient of refsnn's forward; ``variant="authors"`` with the rules of the authors' public code
+   (amplitude tied to the threshold, their backward, CE on summed logits, lr ÷5 at 60/80/90 % of
+   the epochs): docs/methods.md §4.1.
 
 BatchNorm (**choice**): the authors' DNNs have none; refsnn's CNN has it. It is folded into the
 preceding convolution at conversion time: in eval mode BatchNorm is an exact per-channel affine
@@ -31,6 +34,7 @@ BatchNorm, replace clipped ReLUs), ``pipeline`` (the whole conversion on the one
 and the one checkpoint format of ``refsnn.train``).
 """
 from .calibration import DEFAULT_GRID, calibrate, collect_preactivations, grid_errors, if_response, search_scales
-from .pipeline import (ConvertConfig, dnn_config, eval_summary, evaluate_snn, finetune_epoch, format_report,
-                       load_converted, make_finetune_optimizer, run_conversion, train_or_load_dnn)
+from .pipeline import (ConvertConfig, authors_lr, convert_with, dnn_config, eval_summary, evaluate_snn, finetune_epoch,
+                       format_report, load_converted, make_finetune_optimizer, run_conversion, summed_cross_entropy,
+                       train_or_load_dnn)
 from .rewrite import clipped_relus, convert, fold_batchnorm, forward_layers

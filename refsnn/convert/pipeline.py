@@ -17,6 +17,7 @@ from ..energy import SpikeMeter, activity_summary, energy_table
 from ..losses import cross_entropy
 from ..models import NETWORKS
 from ..neurons import ConvertedNeuron, clamp_lam
+from ..neurons.converted import VARIANTS
 from ..optim import Adam
 from ..surrogate import SURROGATES
 from ..train import loop
@@ -45,17 +46,47 @@ def make_finetune_optimizer(model, lr=1e-4, weight_decay=0.0):
     return Adam(list(model.named_parameters()), lr=lr, weight_decay=weight_decay, amsgrad=True)
 
 
-def finetune_epoch(model, opt, images, labels, T, batch_size=64, seed=0, epoch=0, progress=False):
-    """One epoch of surrogate-gradient training (CE on time-averaged logits) on the one loop;
+def summed_cross_entropy(out, y):
+    """The authors' loss: CE on the logits summed over T, ``F.cross_entropy(Σ_t out[t], y)``
+    (godatta/Ultra-Low-Latency-SNN at 6179214, snn.py:132-134; the model returns the accumulated
+    output membrane, models/vgg_tunable_spiking.py:394-399). It is ``cross_entropy`` (time-averaged
+    logits z̄) at T·z̄: softmax temperature 1/T instead of 1. dL/dout[t] = (p − onehot(y))/N for
+    every t, p = softmax(Σ_t out[t]). Returns ``(loss, grad_out)``; docs/methods.md §4.1."""
+    T = out.shape[0]
+    loss, grad = cross_entropy(np.asarray(out, np.float64) * T, y)  # T·x is exact in float64
+    return loss, (grad * T).astype(out.dtype)
+
+
+FINETUNE_LOSSES = {"exact": cross_entropy, "authors": summed_cross_entropy}
+AUTHORS_LR_STEPS = (0.6, 0.8, 0.9)  # fractions of the epochs (snn.py:278, 337-340)
+AUTHORS_LR_REDUCE = 5               # their script.sh:18 (--lr_reduce 5; snn.py's default is 10)
+
+
+def authors_lr(lr, epoch, epochs):
+    """The authors' step schedule (snn.py:118-121): the learning rate of fine-tuning epoch
+    ``epoch`` (1-based) of ``epochs``, ``lr / 5^k`` with k the number of distinct milestones
+    int(f·epochs), f in 0.6, 0.8, 0.9, in 1 .. ``epoch`` (their loop divides once at each milestone
+    epoch it meets; a milestone 0 is never met). Their loop runs epochs 1 .. epochs−1
+    (snn.py:516); refsnn runs 1 .. epochs."""
+    milestones = {int(f * epochs) for f in AUTHORS_LR_STEPS}
+    return lr / AUTHORS_LR_REDUCE ** sum(1 <= m <= epoch for m in milestones)
+
+
+def finetune_epoch(model, opt, images, labels, T, batch_size=64, seed=0, epoch=0, progress=False, variant="exact"):
+    """One epoch of surrogate-gradient training on the one loop: CE on time-averaged logits
+    (``variant="exact"``) or on logits summed over T (``"authors"``: ``summed_cross_entropy``);
     λ is clamped to ≤ 1 after every optimizer step (the hook). The batch order is a function of
-    (seed, epoch). Returns (mean loss, accuracy) over the epoch."""
+    (seed, epoch). Returns (mean loss, accuracy) over the epoch. ValueError for another variant."""
+    if variant not in FINETUNE_LOSSES:
+        raise ValueError(f"variant must be one of {', '.join(FINETUNE_LOSSES)}; got {variant!r}")
+    loss_fn = FINETUNE_LOSSES[variant]
     dtype = next(p for _, p, _ in model.named_parameters()).dtype
     batches = Batches(images, labels, batch_size, shuffle=True, seed=seed)
     batches.set_epoch(epoch)
 
     def loss_and_grads(x, y, first):
         out = model.forward(direct(x.astype(dtype, copy=False), T))
-        loss, grad = cross_entropy(out, y)
+        loss, grad = loss_fn(out, y)
         return loss, out, [(model, grad)]
 
     return loop.train_epoch([(model, opt, "")], batches, loss_and_grads, after_step=[lambda: clamp_lam(model)],
@@ -82,6 +113,8 @@ class ConvertConfig:
     surrogate: str = "boxcar"
     detach_reset: bool = True
     train_amplitude: bool = False
+    variant: str = "exact"            # exact | authors: the fine-tuning rules (docs/methods.md §4.1)
+    amplitude_factor: float = None    # authors only: c in A = c·b′·V_th (1.3 when not given; ResNet 1.5)
     seed: int = 0
     dtype: str = "float32"
     out_dir: str = "runs/convert"
@@ -98,9 +131,20 @@ class ConvertConfig:
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError("dropout", f"dropout must be in [0, 1), got {self.dropout}")
         for name, allowed in (("network", tuple(NETWORKS)), ("surrogate", tuple(SURROGATES)),
-                              ("dtype", ("float32", "float64"))):
+                              ("dtype", ("float32", "float64")), ("variant", VARIANTS)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(name, f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
+        if self.variant == "authors":
+            conflicts = [f"--{name.replace('_', '-')}" for name, theirs in
+                         (("surrogate", "boxcar"), ("detach_reset", True), ("train_amplitude", False))
+                         if getattr(self, name) != theirs]
+            if conflicts:
+                raise ConfigError("variant", f"variant 'authors' is the authors' boxcar surrogate, detached reset "
+                                             f"and tied amplitude: drop {', '.join(conflicts)}")
+            if self.amplitude_factor is not None and not self.amplitude_factor > 0:
+                raise ConfigError("amplitude_factor", f"amplitude_factor must be > 0, got {self.amplitude_factor}")
+        elif self.amplitude_factor is not None:
+            raise ConfigError("amplitude_factor", "amplitude_factor is an option of variant 'authors' only")
         if dataset_key(self.dataset) not in DATASETS:
             raise ConfigError("dataset", f"dataset must be one of {', '.join(DATASETS)}; got {self.dataset!r}")
         if dataset_key(self.dataset) in EVENT_DATASETS:
@@ -152,8 +196,14 @@ def _build_snn(cfg, dnn_config_dict, scales, info):
     from its trainer config for the data set's ``info``, untrained, and converted with the
     saved scales."""
     dnn = build_model(TrainConfig.from_dict(dnn_config_dict), info)
+    return convert_with(cfg, dnn, scales)
+
+
+def convert_with(cfg, dnn, scales):
+    """``convert`` with the options of ``cfg`` (a ConvertConfig); dropout masks from seed (cfg.seed, 4)."""
     return convert(dnn, scales, cfg.dropout, cfg.surrogate, cfg.detach_reset, cfg.train_amplitude,
-                   rng=np.random.default_rng([cfg.seed, 4]))
+                   rng=np.random.default_rng([cfg.seed, 4]), variant=cfg.variant,
+                   amplitude_factor=cfg.amplitude_factor)
 
 
 def _read_converted(path):
@@ -209,6 +259,9 @@ def run_conversion(cfg, progress=False, log=print, resume=False, overwrite=False
         saved = ConvertConfig.from_dict(loaded["config"])
         # the data and the DNN may have moved; fine-tuning may be extended (Adam at a constant lr)
         if "finetune_epochs" in changed_options(saved, cfg, ("finetune_epochs", "data_dir", "dnn_dir", "out_dir")):
+            if cfg.variant == "authors":
+                raise ConfigError("finetune_epochs", "the authors' learning-rate steps are fractions of "
+                                                     "finetune_epochs: a variant 'authors' run cannot change it")
             if cfg.finetune_epochs < loaded["epoch"]:
                 raise ConfigError("finetune_epochs", f"finetune_epochs = {cfg.finetune_epochs}, but {out_dir} has "
                                                      f"already fine-tuned {loaded['epoch']} epochs")
@@ -241,8 +294,7 @@ def run_conversion(cfg, progress=False, log=print, resume=False, overwrite=False
             calib = train_x[np.sort(rng.choice(len(train_x), min(cfg.calibration_samples, len(train_x)),
                                                replace=False))]
             scales = calibrate(run.model, calib, cfg.T, rng=rng)
-            snn = convert(run.model, scales, cfg.dropout, cfg.surrogate, cfg.detach_reset, cfg.train_amplitude,
-                          rng=np.random.default_rng([cfg.seed, 4]))
+            snn = convert_with(cfg, run.model, scales)
             _, converted_acc = evaluate_snn(snn, test_x, test_y, cfg.T, cfg.batch_size)
             results = {"dataset": run.info["name"], "dnn_config": dataclasses.asdict(run.cfg),
                        "dnn_dir": str(run.out_dir), "dnn_acc": dnn_acc, "converted_acc": converted_acc}
@@ -255,9 +307,11 @@ def run_conversion(cfg, progress=False, log=print, resume=False, overwrite=False
                     f"(calibration error {s['error']:.3e} μ²)")
         while epoch < cfg.finetune_epochs:
             t0 = time.perf_counter()
+            if cfg.variant == "authors":
+                opt.lr = authors_lr(cfg.finetune_lr, epoch + 1, cfg.finetune_epochs)
             try:
                 train_loss, train_acc = finetune_epoch(snn, opt, train_x, train_y, cfg.T, cfg.batch_size, cfg.seed,
-                                                       epoch, progress)
+                                                       epoch, progress, cfg.variant)
             except TrainingDiverged as e:
                 raise TrainingDiverged(f"{e}; the last good checkpoint (fine-tuning epoch {epoch}) in {out_dir} "
                                        "is kept") from None

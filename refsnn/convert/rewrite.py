@@ -91,15 +91,17 @@ def clipped_relus(model):
     return [layer for layer in forward_layers(model) if isinstance(layer, ClippedReLU)]
 
 
-def convert(dnn, scales, dropout=0.0, surrogate="boxcar", detach_reset=True, train_amplitude=False, strict=False,
-            rng=None):
+def convert(dnn, scales, dropout=0.0, surrogate="boxcar", detach_reset=True, train_amplitude=False, strict=None,
+            rng=None, variant="exact", amplitude_factor=None):
     """The SNN of a trained clipped-ReLU DNN (the DNN is left untouched).
 
     Weight layers are copied with BatchNorm folded in (``fold_batchnorm``); the i-th ClippedReLU
     becomes a ``ConvertedNeuron`` with threshold a_i·μ_i, amplitude b_i·μ_i and leak 1, followed
     by ``Dropout(dropout)`` when dropout > 0 (a mask per forward, shared by all steps); pooling
     and Flatten are copied; the DNN's own Dropout layers are dropped. ``scales`` is what
-    ``calibrate`` returns (dicts with "mu", "a", "b").
+    ``calibrate`` returns (dicts with "mu", "a", "b"). ``variant``, ``amplitude_factor`` and
+    ``strict`` are the neuron's (``variant="authors"``: amplitude c·(b_i/a_i)·V_th, the authors'
+    backward; docs/methods.md §4.1).
     """
     layers = forward_layers(dnn)
     n_activations = check_convertible(layers)
@@ -117,7 +119,8 @@ def convert(dnn, scales, dropout=0.0, surrogate="boxcar", detach_reset=True, tra
             s = next(scale_iter)
             out.append(ConvertedNeuron(threshold=s["a"] * s["mu"], amplitude=s["b"] * s["mu"], lam=1.0,
                                        surrogate=surrogate, detach_reset=detach_reset,
-                                       train_amplitude=train_amplitude, strict=strict, dtype=dtype))
+                                       train_amplitude=train_amplitude, strict=strict, variant=variant,
+                                       amplitude_factor=amplitude_factor, dtype=dtype))
             if dropout > 0:
                 out.append(Dropout(dropout, rng=rng.spawn(1)[0]))
         elif isinstance(layer, PASS_THROUGH):

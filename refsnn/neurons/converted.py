@@ -17,7 +17,28 @@ Backward (BPTT), reverse time, carrying gV = dL/dV[t] (zero after the last step)
     dL/dλ    += gH·V[t−1] ;  dL/dA += gO[t]·S
 
 The reset's V_th always passes its gradient (the authors' reset is V_th·(spike as a constant));
-detach_reset only stops the one through S. The forward saves only H; the backward recomputes S and
+detach_reset only stops the one through S.
+
+``variant="authors"``: the fine-tuning rules of the authors' public code (godatta/Ultra-Low-Latency-SNN
+at 6179214, models/vgg_tunable_spiking.py:28-55 ``LinearSpike``, :340-350 the layer step;
+models/resnet_tunable_spiking.py:39-65). The forward is the one above with
+
+    A = c·b′·V_th                               (tied to the trained threshold; b′ = b/a, the
+                                                 calibrated A/V_th; c = 1.3 in their VGG :40, 1.5 in
+                                                 their ResNet :51: ``amplitude_factor``)
+    S[t] = 1{H[t]/V_th − 1 > 0}                 (strict firing, :40)
+
+and its backward is NOT the derivative of that forward (LinearSpike.backward, :44-55): the spike's
+gradient ignores A, and the threshold, given to the activation as an input whose gradient is the
+upstream gradient itself, collects the sum of dL/dO over the layer's output:
+
+    gS  = gO[t]                                 (exact: A·gO[t])
+    gH  = gV + gS·1{|u| < 1}/V_th
+    dL/dV_th += gS·1{|u| < 1}·(−H/V_th²) − gV·S + gO[t]    (exact: + gO[t]·S·c·b′ for the tie)
+
+(reset detached, boxcar surrogate: the only settings it takes); dL/dX and dL/dλ follow from gH as
+above. With the same upstream gradients, its dL/dX and dL/dλ are the exact ones ÷ A, and
+dL/dV_th = (exact − (A/V_th)·Σ gO·S)/A + Σ gO (tests/test_convert_authors.py). docs/methods.md §4.1. The forward saves only H; the backward recomputes S and
 V[t−1] from it with the forward's own operations. At T = 2 a per-step NumPy version would make ~10
 full-array passes per step; the fused kernel makes one and keeps the membrane in a local array.
 """
@@ -39,6 +60,11 @@ class ConvertedOptions(NamedTuple):
     smooth: bool         # fire with the surrogate's φ (gradient checks)
     strict: bool         # fire on H > V_th
     detach_reset: bool
+    authors: bool        # the authors' backward (module docstring): gS = gO, dL/dV_th += gO
+
+
+VARIANTS = ("exact", "authors")
+AUTHORS_AMPLITUDE_FACTOR = 1.3  # c in A = c·b′·V_th: their VGG (vgg_tunable_spiking.py:40); ResNet 1.5 (:51)
 
 
 # ------------------------------------------------------------------------------------------
@@ -67,11 +93,15 @@ def converted_backward_reference(grad_out, h_seq, v_threshold, scale, lam, ampli
         v_prev = h_seq[t - 1] - fire_reference(h_seq[t - 1], v_threshold, scale, alpha, beta, o) * v_threshold \
             if t > 0 else np.zeros(n)
         g_amp += grad_out[t] * s
-        gs = grad_out[t] * amplitude if o.detach_reset else grad_out[t] * amplitude - gv * v_threshold
+        gs = grad_out[t] if o.authors else grad_out[t] * amplitude  # the authors' surrogate ignores A
+        if not o.detach_reset:
+            gs = gs - gv * v_threshold
         gu = gs * derivative_reference((h - v_threshold) * scale, alpha, beta, o)
         gh = gv + gu * scale
         du_dth = -h * scale * scale if o.surrogate == BOXCAR else -1.0
         g_th += gu * du_dth - gv * s
+        if o.authors:
+            g_th += grad_out[t]  # their threshold input's gradient: the upstream gradient itself
         g_lam += gh * v_prev
         grad_x[t] = gh
         gv = gh * lam
@@ -87,7 +117,7 @@ def converted_forward(frozen, wide):
     def converted_forward(x, v_threshold, scale, lam, amplitude, alpha, beta, out, h_seq, v_final, options):
         """Writes out (A·S), h_seq [T, n] and v_final [n]."""
         # the options by name, in the NamedTuple's order (frozen: a plain tuple of compile-time constants)
-        surrogate, smooth, strict, detach_reset = options if frozen is None else frozen  # compile.py
+        surrogate, smooth, strict, detach_reset, authors = options if frozen is None else frozen  # compile.py
         T, n_all = x.shape
         for blk in prange((n_all + BLOCK - 1) // BLOCK):
             lo = blk * BLOCK
@@ -112,7 +142,7 @@ def converted_backward(frozen, wide):
                            options):
         """Writes grad_x [T, n] and partials[block] = (dL/dV_th, dL/dλ, dL/dA) of that block."""
         # the options by name, in the NamedTuple's order (frozen: a plain tuple of compile-time constants)
-        surrogate, smooth, strict, detach_reset = options if frozen is None else frozen  # compile.py
+        surrogate, smooth, strict, detach_reset, authors = options if frozen is None else frozen  # compile.py
         T, n_all = h_seq.shape
         boxcar = surrogate == BOXCAR
         for blk in prange((n_all + BLOCK - 1) // BLOCK):
@@ -136,13 +166,15 @@ def converted_backward(frozen, wide):
                     g = gv[j]
                     s = fire(h, v_threshold, scale, surrogate, alpha, beta, smooth, strict)
                     g_amp[j] += got[j] * s
-                    gs = got[j] * amplitude
+                    gs = got[j] if authors else got[j] * amplitude  # the authors' surrogate ignores A
                     if not detach_reset:
                         gs -= g * v_threshold
                     gu = gs * derivative(surrogate, (h - v_threshold) * scale, alpha, beta)
                     gh = g + gu * scale
                     du_dth = -h * scale * scale if boxcar else -typed(1.0, h)  # float32 stays float32
                     g_th[j] += gu * du_dth - g * s
+                    if authors:
+                        g_th[j] += got[j]  # their threshold input's gradient: the upstream gradient itself
                     g_lam[j] += gh * v_prev[j]
                     gxt[j] = gh
                     gv[j] = gh * lam
@@ -167,16 +199,42 @@ class ConvertedNeuron(BaseNeuron):
     spike. Fires on H ≥ V_th (``strict=True``: H > V_th, as the authors' code). Each forward
     starts from V = 0. Scalars are float32 parameters by default (``dtype``); the input must have
     their dtype (refsnn.module's dtype rule: ``.to(np.float64)`` converts them).
+
+    ``variant="authors"`` (module docstring): the amplitude is tied to the threshold,
+    A = c·b′·V_th with b′ = amplitude/threshold as given (buffer ``ratio``) and c =
+    ``amplitude_factor`` (default 1.3, their VGG; 1.5 their ResNet), strict firing, and the
+    authors' backward, which is not the derivative of its forward. It takes only the boxcar
+    surrogate and a detached reset, and neither ``train_amplitude`` nor ``strict=False``;
+    ``amplitude_factor`` is for this variant only. ValueError otherwise, or for an unknown variant.
     """
 
     def __init__(self, threshold=1.0, lam=1.0, amplitude=1.0, surrogate="boxcar", alpha=None, beta=1.0,
-                 detach_reset=True, train_amplitude=False, smooth=False, strict=False, dtype=np.float32):
+                 detach_reset=True, train_amplitude=False, smooth=False, strict=None, variant="exact",
+                 amplitude_factor=None, dtype=np.float32):
         threshold = check_real(threshold, "threshold", low=0, low_open=True)
         lam, amplitude = check_real(lam, "lam"), check_real(amplitude, "amplitude")
+        if variant not in VARIANTS:
+            raise ValueError(f"ConvertedNeuron: variant must be one of {', '.join(VARIANTS)}; got {variant!r}")
+        self.variant = variant
+        if variant == "authors":
+            conflicts = [f"{name}={value!r}" for name, value, theirs in
+                         (("surrogate", surrogate, "boxcar"), ("detach_reset", detach_reset, True),
+                          ("train_amplitude", train_amplitude, False), ("strict", strict, True))
+                         if value is not None and value != theirs]
+            if conflicts:
+                raise ValueError(f"ConvertedNeuron: variant='authors' is the authors' boxcar surrogate, detached "
+                                 f"reset, strict firing and tied amplitude; it does not take {', '.join(conflicts)}")
+            strict = True
+            self.amplitude_factor = check_real(AUTHORS_AMPLITUDE_FACTOR if amplitude_factor is None
+                                               else amplitude_factor, "amplitude_factor", low=0, low_open=True)
+        elif amplitude_factor is not None:
+            raise ValueError("ConvertedNeuron: amplitude_factor is an option of variant='authors' only")
         self._dtype_init = np.dtype(dtype)
-        super().__init__(threshold, surrogate, alpha, beta, smooth, strict)  # creates params["threshold"]
+        super().__init__(threshold, surrogate, alpha, beta, smooth, bool(strict))  # creates params["threshold"]
         self.add_param("lam", np.array(lam, dtype=dtype))
-        if check_flag(train_amplitude, "train_amplitude"):
+        if variant == "authors":
+            self.buffers["ratio"] = np.array(amplitude / threshold, dtype=dtype)  # b′ = A/V_th as converted
+        elif check_flag(train_amplitude, "train_amplitude"):
             self.add_param("amplitude", np.array(amplitude, dtype=dtype))
         else:
             self.buffers["amplitude"] = np.array(amplitude, dtype=dtype)
@@ -201,10 +259,13 @@ class ConvertedNeuron(BaseNeuron):
 
     @property
     def amplitude(self):
+        if self.variant == "authors":  # V_th·b′·c in their order (vgg_tunable_spiking.py:40)
+            return self.v_threshold * float(self.buffers["ratio"]) * self.amplitude_factor
         return float(self.params["amplitude"] if "amplitude" in self.params else self.buffers["amplitude"])
 
     def _options(self):
-        return ConvertedOptions(self.surrogate.code, self.smooth, self.strict, self.detach_reset)
+        return ConvertedOptions(self.surrogate.code, self.smooth, self.strict, self.detach_reset,
+                                self.variant == "authors")
 
     def forward(self, x, state=None):
         """Spikes of amplitude A, [T, N, ...]; each forward starts from V = 0 (no ``state``)."""
@@ -254,7 +315,9 @@ class ConvertedNeuron(BaseNeuron):
     def extra_repr(self):
         return (f"threshold={self.v_threshold:.4g}, lam={self.lam:.4g}, amplitude={self.amplitude:.4g}, "
                 f"surrogate={self.surrogate!r}, detach_reset={self.detach_reset}"
-                + (", smooth=True" if self.smooth else "") + (", strict=True" if self.strict else ""))
+                + (", smooth=True" if self.smooth else "") + (", strict=True" if self.strict else "")
+                + (f", variant='authors', amplitude_factor={self.amplitude_factor:g}"
+                   if self.variant == "authors" else ""))
 
 
 def clamp_lam(model, max_lam=1.0):
@@ -273,5 +336,6 @@ EXAMPLES = {
         dict(threshold=0.8, lam=0.9),
         dict(threshold=1.2, lam=0.7, train_amplitude=True, amplitude=1.5, detach_reset=False),
         dict(threshold=0.8, lam=1.0, surrogate="sigmoid", strict=True),
+        dict(threshold=0.7, lam=0.85, amplitude=1.4, variant="authors"),
     ],
 }

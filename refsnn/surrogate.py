@@ -11,6 +11,13 @@ forward check the hand-written backward exactly (docs/verification.md, tier 1).
 | fast_sigmoid   | u / (1 + α·|u|) + 1/2       (α = slope)     | 1 / (α·|u| + 1)²                      |
 | s2nn           | σ(αu) for u < 0; β·ln(u + 1) + 1/2 for u ≥ 0 | α·σ(αu)(1 − σ(αu)) ; β / (u + 1)      |
 | boxcar         | clip(u, −1, 1) + 1/2                        | 1{|u| < 1}, with u = H/V_th − 1       |
+| rect_authors   | clip(u/α + 1/2, 0, 1)                       | (1/α)·1{|u| ≤ α/2}                    |
+
+rect_authors: the CLIF authors' ``Rectangle(alpha)`` (HuuYuLong/Complementary-LIF,
+modules/surrogate.py:19-21: zero where |u| > α/2, else 1/α): height 1/α and width α, the reverse of
+``rect`` (height α, width 1/α: SpikingJelly 2.0's ``surrogate.Rect``), and its window includes the
+boundary |u| = α/2 where ``rect``'s excludes it. The two agree only at α = 1, off the boundary
+(docs/neurons.md "Surrogate functions").
 
 boxcar: a primitive clip(u,−1,1)/2 + 1/2 would have derivative ½·1{|u|<1}, half the
 surrogate the ultra-low-latency authors use; refsnn keeps their g' and takes the primitive
@@ -30,9 +37,10 @@ from numba.extending import intrinsic, overload
 
 from .module import check_real
 
-SURROGATES = {"atan": 0, "sigmoid": 1, "rect": 2, "fast_sigmoid": 3, "s2nn": 4, "boxcar": 5}
-DEFAULT_ALPHA = {"atan": 2.0, "sigmoid": 4.0, "rect": 1.0, "fast_sigmoid": 25.0, "s2nn": 4.0, "boxcar": 1.0}
-ATAN, SIGMOID, RECT, FAST_SIGMOID, S2NN, BOXCAR = range(6)
+SURROGATES = {"atan": 0, "sigmoid": 1, "rect": 2, "fast_sigmoid": 3, "s2nn": 4, "boxcar": 5, "rect_authors": 6}
+DEFAULT_ALPHA = {"atan": 2.0, "sigmoid": 4.0, "rect": 1.0, "fast_sigmoid": 25.0, "s2nn": 4.0, "boxcar": 1.0,
+                 "rect_authors": 1.0}  # rect_authors: Rectangle(alpha=1.0), Complementary-LIF modules/surrogate.py:26
+ATAN, SIGMOID, RECT, FAST_SIGMOID, S2NN, BOXCAR, RECT_AUTHORS = range(7)
 
 
 class Surrogate:
@@ -263,6 +271,8 @@ def primitive(code, u, alpha, beta):
         if u < 0:
             return stable_sigmoid(alpha * u)
         return beta * math.log(u + one) + half
+    if code == RECT_AUTHORS:
+        return min(max(u / alpha + half, zero), one)
     return min(max(u, -one), one) + half  # BOXCAR
 
 
@@ -289,6 +299,8 @@ def derivative(code, u, alpha, beta):
         if u < 0:
             return alpha * sigmoid_slope(alpha * u)
         return beta / (u + one)
+    if code == RECT_AUTHORS:  # the boundary |u| = α/2 inside, as the authors' mask |u| > α/2 leaves it
+        return one / alpha if abs(u) <= half * alpha else zero
     return one if abs(u) < one else zero  # BOXCAR
 
 

@@ -49,6 +49,8 @@ def smooth_spike(h, th, surrogate, alpha, beta):
         return u / (1.0 + alpha * np.abs(u)) + 0.5
     if surrogate == "s2nn":
         return np.where(u < 0, sigmoid(alpha * np.minimum(u, 0.0)), beta * np.log(np.maximum(u, 0.0) + 1.0) + 0.5)
+    if surrogate == "rect_authors":
+        return np.clip(u / alpha + 0.5, 0.0, 1.0)
     assert surrogate == "boxcar", surrogate
     return np.clip(u, -1.0, 1.0) + 0.5
 

@@ -16,6 +16,7 @@ from refsnn.layers import Linear
 from refsnn.module import Sequential
 from refsnn.neurons import ConvertedNeuron
 from refsnn.train.config import ConfigError
+from test_convert import reference_smooth
 from verify.gradcheck import check_directional
 
 TH, LAM, AMP, C = 0.75, 0.85, 1.1, 1.3  # threshold (dyadic: inputs can equal it exactly), λ, b·μ, c
@@ -30,18 +31,10 @@ def drive(shape, seed):
 
 # ---- tier 1: finite differences of the variant's forward, in smooth mode --------------------------
 def smooth_forward(x, th, lam, frozen=None):
-    """The authors' forward from its equations, with the boxcar primitive clip(u, −1, 1) + ½ for the
-    spike (smooth mode), u = H/V_th − 1, amplitude A = c·(b·μ/V_th0)·V_th tied to the threshold; the
-    reset uses ``frozen`` spikes when given (their reset is detached). -> (out, spikes)."""
-    amp = C * (AMP / TH) * th
-    v, out, spikes = np.zeros(x.shape[1:]), [], []
-    for t in range(x.shape[0]):
-        h = lam * v + x[t]
-        s = np.clip(h / th - 1, -1, 1) + 0.5
-        v = h - (s if frozen is None else frozen[t]) * th
-        out.append(amp * s)
-        spikes.append(s)
-    return np.array(out), np.array(spikes)
+    """The authors' forward in smooth mode: test_convert.py's ``reference_smooth`` (boxcar primitive
+    clip(u, −1, 1) + ½ on u = H/V_th − 1; ``frozen`` spikes in the detached reset) with the
+    amplitude tied to the threshold, A = c·(b·μ/V_th0)·V_th. -> (out, spikes)."""
+    return reference_smooth(x, th, lam, C * (AMP / TH) * th, frozen)
 
 
 def test_authors_gradient_is_the_exact_one_less_the_documented_terms():

@@ -337,7 +337,7 @@ def format_report(results, cfg):
               (f"SNN right after conversion (T = {cfg.T})", results["converted_acc"]),
               (f"SNN after fine-tuning ({epochs} epoch{'' if epochs == 1 else 's'})", results["finetuned_acc"])]
     lines = [f"{name:<40}{acc * 100:6.2f}%" for name, acc in stages]
-    lines += ["", f"{'neuron':<8}{'μ':>9}{'a':>7}{'b':>7}{'V_th = aμ':>11}{'amplitude bμ':>14}"
+    lines += ["", f"{'neuron':<8}{'μ':>9}{'a':>7}{'b':>7}{'V_th = aμ':>11}{'amplitude now':>14}"
                  f"{'V_th now':>10}{' lam now':>10}"]
     neurons = [m for _, m in results["snn"].modules() if isinstance(m, ConvertedNeuron)]
     for i, (s, n) in enumerate(zip(results["scales"], neurons)):

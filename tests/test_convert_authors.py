@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from refsnn.cli import main as cli_main
-from refsnn.convert import ConvertConfig, authors_lr, finetune_epoch, make_finetune_optimizer, summed_cross_entropy
+from refsnn.convert import (ConvertConfig, authors_lr, evaluate_snn, finetune_epoch, load_converted,
+                            make_finetune_optimizer, run_conversion, summed_cross_entropy)
+from refsnn.data import digits_split
 from refsnn.layers import Linear
 from refsnn.module import Sequential
 from refsnn.neurons import ConvertedNeuron
@@ -189,3 +191,20 @@ def test_one_authors_epoch_runs_and_options_are_checked(tmp_path, capsys):
             ConvertConfig(**bad)
     assert cli_main(["convert", "--variant", "bogus", "--out-dir", str(tmp_path / "c")]) == 2
     assert capsys.readouterr().err.strip() == "error: variant must be one of exact, authors; got 'bogus'"
+
+
+def test_authors_run_checkpoints_and_keeps_its_lr_steps(tmp_path):
+    """A variant 'authors' conversion reloads to the network it measured (the tied amplitude's
+    ratio b′ is in the checkpoint); resuming it with other finetune_epochs is refused (the lr steps
+    are fractions of them)."""
+    cfg = dict(dataset="digits", network="mlp", T=2, dnn_epochs=1, finetune_epochs=1, calibration_samples=100,
+               variant="authors", amplitude_factor=1.5, out_dir=str(tmp_path / "c"))
+    results = run_conversion(ConvertConfig(**cfg), log=lambda *_: None)
+    snn, meta = load_converted(tmp_path / "c")
+    neuron = next(m for _, m in snn.modules() if isinstance(m, ConvertedNeuron))
+    assert neuron.variant == "authors" and neuron.amplitude == pytest.approx(
+        neuron.v_threshold * float(neuron.buffers["ratio"]) * 1.5)
+    _, _, test_x, test_y = digits_split()
+    assert evaluate_snn(snn, test_x, test_y, 2)[1] == pytest.approx(results["finetuned_acc"])
+    with pytest.raises(ConfigError, match="authors' learning-rate steps"):
+        run_conversion(ConvertConfig(**{**cfg, "finetune_epochs": 2}), resume=True, log=lambda *_: None)

@@ -33,6 +33,11 @@ shift is needed. With V[t-1] = reset(H[t-1], S[t-1]) and H[t] = V[t-1] − V[t-1
   ``IF(v_reset=None, strict=True, detach_reset=True)``. refsnn's ``Leaky`` and ``Synaptic``
   (refsnn/neurons/leaky.py, synaptic.py) are snnTorch's neurons themselves, subtract reset, learned
   β, α and threshold and reset_delay included: ``leaky_mirror`` below.
+
+CLIF-authors: the CLIF authors' own neuron (HuuYuLong/Complementary-LIF, ``ComplementaryLIFNeuron``,
+modules/neuron.py:39-82, with their ``Rectangle`` surrogate, modules/surrogate.py:6-35), written here
+in torch from their equations; it has their hard reset and ``decay_input``, which SpikingJelly 2.0's
+``ComplementaryLIFNode`` lacks (``clif_authors_mirror`` below).
 """
 import math
 from dataclasses import dataclass, field
@@ -46,7 +51,9 @@ from refsnn.neurons.klif import KLIF
 from refsnn.neurons.lsnn import LSNN
 from refsnn.neurons.rleaky import RLeaky
 
-FRAMEWORKS = ("spikingjelly", "snntorch", "norse")
+FRAMEWORKS = ("spikingjelly", "snntorch", "norse", "CLIF-authors")
+REQUIRES = {"CLIF-authors": "torch"}  # the module a framework needs, where it is not the framework's name
+# (CLIF-authors: capitalized as their repository is, so that no output of a non-CLIF check reads "lif")
 
 
 class NoEquivalent(Exception):
@@ -125,6 +132,9 @@ def spikingjelly_mirror(neuron, dtype):
     th = float(neuron.v_threshold)
     tdt = torch_dtype(dtype)
     if isinstance(neuron, CLIF):
+        if neuron.v_reset is not None or neuron.decay_input:
+            raise NoEquivalent("SpikingJelly 2.0's ComplementaryLIFNode has the soft reset and no input decay only "
+                               "(the authors' code has both: framework CLIF-authors)")
         node = sj.ComplementaryLIFNode(tau=float(neuron.tau), v_threshold=th, surrogate_function=sg,
                                        step_mode="m", store_state_seqs=True).to(tdt)
 
@@ -400,7 +410,93 @@ def norse_mirror(neuron, dtype):
     return Mirror("norse", node, run, "v", note="membrane = v after reset")
 
 
-MIRRORS = {"spikingjelly": spikingjelly_mirror, "snntorch": snntorch_mirror, "norse": norse_mirror}
+# ------------------------------------------------------------------------------------------
+# The CLIF authors' neuron (HuuYuLong/Complementary-LIF), in torch
+# ------------------------------------------------------------------------------------------
+def _authors_surrogate(s):
+    """g'(u), u = H − V_th, of the surrogates the authors' train.py offers (lines 258-265) that refsnn has:
+    their ``Rectangle(alpha)`` (modules/surrogate.py:19-21: 1/α where |u| <= α/2, the mask |u| > α/2 set
+    to 0) and SpikingJelly's ``Sigmoid`` (α·σ(αu)(1 − σ(αu)))."""
+    import torch
+    alpha = float(s.alpha)
+    if s.name == "rect_authors" or (s.name == "rect" and alpha == 1.0):
+        return lambda u: torch.zeros_like(u).masked_fill(u.abs() <= alpha / 2, 1.0 / alpha)
+    if s.name == "sigmoid":
+        def sigmoid_grad(u):
+            sg = torch.sigmoid(alpha * u)
+            return (1.0 - sg) * sg * alpha
+        return sigmoid_grad
+    raise NoEquivalent("the CLIF authors' code trains with its Rectangle (refsnn rect_authors, or rect at "
+                       "α = 1), SpikingJelly's Sigmoid or PiecewiseQuadratic (train.py:258-265)")
+
+
+def _authors_spike():
+    """Θ(u) = 1{u >= 0} (SpikingJelly's heaviside, which their Rectangle calls) with g'(u) backward."""
+    import torch
+
+    class Spike(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, u, grad_fn):
+            ctx.save_for_backward(u)
+            ctx.grad_fn = grad_fn
+            return (u >= 0).to(u)
+
+        @staticmethod
+        def backward(ctx, grad):
+            u, = ctx.saved_tensors
+            return grad * ctx.grad_fn(u), None
+    return Spike
+
+
+def clif_authors_mirror(neuron, dtype):
+    """The authors' ``ComplementaryLIFNeuron`` (modules/neuron.py:39-82) run over time as their
+    ``MultiStepCLIFNeuron`` (lines 86-102), for refsnn ``CLIF`` only. Per step, their operations in
+    their order, with V[−1] = v_reset (0 for the soft reset, SpikingJelly's BaseNode) and M[−1] = 0:
+
+        X ← X/tau                                    (decay_input, line 63)
+        H = V·(1 − 1/tau) + X                        (v_reset None or 0, line 69)
+        H = V·(1 − 1/tau) + v_reset/tau + X          (v_reset ≠ 0, line 74)
+        M ← M·σ(H/tau) ;  S = Θ(H − V_th) ;  M ← M + S          (lines 48-50)
+        V = H − S·V_th (soft) | (1 − S)·H + S·v_reset (hard)    (lines 77-82)
+        V ← V − S·σ(M)                               (line 52)
+
+    No detach (their ``_reset`` ignores ``detach_reset``). Compares V after the reset."""
+    import torch
+    _common_checks(neuron)
+    if not isinstance(neuron, CLIF):
+        raise NoEquivalent(f"the CLIF authors' code has no {type(neuron).__name__} "
+                           "(CLIF-authors mirrors their CLIF only)")
+    if neuron.strict:
+        raise NoEquivalent("the CLIF authors' neuron fires on H >= V_th (SpikingJelly's heaviside); strict=True "
+                           "fires on >")
+    grad_fn, spike = _authors_surrogate(neuron.surrogate), _authors_spike()
+    tau, th, vr, decay_input = float(neuron.tau), float(neuron.v_threshold), neuron.v_reset, neuron.decay_input
+
+    class AuthorsCLIF(torch.nn.Module):
+        def forward(self, x):
+            v = torch.full_like(x[0], 0.0 if vr is None else float(vr))
+            m = torch.zeros_like(x[0])
+            spikes, v_seq = [], []
+            for xt in x:
+                xt = xt / tau if decay_input else xt
+                v = v * (1 - 1.0 / tau) + xt if vr is None or vr == 0 else v * (1 - 1.0 / tau) + vr / tau + xt
+                m = m * torch.sigmoid(v / tau)
+                s = spike.apply(v - th, grad_fn)
+                m = m + s
+                v = v - s * th if vr is None else (1.0 - s) * v + s * vr
+                v = v - s * torch.sigmoid(m)
+                spikes.append(s)
+                v_seq.append(v)
+            return torch.stack(spikes), torch.stack(v_seq)
+
+    node = AuthorsCLIF()
+    rect_note = ("; their Rectangle(1) is refsnn's rect(1) off |H − V_th| = 1/2"
+                 if neuron.surrogate.name == "rect" else "")
+    return Mirror("CLIF-authors", node, node, "v", note="membrane = V after the complementary reset" + rect_note)
+
+
+MIRRORS = {"spikingjelly": spikingjelly_mirror, "snntorch": snntorch_mirror, "norse": norse_mirror,
+           "CLIF-authors": clif_authors_mirror}
 
 
 def mirror(neuron, framework, dtype):
@@ -415,7 +511,7 @@ def available(framework):
     """``None`` if ``framework`` can be imported, else the reason it cannot."""
     try:
         __import__("torch")
-        __import__(framework)
+        __import__(REQUIRES.get(framework, framework))
     except ImportError as e:
         return f"{framework} not installed ({e})"
     return None

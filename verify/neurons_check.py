@@ -34,7 +34,7 @@ import dataclasses
 
 import numpy as np
 
-from refsnn.neurons import NEURONS, PLIF
+from refsnn.neurons import CLIF, NEURONS, PLIF
 from refsnn.neurons.leaky import LeakyFamily
 from refsnn.neurons.rleaky import RLeaky
 from refsnn.neurons.lif import IF_CHARGE, LIFFamily
@@ -43,13 +43,14 @@ from .compare import TOLERANCE, Row, compare, tie_mask
 from .frameworks import mirror
 
 SHORT_SURROGATE = {"atan": "atan", "sigmoid": "sig", "rect": "rect", "fast_sigmoid": "fsig",
-                   "s2nn": "s2nn", "boxcar": "box"}
+                   "s2nn": "s2nn", "boxcar": "box", "rect_authors": "rectA"}
 
 
 def describe(neuron):
     """A short label for a neuron configuration, e.g. ``lif/soft/det/nodi/>/atan2``: the reset
     (``hard`` to 0, ``hard<v_reset>``, ``soft``), ``det`` = detach_reset, ``nodi`` =
-    decay_input=False, ``>`` = strict threshold, then the surrogate with α (and β)."""
+    decay_input=False, ``>`` = strict threshold, then the surrogate with α (and β); CLIF: ``hard<v_reset>``,
+    ``di`` = decay_input=True, ``rectA`` = rect_authors."""
     name = next(k for k, cls in NEURONS.items() if type(neuron) is cls)
     parts = [name]
     if isinstance(neuron, LIFFamily) and name != "s2nn":
@@ -57,6 +58,9 @@ def describe(neuron):
         parts += ["det"] if neuron.detach_reset else []
         if neuron.charge != IF_CHARGE:
             parts += [] if neuron.decay_input else ["nodi"]
+    if isinstance(neuron, CLIF):  # the official code's options: hard reset, input decay (``di``)
+        parts += [] if neuron.v_reset is None else [f"hard{neuron.v_reset:g}"]
+        parts += ["di"] if neuron.decay_input else []
     if isinstance(neuron, LeakyFamily):  # snnTorch's: always strict; ``now`` = reset_delay=False,
         # ``L`` + the learned parameters (alpha, beta, threshold), ``[]`` = one value per neuron
         learned = "".join(k[0] for k in ("alpha", "beta", "threshold") if k in neuron.params)

@@ -65,7 +65,7 @@ changed. The first row is the configuration the authors train with, and refsnn's
 reproduces the CLIF row at T = {args.T} of `neurons{results_suffix(args.dataset)}.md` when the epochs agree.
 
 Columns: test accuracy in %, mean ± sample std (ddof = 1) over seeds; its difference from the first row in points
-and Welch's t-test p-value; firing rate = spikes per neuron per step over the neuron layers; seconds = mean wall
+and Welch's t-test p-value; firing rate = spikes per neuron per step over the neuron layers, in %; seconds = mean wall
 time of one run on a shared 2-core machine.
 
 Test accuracy per seed:
@@ -77,7 +77,7 @@ authors' minus refsnn's is {convention}, what confusing the two conventions chan
 they coincide apart from the edge point |u| = 1/2).
 """
     command = "nice -n 10 python -m experiments.clif_variants " + " ".join(argv if argv is not None else sys.argv[1:])
-    header = ["CLIF option", "test acc (%)", "− first row (points)", "p (Welch)", "firing rate", "seconds / run"]
+    header = ["CLIF option", "test acc (%)", "− first row (points)", "p (Welch)", "firing rate (%)", "seconds / run"]
     path = write_results(f"clif_variants{results_suffix(args.dataset)}.md",
                          f"The CLIF authors' neuron options ({args.dataset}, T = {args.T})", command.strip(), header,
                          rows, notes, seconds)

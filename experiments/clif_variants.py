@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from .common import experiment_parser, log, mean_std, results_suffix, train_and_measure, welch, write_results
+from .common import experiment_parser, log, mean_std, p_text, results_suffix, train_and_measure, welch, write_results
 
 DEFAULT = {"tau": 2.0, "surrogate": "rect"}   # = the authors' training setup
 VARIANTS = [("CLIF (authors' training setup: soft reset, rect α = 1)", {}),
@@ -48,7 +48,7 @@ def main(argv=None):
     rows = []
     for label, rs in results.items():
         d, p = ("—", "—") if label == default else (f"{acc[label].mean() - acc[default].mean():+.2f}",
-                                                   f"{welch(acc[label], acc[default]):.3g}")
+                                                   p_text(welch(acc[label], acc[default])))
         rows.append([label, mean_std([r["test_acc"] for r in rs]), d, p, mean_std([r["firing_rate"] for r in rs]),
                      f"{np.mean([r['seconds'] for r in rs]):.0f}"])
     per_seed = "\n".join(f"- {label}: " + ", ".join(f"{a:.2f}" for a in acc[label]) for label in acc)
@@ -57,7 +57,7 @@ def main(argv=None):
     better = [label for label in acc if label != default and acc[label].mean() > acc[default].mean()
               and welch(acc[label], acc[default]) < 0.05]
     rect, authors = acc[VARIANTS[3][0]], acc[VARIANTS[4][0]]
-    convention = f"{authors.mean() - rect.mean():+.2f} points (p = {welch(authors, rect):.3g})"
+    convention = f"{authors.mean() - rect.mean():+.2f} points (p = {p_text(welch(authors, rect))})"
     notes = f"""Setup: small CNN (refsnn.models.small_cnn: [conv3x3 → BatchNorm → CLIF → maxpool2] × 2 → linear) on
 `{args.dataset}`, T = {args.T}, direct encoding, Adam lr {args.lr}, cosine schedule, batch {args.batch_size}, {args.epochs} epochs,
 cross-entropy of the time-mean logits, seeds 0..{args.seeds - 1}; every row CLIF with tau = 2 and only the named option

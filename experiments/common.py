@@ -105,7 +105,21 @@ def write_results(path, title, command, header, rows, notes="", seconds=None):
 
 
 def welch(a, b):
-    """Welch's t-test p-value for mean(a) ≠ mean(b) (nan when both have no spread)."""
+    """Welch's t-test p-value for mean(a) ≠ mean(b). nan means no test: either group has fewer than 2
+    values (one seed has no spread to test against), or both have no spread and equal means; 0.0 when
+    both have no spread and the means differ. nan < 0.05 is False, so it never counts as significant."""
+    if len(a) < 2 or len(b) < 2:
+        return float("nan")
     if np.std(a) == 0 and np.std(b) == 0:
         return float("nan") if np.mean(a) == np.mean(b) else 0.0
     return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def p_text(p, spec=".3g"):
+    """A p-value from :func:`welch` for a table or a sentence: ``"n/a"`` when there is no test (nan)."""
+    return "n/a" if np.isnan(p) else format(p, spec)
+
+
+def significance(p):
+    """The verdict words for a p-value from :func:`welch` (nan: no test, never significant)."""
+    return " (no test: fewer than 2 seeds)" if np.isnan(p) else " (significant)" if p < 0.05 else " (not significant)"

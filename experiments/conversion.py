@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from experiments.common import mean_std, results_suffix, train_and_measure, welch, write_results
+from experiments.common import mean_std, p_text, results_suffix, train_and_measure, welch, write_results
 from refsnn.convert import (authors_lr, calibrate, clipped_relus, collect_preactivations, convert, evaluate_snn,
                             finetune_epoch, make_finetune_optimizer)
 from refsnn.energy import SpikeMeter, activity_summary
@@ -106,7 +106,7 @@ def table(dataset, records, Ts):
                         f"{np.mean([x['scales'][i]['b'] for x in r]):.2f})" for i in range(len(r[0]["scales"])))
         rows.append([dataset, T, col("dnn_acc"), col("naive_acc"), col("balanced_acc"), col("converted_acc_exact"),
                      col("converted_acc_authors"), col("finetuned_acc_exact"), col("finetuned_acc_authors"),
-                     mean_std(authors - exact), f"{welch(authors, exact):.3g}" if len(r) > 1 else "—",
+                     mean_std(authors - exact), p_text(welch(authors, exact)),
                      mean_std(gap), ab, col("firing_rate_exact", 1, 4), col("firing_rate_authors", 1, 4),
                      col("energy_ratio_exact", 1, 1), col("energy_ratio_authors", 1, 1)])
     return rows
@@ -130,10 +130,10 @@ def findings(dataset, records, Ts):
     compared = []
     for T in Ts:
         d = (at(T, "finetuned_acc_authors") - at(T, "finetuned_acc_exact")) * 100
-        if n < 2:
-            compared.append(f"T = {T}: {d.mean():+.2f} points (one seed: no test)")
-            continue
         p = welch(at(T, "finetuned_acc_authors"), at(T, "finetuned_acc_exact"))
+        if np.isnan(p):
+            compared.append(f"T = {T}: {d.mean():+.2f} points (no test: fewer than 2 seeds or no spread)")
+            continue
         verdict = "differ" if p < 0.05 else "indistinguishable"
         compared.append(f"T = {T}: {d.mean():+.2f} points (Welch p = {p:.3g}: {verdict} at p < 0.05)")
     lines.append(f"- {dataset}, fine-tuned authors minus exact, {n} seed(s): " + "; ".join(compared) + ".")

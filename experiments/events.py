@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from .common import experiment_parser, log, mean_std, train_and_measure, welch, write_results
+from .common import experiment_parser, log, mean_std, p_text, train_and_measure, welch, write_results
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 ROWS = [("LIF, plain", dict(neuron="lif", method="plain")), ("CLIF, plain", dict(neuron="clif", method="plain")),
@@ -60,7 +60,7 @@ def main(argv=None):
         for what, a, b in COMPARISONS:
             acc = [[r["test_acc"] for r in results[name, k]] for k in (a, b)]
             diff = (sum(acc[0]) / len(acc[0]) - sum(acc[1]) / len(acc[1])) * 100
-            notes.append(f"- {name}: {what}: {diff:+.2f} points, p = {welch(*acc):.3g}")
+            notes.append(f"- {name}: {what}: {diff:+.2f} points, p = {p_text(welch(*acc))}")
     notes += ["", "Data: " + ("the SYNTHETIC stand-ins data/SYNTHETIC-nmnist and data/SYNTHETIC-shd (made by "
                               "data/make_synthetic_events.py, seed 0; data/README.md), NOT the recorded N-MNIST and "
                               "SHD" if synthetic else f"{args.nmnist_dir}, {args.shd_dir}") + ". Frames: T bins of "

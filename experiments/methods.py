@@ -20,7 +20,7 @@ import numpy as np
 from refsnn.quant import export_bytes, export_ternary, float32_bytes, ternary_layers
 from refsnn.train import Run, TrainConfig
 
-from .common import experiment_parser, results_suffix, log, mean_std, welch, train_and_measure, write_results
+from .common import experiment_parser, results_suffix, log, mean_std, p_text, significance, welch, train_and_measure, write_results
 
 TEACHER_SEED_OFFSET = 1000
 METHODS = [("plain SNN", dict(method="plain")), ("KD (SNN teacher)", dict(method="kd")),
@@ -90,9 +90,8 @@ def verdict(results):
         for other in ("plain SNN", "KD (SNN teacher)", "DML"):
             ref = acc[f"{other}, {precision}"]
             d, p = tna.mean() - ref.mean(), welch(tna, ref)
-            word = ("TNA better" if d > 0 else "TNA worse" if d < 0 else "equal") + \
-                   (" (significant)" if p < 0.05 else " (not significant)")
-            lines.append(f"- {precision} weights, TNA vs {other}: {d:+.2f} points, p = {p:.3f}: {word}.")
+            word = ("TNA better" if d > 0 else "TNA worse" if d < 0 else "equal") + significance(p)
+            lines.append(f"- {precision} weights, TNA vs {other}: {d:+.2f} points, p = {p_text(p, '.3f')}: {word}.")
         gains[precision] = tna.mean() - acc[f"plain SNN, {precision}"].mean()
     beats = {precision: all(acc[f"TNA, {precision}"].mean() > acc[f"{o}, {precision}"].mean()
                             and welch(acc[f"TNA, {precision}"], acc[f"{o}, {precision}"]) < 0.05

@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from .common import experiment_parser, results_suffix, log, mean_std, welch, train_and_measure, write_results
+from .common import experiment_parser, results_suffix, log, mean_std, p_text, significance, welch, train_and_measure, write_results
 
 # (label, neuron, neuron options, T)
 ROWS = [
@@ -59,20 +59,20 @@ def verdict(results):
              "difference is within the seed-to-seed noise of this run.)", ""]
     for label in others:
         d, p = s2nn.mean() - acc[label].mean(), welch(s2nn, acc[label])
-        word = ("S²NN better" if d > 0 else "S²NN worse") + (" (significant)" if p < 0.05 else " (not significant)")
-        lines.append(f"- S²NN vs {label}: {d:+.2f} points, p = {p:.3f}: {word}.")
+        word = ("S²NN better" if d > 0 else "S²NN worse") + significance(p)
+        lines.append(f"- S²NN vs {label}: {d:+.2f} points, p = {p_text(p, '.3f')}: {word}.")
     gap, p_relu = relu.mean() - s2nn.mean(), welch(s2nn, relu)
     energy = np.mean([r["snn_energy_nj"] / r["dnn_energy_nj"] for r in results[ROWS[0][0]]])
-    lines.append(f"- S²NN vs the ReLU network: {-gap:+.2f} points, p = {p_relu:.3f}, at {energy:.2f}× its estimated energy.")
+    lines.append(f"- S²NN vs the ReLU network: {-gap:+.2f} points, p = {p_text(p_relu, '.3f')}, at {energy:.2f}× its estimated energy.")
     lif = acc[ROWS[4][0]]
     d, p = s2nn.mean() - lif.mean(), welch(s2nn, lif)
-    lines.append(f"- S²NN vs LIF at T = 4: {d:+.2f} points, p = {p:.3f}.")
+    lines.append(f"- S²NN vs LIF at T = 4: {d:+.2f} points, p = {p_text(p, '.3f')}.")
     beats_all = all(s2nn.mean() > acc[label].mean() and welch(s2nn, acc[label]) < 0.05 for label in others)
     lines += ["", "Claim 1, S²NN trains more accurately than the other single-step neurons: "
               + ("holds at this scale (better than each, significantly)." if beats_all else
                  "not shown at this scale (S²NN is not significantly better than every other single-step neuron)."),
               "", "Claim 2, S²NN approaches full precision at a fraction of the compute: S²NN is "
-              f"{gap:.2f} points below the ReLU network on average (p = {p_relu:.3f}) at "
+              f"{gap:.2f} points below the ReLU network on average (p = {p_text(p_relu, '.3f')}) at "
               f"{energy:.2f}× its estimated energy."]
     return "\n".join(lines)
 

@@ -1,7 +1,10 @@
 """refsnn: exact, framework-free training of spiking neural networks in NumPy and Numba."""
 __version__ = "0.1.0"
 
-# first: it chooses Numba's threading layer before any refsnn kernel starts Numba's threads (see its
+# first: kernel_cache makes every refsnn kernel's Numba cache depend on all of refsnn's Numba code
+# (see its docstring); it must run before any module that defines a kernel
+from . import kernel_cache
+# next: it chooses Numba's threading layer before any refsnn kernel starts Numba's threads (see its
 # docstring); refsnn.threads.set_num_threads(n) sets how many threads refsnn runs on
 from . import threads
 from .module import Module, Sequential

@@ -15,7 +15,7 @@ setup(
     packages=find_packages(include=["refsnn", "refsnn.*"]) + ["refsnn.data_files", "refsnn.verify"],
     package_dir={"refsnn.data_files": "data", "refsnn.verify": "verify"},
     package_data={"refsnn.data_files": ["*.gz", "README.md"]},
-    install_requires=["numpy", "numba", "scipy", "tqdm", "threadpoolctl", 'tomli; python_version < "3.11"'],
+    install_requires=["numpy", "numba>=0.68", "scipy", "tqdm", "threadpoolctl", 'tomli; python_version < "3.11"'],
     extras_require={  # README.md, "Dependencies, and why", gives the reason for each
         "test": ["pytest", "pytest-xdist", "hypothesis"],
         "verify": ["torch==2.13.0", "spikingjelly==2.0.0", "snntorch", "safetensors", "nir==1.0.8", "nirtorch==2.6",

@@ -380,12 +380,14 @@ def _convert_parser(sub):
 
 def cmd_convert(args):
     from .convert import ConvertConfig, format_report, run_conversion
+    from .convert.pipeline import RESUMABLE
     from .train.checkpoint import META, check_writable, read_meta, refuse_existing_run
+    from .train.config import resumed_config
     given, origins = _given_options(args, ConvertConfig)
     out_dir = given.get("out_dir", ConvertConfig.out_dir)
     if args.resume and (Path(out_dir) / META).exists():  # the saved options, and the ones given
         saved = read_meta(Path(out_dir) / META)["config"]
-        cfg = ConvertConfig.from_dict({**saved, **given, "out_dir": out_dir})
+        cfg = resumed_config(ConvertConfig.from_dict(saved), {**given, "out_dir": out_dir}, RESUMABLE)
     else:
         cfg = ConvertConfig.from_dict(given)
         if not args.resume:

@@ -17,7 +17,7 @@ from ..energy import SpikeMeter, activity_summary, energy_table
 from ..losses import cross_entropy
 from ..models import NETWORKS
 from ..neurons import ConvertedNeuron, clamp_lam
-from ..neurons.converted import VARIANTS
+from ..neurons.converted import AUTHORS_AMPLITUDE_FACTOR, VARIANTS
 from ..optim import Adam
 from ..surrogate import SURROGATES
 from ..train import loop
@@ -96,6 +96,12 @@ def finetune_epoch(model, opt, images, labels, T, batch_size=64, seed=0, epoch=0
 # ------------------------------------------------------------------------------------------
 # The whole pipeline, with atomic checkpoints
 # ------------------------------------------------------------------------------------------
+RESUMABLE = ("finetune_epochs", "data_dir", "dnn_dir", "out_dir")  # options a resumed conversion may change
+# c in A = c·b′·V_th: the authors use 1.3 and 1.5. The bound keeps A finite in float32 (checked before the
+# DNN trains: 1e308 passed the "> 0" check and failed only at the SNN's first forward) for any b′·V_th < 3e36.
+MAX_AMPLITUDE_FACTOR = 100.0
+
+
 @dataclasses.dataclass
 class ConvertConfig:
     dataset: str = "mnist-t10k"
@@ -114,7 +120,7 @@ class ConvertConfig:
     detach_reset: bool = True
     train_amplitude: bool = False
     variant: str = "exact"            # exact | authors: the fine-tuning rules (docs/methods.md §4.1)
-    amplitude_factor: float = None    # authors only: c in A = c·b′·V_th (1.3 when not given; ResNet 1.5)
+    amplitude_factor: float = None    # authors only: c in A = c·b′·V_th (1.3 when not given, stored; ResNet 1.5)
     seed: int = 0
     dtype: str = "float32"
     out_dir: str = "runs/convert"
@@ -135,14 +141,17 @@ class ConvertConfig:
             if getattr(self, name) not in allowed:
                 raise ConfigError(name, f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
         if self.variant == "authors":
-            conflicts = [f"--{name.replace('_', '-')}" for name, theirs in
-                         (("surrogate", "boxcar"), ("detach_reset", True), ("train_amplitude", False))
+            conflicts = [f"--{'no-' if getattr(self, name) is False else ''}{name.replace('_', '-')}"  # the flag passed
+                         for name, theirs in (("surrogate", "boxcar"), ("detach_reset", True), ("train_amplitude", False))
                          if getattr(self, name) != theirs]
             if conflicts:
                 raise ConfigError("variant", f"variant 'authors' is the authors' boxcar surrogate, detached reset "
                                              f"and tied amplitude: drop {', '.join(conflicts)}")
-            if self.amplitude_factor is not None and not self.amplitude_factor > 0:
-                raise ConfigError("amplitude_factor", f"amplitude_factor must be > 0, got {self.amplitude_factor}")
+            if self.amplitude_factor is None:  # the effective value, stored: a resume passing 1.3 changes nothing
+                self.amplitude_factor = AUTHORS_AMPLITUDE_FACTOR
+            if not 0 < self.amplitude_factor <= MAX_AMPLITUDE_FACTOR:
+                raise ConfigError("amplitude_factor", f"amplitude_factor must be in (0, {MAX_AMPLITUDE_FACTOR:g}], "
+                                                      f"got {self.amplitude_factor}")
         elif self.amplitude_factor is not None:
             raise ConfigError("amplitude_factor", "amplitude_factor is an option of variant 'authors' only")
         if dataset_key(self.dataset) not in DATASETS:
@@ -258,7 +267,7 @@ def run_conversion(cfg, progress=False, log=print, resume=False, overwrite=False
         loaded, arrays = _read_converted(out_dir)
         saved = ConvertConfig.from_dict(loaded["config"])
         # the data and the DNN may have moved; fine-tuning may be extended (Adam at a constant lr)
-        if "finetune_epochs" in changed_options(saved, cfg, ("finetune_epochs", "data_dir", "dnn_dir", "out_dir")):
+        if "finetune_epochs" in changed_options(saved, cfg, RESUMABLE):
             if cfg.variant == "authors":
                 raise ConfigError("finetune_epochs", "the authors' learning-rate steps are fractions of "
                                                      "finetune_epochs: a variant 'authors' run cannot change it")

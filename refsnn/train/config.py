@@ -8,6 +8,7 @@ the file and line it came from). ``ConvertConfig`` (``refsnn.convert``) uses the
 import dataclasses
 import inspect
 import math
+import types
 
 import numpy as np
 
@@ -279,7 +280,7 @@ RESUMABLE = ("epochs", "data_dir", "teacher", "out_dir")  # options a resumed ru
 def changed_options(saved, cfg, allowed):
     """The fields in which the config ``cfg`` differs from a run's ``saved`` one; ConfigError
     naming each changed field that is not in ``allowed``, with its old and new value."""
-    changed = [f.name for f in dataclasses.fields(cfg) if getattr(cfg, f.name) != getattr(saved, f.name)]
+    changed = [f.name for f in dataclasses.fields(saved) if getattr(cfg, f.name) != getattr(saved, f.name)]
     refused = [name for name in changed if name not in allowed]
     if refused:
         listed = ", ".join(f"{name} ({getattr(saved, name)!r} → {getattr(cfg, name)!r})" for name in refused)
@@ -287,3 +288,16 @@ def changed_options(saved, cfg, allowed):
                                       f"made with the saved values; only {', '.join(allowed)} may change "
                                       "(start a new run in another out_dir for other options)")
     return changed
+
+
+def resumed_config(saved, given, allowed):
+    """The config of a resumed run: ``given`` (a dict of the options passed again) over the
+    ``saved`` config. A changed option not in ``allowed`` is refused by ``changed_options`` before
+    the merged values are validated: loss tet → ce with the saved tet_lambda, or variant authors →
+    exact with the saved amplitude_factor, names the change, not its consequence."""
+    merged = {**dataclasses.asdict(saved), **given}
+    try:
+        return type(saved).from_dict(merged)
+    except ConfigError:
+        changed_options(saved, types.SimpleNamespace(**merged), allowed)
+        raise

@@ -41,7 +41,7 @@ from . import loop
 from .build import Teacher, build_model, encode, load_data, load_network, make_optimizer, training_loss, twin_seed
 from .checkpoint import (EXPORT_KIND, check_writable, claim_run_dir, generators, identify, prefixed, read_checkpoint,
                          read_export, run_paths, section, write_checkpoint, write_export)
-from .config import RESUMABLE, ConfigError, TrainConfig, changed_options
+from .config import RESUMABLE, ConfigError, TrainConfig, changed_options, resumed_config
 from .loop import TrainingDiverged
 
 
@@ -246,7 +246,7 @@ def resume_config(saved, given, trained):
     options may differ: ``epochs`` (to extend a finished or running run, or shorten it while
     more than ``trained``), ``data_dir`` (the data moved), ``teacher`` (moved; its weights'
     SHA-256 is still checked) and ``out_dir``; ConfigError naming every other one."""
-    cfg = TrainConfig.from_dict({**dataclasses.asdict(saved), **given})
+    cfg = resumed_config(saved, given, RESUMABLE)
     changed = changed_options(saved, cfg, RESUMABLE)
     notes = []
     if "epochs" in changed:

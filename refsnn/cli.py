@@ -89,7 +89,9 @@ def _train_parser(sub):
         "neuron": f"spiking neuron {_one_of(NEURONS)}, or the ANN twin's activation {_one_of(ANALOG_ACTIVATIONS)} "
                   "(with --T 1)",
         "neuron_options": "the neuron's keyword arguments as a JSON object, e.g. "
-                          f"'{{\"tau\": 2.0, \"surrogate\": \"atan\"}}' (surrogates: {_one_of(SURROGATES)})",
+                          f"'{{\"tau\": 2.0, \"surrogate\": \"atan\"}}' (surrogates: {_one_of(SURROGATES)}); "
+                          "each neuron's options are in docs/neurons.md (clif: tau, v_reset for the official hard "
+                          "reset, decay_input)",
         "dataset": f"{_one_of(DATASETS)} (digits and mnist-t10k are shipped; the others need --data-dir)",
         "data_dir": "directory holding the data set files (the shipped digits and mnist-t10k are read from the package unless given)",
         "T": "time steps per sample",
@@ -347,7 +349,8 @@ def _convert_parser(sub):
                                        "clipped-ReLU DNN (or take --dnn), calibrate, convert, fine-tune")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out-dir with its saved options; only --finetune-epochs, "
-                        "--data-dir and --dnn may be passed with new values")
+                        "--data-dir and --dnn may be passed with new values (not --finetune-epochs for a "
+                        "--variant authors run: its lr steps are fractions of the epochs)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the run already in --out-dir (without it such a directory is refused)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -358,7 +361,8 @@ def _convert_parser(sub):
              "dnn_dir": "an existing clipped-ReLU run directory (refsnn train --neuron clipped_relu --T 1) to convert",
              "dnn_epochs": "epochs of the DNN's training", "dnn_lr": "learning rate of the DNN's training (Adam)",
              "T": "time steps of the SNN", "calibration_samples": "training images for the (a, b) grid search",
-             "finetune_epochs": "epochs of surrogate-gradient fine-tuning; with --resume a new value extends it",
+             "finetune_epochs": "epochs of surrogate-gradient fine-tuning; with --resume a new value extends it "
+                                "(not for --variant authors)",
              "finetune_lr": "learning rate of the fine-tuning (Adam with AMSGrad)",
              "batch_size": "mini-batch size, for training, calibration and evaluation",
              "dropout": "dropout after every spiking neuron while fine-tuning (mask fixed across steps)",

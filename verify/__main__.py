@@ -1,5 +1,6 @@
 """``refsnn verify`` (or ``python -m refsnn.verify``; ``python -m verify`` in a checkout): refsnn's
-neurons against SpikingJelly 2.0, snnTorch 1.0 and norse 1.1 (its LSNN).
+neurons against SpikingJelly 2.0, snnTorch 1.0, norse 1.1 (its LSNN) and the CLIF authors' code (framework
+CLIF-authors: a torch mirror of Complementary-LIF's ComplementaryLIFNeuron, verify/frameworks.py).
 
 Runs a matrix — neuron configuration (lif, plif, if, clif, s2nn; hard/soft/other reset,
 detach_reset, decay_input, strict threshold, surrogates) × framework × dtype — on random inputs
@@ -34,6 +35,12 @@ from .neurons_check import check_neuron, describe, worst
 CONFIGS = {name: [lambda cls=cls, options=options: cls(**options) for options in EXAMPLES[name]]
            for name, cls in NEURONS.items()}
 DTYPES = {"float32": np.float32, "float64": np.float64}
+LEGEND = ("labels (verify/neurons_check.py describe): reset hard (to 0) | hard<v_reset> | soft; det = detach_reset; "
+          "nodi = decay_input=False; clif: hard<v_reset> = the official code's hard reset, di = decay_input=True; "
+          "> = strict threshold; surrogate with α(,β): sig = sigmoid, fsig = fast_sigmoid, box = boxcar, "
+          "rectA = rect_authors (the CLIF authors' Rectangle); snnTorch's neurons: reset sub | zero | none, "
+          "now = reset_delay=False, L<a|b|t> = learned alpha, beta, threshold, [] = per-neuron arrays, "
+          "rleaky: a2a = all_to_all, 1to1 = one-to-one recurrence")
 SCALES = (1.5, 0.3, 4.0)  # input standard deviations, cycled over the examples: firing, silent, saturated
 
 
@@ -133,9 +140,7 @@ def main(argv=None):
     with kernels(args.kernels):
         rows, skipped = run_matrix(args.component, args.framework, args.dtype, args.examples, args.seed)
     print(format_table(rows))
-    print("labels: reset hard (to 0) | hard<v_reset> | soft; det = detach_reset; nodi = decay_input=False; "
-          "> = strict threshold; surrogate with α(,β); snnTorch's neurons: reset sub | zero | none, "
-          "now = reset_delay=False, L<a|b|t> = learned alpha, beta, threshold, [] = per-neuron arrays")
+    print(LEGEND)
     if skipped:
         print(format_skipped(skipped, args.dtype))
     if not rows:  # e.g. no framework installed: "0 passed" would read as a pass

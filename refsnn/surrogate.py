@@ -43,6 +43,18 @@ DEFAULT_ALPHA = {"atan": 2.0, "sigmoid": 4.0, "rect": 1.0, "fast_sigmoid": 25.0,
 ATAN, SIGMOID, RECT, FAST_SIGMOID, S2NN, BOXCAR, RECT_AUTHORS = range(7)
 
 
+def dtype_constant(value, name, dtype):
+    """The Python float option ``value`` as a ``dtype`` scalar, the way the kernels receive it;
+    ValueError naming the option and the dtype when it is not finite there (1e39 overflows
+    float32: the cast gave inf, then NaN or all-zero gradients)."""
+    with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
+        out = np.dtype(dtype).type(value)
+    if not np.isfinite(out):
+        raise ValueError(f"{name} = {value:g} is not finite in {np.dtype(dtype).name} "
+                         f"(largest {np.finfo(dtype).max:.4g}): choose a smaller value")
+    return out
+
+
 class Surrogate:
     """A surrogate by name with its parameters, validated once on the Python side."""
 
@@ -52,6 +64,21 @@ class Surrogate:
         alpha = DEFAULT_ALPHA[name] if alpha is None else check_real(alpha, "surrogate alpha", low=0, low_open=True)
         beta = check_real(beta, "surrogate beta", low=0, low_open=True)
         self.name, self.code, self.alpha, self.beta = name, SURROGATES[name], alpha, beta
+        self.constants(np.float64)  # what no dtype holds is refused now; float32 at the first forward
+
+    def constants(self, dtype):
+        """``(alpha, beta)`` as ``dtype`` scalars for the kernels; ValueError naming the parameter and
+        ``dtype`` when one, or 1/α that rect_authors (its height) and rect (its half-width 1/(2α)) use,
+        is not finite there (α = 1e-320 in float64: 1/α = inf)."""
+        alpha = dtype_constant(self.alpha, "surrogate alpha", dtype)
+        beta = dtype_constant(self.beta, "surrogate beta", dtype)
+        if self.code in (RECT, RECT_AUTHORS):
+            with np.errstate(over="ignore", divide="ignore"):
+                inverse = np.dtype(dtype).type(1) / alpha
+            if not np.isfinite(inverse):
+                raise ValueError(f"surrogate alpha = {self.alpha:g}: the {self.name} surrogate uses 1/alpha, which is "
+                                 f"not finite in {np.dtype(dtype).name} (smallest alpha {1 / np.finfo(dtype).max:.4g})")
+        return alpha, beta
 
     def argument_scale(self, v_threshold):
         """Factor c in u = c·(H − V_th): 1/V_th for boxcar, 1 otherwise."""

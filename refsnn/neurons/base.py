@@ -30,7 +30,7 @@ import numba
 import numpy as np
 
 from ..module import Module, NonFiniteError, check_flag, check_float_array, check_real
-from ..surrogate import BOXCAR, Surrogate, derivative, primitive
+from ..surrogate import BOXCAR, Surrogate, derivative, dtype_constant, primitive
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -107,6 +107,11 @@ def constant_array(scratch, role, size, value, dtype):
         scratch.pop(next((k for k in scratch if isinstance(k, tuple) and k[0] == role), None), None)
         a = scratch[key] = np.full(size, value, dtype)
     return a
+
+
+def _same_number(a, b):
+    """``a == b`` for a Python or NumPy scalar ``a``; False for anything else (arrays, modules)."""
+    return isinstance(a, (float, np.floating)) and not isinstance(a, bool) and a == b
 
 
 def check_time_constant(value, name):
@@ -211,13 +216,34 @@ class BaseNeuron(Module):
         """Threshold and surrogate constants rounded to the data's dtype, so float32 stays float32
         (given as ``dtype`` when that differs: the float32 values in float64, see ``backward``):
         ``(v_threshold, scale, alpha, beta)``."""
-        s, c = self.surrogate, self._dtype.type
-        w = (dtype or self._dtype).type
-        return w(c(self.v_threshold)), w(c(s.argument_scale(self.v_threshold))), w(c(s.alpha)), w(c(s.beta))
+        s, d = self.surrogate, self._dtype
+        w = (dtype or d).type
+        alpha, beta = s.constants(d)
+        return (w(dtype_constant(self.v_threshold, "v_threshold", d)),
+                w(dtype_constant(s.argument_scale(self.v_threshold), f"1/v_threshold (the {s.name} scale)", d)),
+                w(alpha), w(beta))
 
     def _constant(self, value, dtype):
-        """A scalar rounded to the data's dtype, then held in ``dtype`` (float32 stays float32)."""
-        return np.dtype(dtype).type(self._dtype.type(value))
+        """A scalar rounded to the data's dtype, then held in ``dtype`` (float32 stays float32);
+        ValueError naming the option that holds it when it is not finite in the data's dtype."""
+        with np.errstate(over="ignore"):
+            rounded = self._dtype.type(value)
+        if not np.isfinite(rounded):
+            dtype_constant(value, self._option_named(value), self._dtype)
+        return np.dtype(dtype).type(rounded)
+
+    def _option_named(self, value):
+        """The attribute or property of this neuron that holds ``value`` (for an error message)."""
+        names = [*vars(self), *(k for k in dir(type(self)) if isinstance(getattr(type(self), k, None), property))]
+        return next((f"{type(self).__name__}.{k}" for k in names if _same_number(getattr(self, k, None), value)),
+                    f"a {type(self).__name__} constant")
+
+    def _check_options_fit(self):
+        """Every float option of this neuron (tau, v_reset, beta, lam ...) is finite in the data's dtype:
+        ValueError naming the first that is not, before any kernel reads it."""
+        for name, value in vars(self).items():
+            if type(value) is float:
+                dtype_constant(value, f"{type(self).__name__}.{name}", self._dtype)
 
     # -- the state --------------------------------------------------------------------
     def rest_value(self, name):
@@ -280,6 +306,7 @@ class BaseNeuron(Module):
             raise ValueError(f"input is empty (shape {x.shape}); expected [T, N, ...] with N >= 1")
         self._shape = x.shape
         self._dtype = x.dtype
+        self._check_options_fit()
         return x.reshape(x.shape[0], -1)
 
     def _check_grad(self, g, name):

@@ -17,7 +17,7 @@ def forward_backward(neuron, dtype):
 
 
 def test_rect_authors_alpha_whose_inverse_overflows_float64_is_refused_at_construction():
-    # old: constructed; the backward raised NonFiniteError blaming the membrane
+    # old: constructed; here no error (u outside the window), with u inside it a NonFiniteError blaming the membrane
     with pytest.raises(ValueError, match=r"surrogate alpha = .*1/alpha, which is not finite in float64"):
         forward_backward(CLIF(surrogate="rect_authors", alpha=1e-320), np.float64)
 

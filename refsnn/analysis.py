@@ -89,6 +89,9 @@ def temporal_gradient_norms(model, x, y, loss="ce", train=True):
         raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {loss!r}")
     x = check_float_array(x, "x", min_ndim=3)
     work = copy.deepcopy(model).train(check_flag(train, "train"))
+    for _, m in work.modules():
+        if hasattr(m, "needs_input_grad"):
+            m.needs_input_grad = True  # a trained model's first conv skips dL/dx (models.skip_input_gradient)
     work.zero_grad()
     out = work.forward(x)
     _, grad_out = LOSSES[loss](out, y)

@@ -155,3 +155,20 @@ def test_errors():
         temporal_gradient_norms(snn, x, y, loss="mse")
     with pytest.raises(TypeError):
         temporal_gradient_norms(snn, x.astype(np.int64), y)
+
+
+def test_a_trained_models_first_conv_still_gives_the_input_norms():
+    # The trainer sets the first conv's needs_input_grad = False (models.skip_input_gradient): its
+    # backward then returns no dL/dx, and the analysis of a trained network failed with an IndexError.
+    from refsnn.models import skip_input_gradient
+
+    x = np.repeat(np.random.default_rng(1).uniform(0, 1, (1, 5, 1, 8, 8)), 3, axis=0)  # direct encoding
+    y = np.arange(5) % 4
+    plain = build_network("cnn", (1, 8, 8), 4, neuron="lif", seed=0).to(np.float64)
+    trained = build_network("cnn", (1, 8, 8), 4, neuron="lif", seed=0).to(np.float64)
+    skip_input_gradient(trained)
+    expected, got = temporal_gradient_norms(plain, x, y), temporal_gradient_norms(trained, x, y)
+    assert got["input"].shape == (3,) and np.all(got["input"] > 0)
+    for name in expected:
+        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+    assert not trained.children["0"].needs_input_grad  # the model itself is left as it was

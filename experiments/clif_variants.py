@@ -10,12 +10,11 @@ same small CNN and seeds, and tests each against the default.
 
 Writes ``experiments/results/clif_variants.md`` (``clif_variants-<dataset>.md`` for other data sets).
 """
-import sys
 import time
 
 import numpy as np
 
-from .common import experiment_parser, log, mean_std, p_text, results_suffix, train_and_measure, welch, write_results
+from .common import command_line, experiment_parser, log, mean_std, p_text, results_suffix, train_and_measure, welch, write_results
 
 DEFAULT = {"tau": 2.0, "surrogate": "rect"}   # = the authors' training setup
 VARIANTS = [("CLIF (authors' training setup: soft reset, rect α = 1)", {}),
@@ -76,7 +75,7 @@ better: {", ".join(better) or "none"}. The two α = 2 rows differ only in the re
 authors' minus refsnn's is {convention}, what confusing the two conventions changes at α ≠ 1 (at α = 1
 they coincide apart from the edge point |u| = 1/2).
 """
-    command = "nice -n 10 python -m experiments.clif_variants " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = command_line("experiments.clif_variants", argv)
     header = ["CLIF option", "test acc (%)", "− first row (points)", "p (Welch)", "firing rate (%)", "seconds / run"]
     path = write_results(f"clif_variants{results_suffix(args.dataset)}.md",
                          f"The CLIF authors' neuron options ({args.dataset}, T = {args.T})", command.strip(), header,

@@ -4,6 +4,7 @@ import argparse
 import datetime
 import os
 import platform
+import shlex
 import sys
 import tempfile
 import time
@@ -35,6 +36,12 @@ def experiment_parser(description, epochs, batch_and_lr=True):
         parser.add_argument("--batch-size", type=int, default=64)
         parser.add_argument("--lr", type=float, default=1e-2)
     return parser
+
+
+def command_line(module, argv=None):
+    """The shell command that reruns ``python -m module`` with ``argv`` (``sys.argv[1:]`` when None),
+    quoted for the shell (an empty argument such as ``--lambdas ''`` stays visible)."""
+    return shlex.join(["nice", "-n", "10", "python", "-m", module, *(sys.argv[1:] if argv is None else argv)])
 
 
 def log(message):

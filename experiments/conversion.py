@@ -17,12 +17,11 @@ for authors vs exact.
 """
 import argparse
 import os
-import sys
 import time
 
 import numpy as np
 
-from experiments.common import mean_std, p_text, results_suffix, train_and_measure, welch, write_results
+from experiments.common import command_line, mean_std, p_text, results_suffix, train_and_measure, welch, write_results
 from refsnn.convert import (authors_lr, calibrate, clipped_relus, collect_preactivations, convert, evaluate_snn,
                             finetune_epoch, make_finetune_optimizer)
 from refsnn.energy import SpikeMeter, activity_summary
@@ -203,8 +202,7 @@ The DNN − fine-tuned gap is per seed (negative: the SNN beats its DNN); the fi
 been trained {'for more epochs' if not args.quick else 'longer'} than its DNN (DNN epochs + fine-tuning epochs).
 """
     threads = os.environ.get("NUMBA_NUM_THREADS")
-    command = " ".join([f"NUMBA_NUM_THREADS={threads}" if threads else "", "nice -n 10 python -m experiments.conversion",
-                        *(sys.argv[1:] if argv is None else argv)]).strip()
+    command = (f"NUMBA_NUM_THREADS={threads} " if threads else "") + command_line("experiments.conversion", argv)
     out = args.out or f"conversion{''.join(results_suffix(d) for d in args.datasets)}.md"
     path = write_results(out, "ANN-to-SNN conversion at ultra-low latency (Datta & Beerel 2022): exact vs the "
                          "authors' fine-tuning", command, header, rows, notes, seconds=time.perf_counter() - start)

@@ -11,11 +11,10 @@ The same runs on the real sets: ``--nmnist-dir DIR --shd-dir DIR`` (the folders 
 ``Train/``/``Test/`` and ``shd_train.h5``/``shd_test.h5``). Writes
 ``experiments/results/events.md`` (``events-<network>.md`` for another network).
 """
-import sys
 import time
 from pathlib import Path
 
-from .common import experiment_parser, log, mean_std, p_text, train_and_measure, welch, write_results
+from .common import command_line, experiment_parser, log, mean_std, p_text, train_and_measure, welch, write_results
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 ROWS = [("LIF, plain", dict(neuron="lif", method="plain")), ("CLIF, plain", dict(neuron="clif", method="plain")),
@@ -69,7 +68,7 @@ def main(argv=None):
               f"{args.epochs} epochs, seeds 0..{args.seeds - 1}; TNA with the trainer's defaults (λ = 0.005); TET "
               "with the CLIF authors' λ = 0.05, the constant target φ = 1 (their default) or the one-hot target "
               "of their DVS runs (-mse_n_reg; docs/losses.md §6)."]
-    command = "python -m experiments.events " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = command_line("experiments.events", argv)
     title = "TNA, CLIF and TET on event data in miniature" + (" (SYNTHETIC event sets)" if synthetic else "")
     path = write_results("events.md" if args.network == "mlp" else f"events-{args.network}.md", title,
                          command.strip(), ["data set", "neuron, method", "T", "test acc (%)", "firing rate",

@@ -10,7 +10,6 @@ KD teachers: one full-precision SNN of the same architecture per seed, trained f
 own seed (1000 + seed) so that it never shares the student's initialization.
 Writes ``experiments/results/methods.md`` for the MNIST split (``methods-<dataset>.md`` for other data sets).
 """
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 from refsnn.quant import export_bytes, export_ternary, float32_bytes, ternary_layers
 from refsnn.train import Run, TrainConfig
 
-from .common import experiment_parser, results_suffix, log, mean_std, p_text, significance, welch, train_and_measure, write_results
+from .common import command_line, experiment_parser, results_suffix, log, mean_std, p_text, significance, welch, train_and_measure, write_results
 
 TEACHER_SEED_OFFSET = 1000
 METHODS = [("plain SNN", dict(method="plain")), ("KD (SNN teacher)", dict(method="kd")),
@@ -136,7 +135,7 @@ def main(argv=None):
 
     teacher_acc = [t[1]["test_acc"] for t in teachers.values()]
     n_ternary, n_params, ternary_bytes, fp32_bytes = ternary_footprint(base)
-    command = "nice -n 10 python -m experiments.methods " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = command_line("experiments.methods", argv)
     header = ["method, weights", "test acc (%)", "twin test acc (%)", "firing rate (%)", "SNN energy (nJ)",
               "SNN / DNN energy", "seconds / run"]
     sweep_table = "\n".join(["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
@@ -168,7 +167,9 @@ Test accuracy per seed:
 {per_seed(results)}
 
 {verdict(results)}
-
+"""
+    if lambdas:
+        notes += f"""
 ## λ sweep for TNA
 
 {sweep_table}

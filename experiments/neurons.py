@@ -6,7 +6,6 @@ temporal gradient analysis (how much gradient reaches early time steps) for the 
 Writes ``experiments/results/neurons.md``, ``temporal_gradients.md`` and ``temporal_gradients.png``
 (with a ``-<dataset>`` suffix for data sets other than the MNIST split).
 """
-import sys
 import time
 
 import numpy as np
@@ -16,7 +15,7 @@ from refsnn.data import get_dataset
 from refsnn.encoding import direct
 from refsnn.models import build_network
 
-from .common import RESULTS_DIR, experiment_parser, log, p_text, results_suffix, mean_std, train_and_measure, welch, write_results
+from .common import command_line, RESULTS_DIR, experiment_parser, log, p_text, results_suffix, mean_std, train_and_measure, welch, write_results
 
 # The CLIF paper's setup for all three neurons: tau = 2, no input decay, soft reset, the same
 # rectangular surrogate (its train.py default), so that LIF and PLIF differ from CLIF only by
@@ -170,7 +169,7 @@ def main(argv=None):
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     plot(profiles, args.analysis_T, png)
     seconds = time.perf_counter() - start
-    command = "nice -n 10 python -m experiments.neurons " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = command_line("experiments.neurons", argv)
     setup = f"""Setup: small CNN (refsnn.models.small_cnn) on `{args.dataset}`, direct encoding, Adam lr {args.lr},
 cosine schedule, batch {args.batch_size}, {args.epochs} epochs, cross-entropy of the time-mean logits, seeds
 0..{args.seeds - 1}. All three neurons as in the CLIF paper's code: tau = 2, no input decay, soft reset,

@@ -5,12 +5,11 @@ multi-step LIF network and the full-precision ReLU network, all the same small C
 
 Writes ``experiments/results/s2nn.md`` for the MNIST split (``s2nn-<dataset>.md`` for other data sets).
 """
-import sys
 import time
 
 import numpy as np
 
-from .common import experiment_parser, results_suffix, log, mean_std, p_text, significance, welch, train_and_measure, write_results
+from .common import command_line, experiment_parser, results_suffix, log, mean_std, p_text, significance, welch, train_and_measure, write_results
 
 # (label, neuron, neuron options, T)
 ROWS = [
@@ -85,7 +84,7 @@ def main(argv=None):
     base = dict(network="cnn", dataset=args.dataset, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
     results = run_rows(ROWS, base, range(args.seeds), log)
     seconds = time.perf_counter() - start
-    command = "nice -n 10 python -m experiments.s2nn " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = command_line("experiments.s2nn", argv)
     per_seed = "\n".join(f"- {label}: " + ", ".join(f"{r['test_acc'] * 100:.2f}" for r in rs)
                          for label, rs in results.items())
     notes = f"""Setup: small CNN (refsnn.models.small_cnn: [conv3x3 → BatchNorm → neuron → maxpool2] × 2 → linear)

@@ -1,6 +1,7 @@
 """The benchmarks' machinery that is not a timing: the BENCHMARKS.md section writer, the child-process
 protocol, the resident-set peak, the BPTT and FLOP counts, the exponent fit, and that importing refsnn
 compiles no Numba kernel. (No test here times anything.)"""
+import mmap
 import sys
 
 import numpy as np
@@ -65,8 +66,12 @@ def test_peak_rss_sees_a_released_allocation_after_a_reset():
         pytest.skip("/proc/self/clear_refs is not writable here")
     before = current_rss()
     assert peak_rss() - before < 16 << 20  # the reset brought the peak down to about the current RSS
-    block = np.ones(64 << 17)  # 64 MiB of float64, every page touched
-    del block
+    # 64 MiB of fresh anonymous pages, every page touched, then unmapped. An anonymous mmap, not
+    # np.ones: malloc may hand back memory that is already resident (a full-suite pytest-xdist worker
+    # once saw the peak not move at all), and then nothing new would be counted.
+    block = mmap.mmap(-1, 64 << 20)
+    block.write(b"\1" * (64 << 20))
+    block.close()
     assert peak_rss() - before >= 60 << 20
 
 

@@ -234,17 +234,18 @@ class TrainConfig:
         if self.tet_target == "onehot" and self.tet_phi != 1.0:
             raise ConfigError("tet_phi", f"tet_phi applies to tet_target 'constant' only (the onehot target is 1 at "
                                          f"the label, 0 elsewhere); got tet_phi = {self.tet_phi}")
-        for name, default in (("tet_lambda", 0.05), ("tet_phi", 1.0), ("tet_target", "constant")):
-            if getattr(self, name) != default and self.loss != "tet":
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}  # "not given" = the field's default
+        for name in ("tet_lambda", "tet_phi", "tet_target"):
+            if getattr(self, name) != defaults[name] and self.loss != "tet":
                 raise ConfigError(name, f"{name} applies to loss tet, not {self.loss!r}")
-        for name, default, needs in (("correct_rate", 1.0, ("mse_count",)), ("incorrect_rate", 0.0, ("mse_count",)),
-                                     ("rate_reg", 0.0, ("ce_count", "mse_count"))):
+        for name, needs in (("correct_rate", ("mse_count",)), ("incorrect_rate", ("mse_count",)),
+                            ("rate_reg", ("ce_count", "mse_count"))):
             value = getattr(self, name)
             if value < 0:
                 raise ConfigError(name, f"{name} must be >= 0, got {value}")
             if name != "rate_reg" and value > 1:  # a firing rate: at most one spike per step
                 raise ConfigError(name, f"{name} is a firing rate (spikes per step): it must be in [0, 1], got {value}")
-            if value != default and self.loss not in needs:
+            if value != defaults[name] and self.loss not in needs:
                 raise ConfigError(name, f"{name} applies to loss {' or '.join(needs)}, not {self.loss!r}")
 
     def _check_methods(self):
